@@ -1,0 +1,1 @@
+"""Lectr's proxy: one OpenAI-compatible base URL in front of five providers."""

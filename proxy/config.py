@@ -1,0 +1,94 @@
+"""Settings, read from the environment once (`Settings.from_env()`).
+
+Nothing else in the project reads `os.environ`: every module receives the `Settings` it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+}
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return int(_float(env, name, default))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable about Lectr; see README "Configuration"."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".lectr")
+    port: int = 8080
+    base_urls: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
+    connect_timeout: float = 10.0
+    # Seconds without a byte from the provider; long generations are normal.
+    upstream_timeout: float = 300.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    # How often each worker reloads keys and routing rules (revocation must land within 5 s).
+    refresh_seconds: float = 2.0
+    # Event writer: flush when this many events are queued or the oldest is this old.
+    writer_batch_size: int = 5000
+    writer_flush_seconds: float = 0.5
+    # Events held in memory while Postgres is unreachable, before spilling to the journal.
+    writer_queue_size: int = 100_000
+    journal_dir: Path | None = None
+    # Per-org requests per second; 0 turns rate limiting off.
+    rate_limit_rps: float = 0.0
+    max_streams: int = 10_000
+    retention_months: int = 0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base_urls = dict(DEFAULT_BASE_URLS)
+        for provider in base_urls:
+            override = env.get(f"LECTR_{provider.upper()}_BASE_URL", "").strip()
+            if override:
+                base_urls[provider] = override.rstrip("/")
+        data_dir = Path(env.get("LECTR_DATA_DIR", "").strip() or ".lectr")
+        journal = env.get("LECTR_JOURNAL_DIR", "").strip()
+        return cls(
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            data_dir=data_dir,
+            port=_int(env, "PORT", 8080),
+            base_urls=base_urls,
+            connect_timeout=_float(env, "LECTR_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+            upstream_timeout=_float(env, "LECTR_UPSTREAM_TIMEOUT", 300.0),
+            max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES", 32 * 1024 * 1024),
+            max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES", 16 * 1024),
+            refresh_seconds=_float(env, "LECTR_REFRESH_SECONDS", 2.0),
+            writer_batch_size=_int(env, "LECTR_WRITER_BATCH_SIZE", 5000),
+            writer_flush_seconds=_float(env, "LECTR_WRITER_FLUSH_SECONDS", 0.5),
+            writer_queue_size=_int(env, "LECTR_WRITER_QUEUE_SIZE", 100_000),
+            journal_dir=Path(journal) if journal else None,
+            rate_limit_rps=_float(env, "LECTR_RATE_LIMIT_RPS", 0.0),
+            max_streams=_int(env, "LECTR_MAX_STREAMS", 10_000),
+            retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
+            log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        )
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal_dir if self.journal_dir is not None else self.data_dir / "journal"
