@@ -1,0 +1,136 @@
+"""The `lectr` command. Machine-readable where it matters: a new key is alone on the last line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from proxy.config import Settings
+from proxy.db import connect, database_url, migrate
+from proxy.orgs import OrgError, create_org, rotate_key, set_azure
+
+Handler = Callable[[argparse.Namespace, psycopg.Connection[Any], Settings], int]
+
+
+def _open(settings: Settings) -> psycopg.Connection[Any]:
+    conn = connect(database_url(settings))
+    migrate(conn)
+    return conn
+
+
+def cmd_migrate(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    print("schema is up to date")
+    return 0
+
+
+def cmd_org_create(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    org, key = create_org(conn, args.name)
+    print(f"created org {org.name!r}; its key is shown once, store it now:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_org_rotate(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    key = rotate_key(conn, args.name)
+    print(f"revoked every key of {args.name!r}; the new key is shown once:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_org_azure(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    org = set_azure(conn, args.name, args.endpoint, args.api_version)
+    print(f"org {org.name!r}: Azure endpoint {org.azure_endpoint} (api-version {org.azure_api_version})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from analytics.commands import report
+
+    print(report(conn, args.org, days=args.days, as_json=args.json))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from analytics.commands import recommend
+
+    print(recommend(conn, args.org, as_json=args.json))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from analytics.demo import generate
+
+    key = generate(conn, days=args.days, progress=sys.stderr)
+    print(key)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lectr", description="Lectr: LLM proxy with cost analytics")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the proxy and the dashboard")
+    up.add_argument("--proxy-port", type=int, default=None, help="proxy port (default $PORT or 8080)")
+    up.add_argument("--dashboard-port", type=int, default=8501)
+    up.add_argument("--workers", type=int, default=1, help="proxy worker processes")
+    up.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
+
+    org = sub.add_parser("org", help="manage orgs and keys").add_subparsers(dest="org_command", required=True)
+    p = org.add_parser("create", help="make an org and print its key")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_org_create)
+    p = org.add_parser("rotate-key", help="revoke all keys of an org and print a new one")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_org_rotate)
+    p = org.add_parser("azure", help="set the org's Azure OpenAI endpoint")
+    p.add_argument("name")
+    p.add_argument("--endpoint", required=True, help="https://<resource>.openai.azure.com")
+    p.add_argument("--api-version", default="2024-02-01")
+    p.set_defaults(handler=cmd_org_azure)
+
+    p = sub.add_parser("report", help="per-feature cost, latency and errors")
+    p.add_argument("--org", required=True)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("recommend", help="cheaper-model recommendations")
+    p.add_argument("--org", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_recommend)
+
+    p = sub.add_parser("demo", help="fill the org `demo` with generated traffic")
+    p.add_argument("--days", type=int, default=30)
+    p.set_defaults(handler=cmd_demo)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "up":
+        from proxy.up import run_up
+
+        return run_up(args, settings)
+    try:
+        with _open(settings) as conn:
+            return int(args.handler(args, conn, settings))
+    except OrgError as exc:
+        print(f"lectr: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"lectr: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
