@@ -8,18 +8,24 @@ Each session gets a fresh database, so runs never see each other's rows.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.orgs import Org, create_org
+from tests.fakes import FakeProviders
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +67,91 @@ def new_org(db: psycopg.Connection[Any]) -> Any:
         return create_org(db, f"{prefix}-{uuid.uuid4().hex[:8]}")
 
     return make
+
+
+# -- the proxy and its fake providers -------------------------------------------------------
+
+
+
+@pytest.fixture(scope="session")
+def fakes() -> Iterator[FakeProviders]:
+    providers = FakeProviders()
+    providers.start()
+    yield providers
+    providers.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ProxyProcess:
+    """The proxy as users run it: Hypercorn's trio worker in its own process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log_path = log_path
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProxyProcess:
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--config", "python:proxy.hypercorn_config",
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "proxy.app:create_app()"],
+            env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"proxy exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"proxy did not become ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int | None = None, timeout: float = 40) -> int:
+        import signal
+
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return int(self.process.returncode)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def proxy_env(pg_url: str, fakes: FakeProviders, data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": pg_url,
+        "LECTR_DATA_DIR": str(data_dir),
+        "LECTR_UPSTREAM_TIMEOUT": "2",
+        "LECTR_UPSTREAM_CONNECT_TIMEOUT": "2",
+        "LECTR_REFRESH_SECONDS": "0.5",
+        "LECTR_WRITER_FLUSH_SECONDS": "0.1",
+        "LECTR_LOG_LEVEL": "INFO",
+        **fakes.env(),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def proxy(pg_url: str, fakes: FakeProviders, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    data_dir = tmp_path_factory.mktemp("proxy-data")
+    server = ProxyProcess(proxy_env(pg_url, fakes, data_dir), data_dir / "proxy.log").start()
+    yield server
+    server.stop()

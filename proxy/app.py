@@ -1,0 +1,448 @@
+"""The Lectr proxy: `create_app()` (a Hypercorn target) and the path every request takes.
+
+    client ──/v1/...──▶ Proxy.__call__ (raw ASGI, the hot path)
+                          1. headers: X-Lectr-* consumed, hop-by-hop dropped   (headers.py)
+                          2. X-Lectr-Key → org, from memory                     (directory.py)
+                          3. body: model, stream, usage option                  (body.py)
+                          4. provider: detection / override → adapter           (providers/)
+                          5. upstream with httpx; response relayed as it comes  (upstream.py, sse.py)
+                          6. one Event handed to the writer, never awaited      (events.py, writer.py)
+    anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
+
+The `/v1` route is plain ASGI rather than a Quart view: the response must be the provider's,
+status, headers and bytes, with nothing added, and Quart's request/response objects cost time
+on every call without giving us anything we use there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from proxy import body as bodies
+from proxy.config import Settings
+from proxy.db import connect, database_url, migrate
+from proxy.directory import Directory
+from proxy.errors import LectrError, NotFound, PayloadTooLarge, Unauthorized
+from proxy.events import Event
+from proxy.headers import read_request_headers, readable_accept_encoding, response_headers
+from proxy.journal import Journal
+from proxy.metrics import Metrics
+from proxy.providers import adapter_for, detect
+from proxy.redact import error_message
+from proxy.sse import SSEStream
+from proxy.upstream import make_client, map_error
+from proxy.usage import Usage, estimate_tokens, from_body
+from proxy.writer import EventWriter
+
+log = logging.getLogger("lectr.proxy")
+
+Scope = dict[str, Any]
+_JSON = b"application/json"
+_SSE = b"text/event-stream"
+# Endpoints that consume tokens: when their usage can't be read, it is estimated.
+_TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the response was complete."""
+
+
+class Proxy:
+    """Everything one worker holds: settings, key directory, event writer, upstream client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.directory: Directory | None = None
+        self.writer: EventWriter | None = None
+        self.client: httpx.AsyncClient | None = None
+        self._cancel_refresh: trio.CancelScope | None = None
+
+    # -- lifecycle (before_serving / after_serving) ----------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        settings = self.settings
+        url = await trio.to_thread.run_sync(database_url, settings)
+
+        def prepare() -> None:
+            with connect(url) as conn:
+                migrate(conn)
+
+        await trio.to_thread.run_sync(prepare)
+        self.client = make_client(settings)
+        self.directory = Directory(url, settings.refresh_seconds)
+        self.writer = EventWriter(
+            url,
+            Journal(Path(settings.journal_path)),
+            batch_size=settings.writer_batch_size,
+            flush_seconds=settings.writer_flush_seconds,
+            queue_size=settings.writer_queue_size,
+            retention_months=settings.retention_months,
+        )
+        await nursery.start(self.writer.run)
+        self._cancel_refresh = trio.CancelScope()
+        await nursery.start(self._refresh_forever, self._cancel_refresh)
+
+    async def _refresh_forever(self, scope: trio.CancelScope, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.directory is not None
+        with scope:
+            await self.directory.run(task_status=task_status)
+
+    async def stop(self) -> None:
+        if self._cancel_refresh is not None:
+            self._cancel_refresh.cancel()
+        if self.writer is not None:
+            await self.writer.aclose()
+            stats = self.writer.statistics()
+            log.info("event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped)
+        if self.client is not None:
+            await self.client.aclose()
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def asgi(self, fallback: Any) -> Any:
+        """Wrap Quart's ASGI app: `/v1/...` is ours, everything else goes to Quart."""
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                try:
+                    await self.handle(scope, receive, send)
+                except Exception:
+                    # A bug of ours: the client still gets JSON, the log gets the trace (no bodies
+                    # or headers are in our frames' reprs, only types and counts).
+                    log.exception("unexpected error on %s", scope["path"][:200])
+                    await _send_error(send, LectrError("internal error in the Lectr proxy"))
+            else:
+                await fallback(scope, receive, send)
+
+        return app
+
+    async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        created_at = dt.datetime.now(dt.UTC)
+        endpoint = scope["path"][4:]
+        settings = self.settings
+        assert self.directory is not None and self.writer is not None and self.client is not None
+        event: Event | None = None
+        try:
+            incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
+            org = self.directory.authenticate(incoming.lectr_key)
+            if org is None:
+                raise Unauthorized(
+                    "missing or invalid X-Lectr-Key header: send your org key as `X-Lectr-Key: lc_key_...`"
+                    if incoming.lectr_key is None
+                    else "invalid or revoked X-Lectr-Key"
+                )
+            event = Event(
+                org_id=org.id,
+                created_at=created_at,
+                provider="openai",
+                endpoint=endpoint,
+                status_code=0,
+                provider_header=incoming.provider,
+                feature=incoming.feature,
+                task=incoming.task,
+                request_id=uuid.uuid4().hex,
+            )
+            raw = await _read_body(receive, incoming.content_length, settings.max_body_bytes)
+            event.request_bytes = len(raw)
+            info = bodies.inspect(raw, incoming.content_type, endpoint)
+            event.model, event.stream, event.message_count = info.model, info.stream, info.message_count
+            found = detect(info.model, incoming.provider)
+            if found.unknown and incoming.provider is not None:
+                log.warning("invalid X-Lectr-Provider value; using openai")
+            event.provider, event.provider_unknown = found.provider, found.unknown
+            target = adapter_for(found.provider).target(
+                settings.base_urls.get(found.provider, ""),
+                endpoint,
+                scope["query_string"],
+                info.model,
+                org,
+                incoming.special.get(b"authorization"),
+                incoming.special,
+            )
+            upstream_body = bodies.with_usage_option(raw, info) if info.add_usage_option else raw
+            headers = incoming.forward + list(target.auth)
+            encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
+            if encoding is not None:
+                headers.append((b"accept-encoding", encoding))
+            request = self.client.build_request(scope["method"], target.url, headers=headers, content=upstream_body)
+        except LectrError as exc:
+            await _send_error(send, exc)
+            self.metrics.observe(exc.status, time.perf_counter() - started, 0.0)
+            if event is not None:
+                event.status_code, event.error_type, event.error_message = exc.status, exc.code, exc.message
+                event.latency_ms = (time.perf_counter() - started) * 1000
+                self.writer.record(event)
+            return
+        await self._forward(request, event, info, started, receive, send)
+
+    async def _forward(
+        self, request: httpx.Request, event: Event, info: bodies.RequestInfo, started: float, receive: Any, send: Any
+    ) -> None:
+        """Send upstream, relay the answer, record the event; cancel upstream if the client leaves."""
+        assert self.client is not None and self.writer is not None
+        relay = _Relay(event, info, started)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, relay)
+            try:
+                await relay.run(self.client, request, send)
+            except LectrError as exc:
+                if not relay.response_started:
+                    await _send_error(send, exc)
+                    event.status_code = exc.status
+                event.error_type, event.error_message = exc.code, exc.message
+            finally:
+                nursery.cancel_scope.cancel()
+        finished_stream = relay.sse is not None and relay.sse.done
+        if relay.client_gone and not (relay.final_sent or finished_stream):
+            event.status_code = 499
+            event.error_type = event.error_type or "client_disconnected"
+        relay.finish()
+        self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
+        self.writer.record(event)
+
+
+class _Relay:
+    """One upstream exchange: timing, relaying and what we learn about usage."""
+
+    def __init__(self, event: Event, info: bodies.RequestInfo, started: float) -> None:
+        self.event = event
+        self.info = info
+        self.started = started
+        self.upstream_seconds = 0.0
+        self.response_started = False
+        # The last body message has been handed to the server: a disconnect now changes nothing.
+        self.final_sent = False
+        self.complete = False
+        self.client_gone = False
+        self.sent_bytes = 0
+        self.sse: SSEStream | None = None
+        self.body: bytes | None = None
+        self.content_encoding: bytes | None = None
+
+    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any) -> None:
+        event = self.event
+        t = time.perf_counter()
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.upstream_seconds += time.perf_counter() - t
+            raise map_error(exc, event.provider) from None
+        self.upstream_seconds += time.perf_counter() - t
+        try:
+            event.status_code = response.status_code
+            raw_headers = response.headers.raw
+            content_type = response.headers.get("content-type", "").encode("latin-1").lower()
+            self.content_encoding = response.headers.get("content-encoding", "").encode("latin-1").lower() or None
+            is_sse = _SSE in content_type
+            strip = is_sse and self.info.add_usage_option
+            if is_sse:
+                self.sse = SSEStream(strip=strip)
+            headers = response_headers(raw_headers, drop_length=strip)
+            if _JSON in content_type and not is_sse:
+                await self._relay_whole(response, headers, send)
+            else:
+                await self._relay_chunks(response, headers, send)
+            self.complete = True
+        except httpx.HTTPError as exc:
+            mapped = map_error(exc, event.provider)
+            if self.response_started:
+                # Mid-stream failure: end the client's response cleanly; the event says what happened.
+                await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            raise mapped from None
+        finally:
+            await response.aclose()
+
+    async def _relay_whole(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+        t = time.perf_counter()
+        chunks = [chunk async for chunk in response.aiter_raw()]
+        self.upstream_seconds += time.perf_counter() - t
+        self.body = b"".join(chunks)
+        self.response_started = True
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+        self.sent_bytes = len(self.body)
+        self.final_sent = True
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+    async def _relay_chunks(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+        self.response_started = True
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        sse = self.sse
+        chunks = response.aiter_raw()
+        while True:
+            t = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                self.upstream_seconds += time.perf_counter() - t
+                break
+            self.upstream_seconds += time.perf_counter() - t
+            out = sse.feed(chunk) if sse is not None else chunk
+            if out:
+                if self.sent_bytes == 0:
+                    self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+                self.sent_bytes += len(out)
+        tail = sse.flush() if sse is not None else b""
+        self.sent_bytes += len(tail)
+        self.final_sent = True
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    def finish(self) -> None:
+        """Fill the event from what was relayed (after the client has its answer)."""
+        event = self.event
+        event.latency_ms = (time.perf_counter() - self.started) * 1000
+        event.upstream_ms = self.upstream_seconds * 1000
+        event.response_bytes = self.sent_bytes
+        usage: Usage | None = None
+        parsed: Any = None
+        if self.sse is not None:
+            usage, event.response_model = self.sse.usage, self.sse.response_model
+        elif self.body:
+            parsed = _parse_json(self.body, self.content_encoding)
+            if isinstance(parsed, dict):
+                model = parsed.get("model")
+                event.response_model = model if isinstance(model, str) else None
+                usage = from_body(parsed)
+        if event.status_code >= 400 and event.error_message is None:
+            event.error_type, event.error_message = error_message(parsed, event.status_code)
+        if usage is not None:
+            event.set_usage(usage)
+        elif event.endpoint in _TOKEN_ENDPOINTS and (0 < event.status_code < 400 or event.status_code == 499):
+            output = self.sse.events if self.sse is not None else 0
+            event.set_usage(Usage(estimate_tokens(event.request_bytes or 0), output), estimated=True)
+
+
+async def _read_body(receive: Any, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneEarly()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _ClientGoneEarly(LectrError):
+    status = 499
+    type = "client_closed_request"
+    code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before sending its whole request")
+
+
+async def _watch_disconnect(receive: Any, scope: trio.CancelScope, relay: _Relay) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not relay.final_sent:
+                relay.client_gone = True
+                scope.cancel()
+            return
+
+
+async def _send_error(send: Any, exc: LectrError) -> None:
+    await _safe_send(send, {"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
+    await _safe_send(send, {"type": "http.response.body", "body": exc.body(), "more_body": False})
+
+
+async def _safe_send(send: Any, message: dict[str, Any]) -> None:
+    try:
+        await send(message)
+    except Exception:  # the client is gone; nothing left to tell it
+        pass
+
+
+def _parse_json(body: bytes, encoding: bytes | None) -> Any:
+    try:
+        if encoding in (b"gzip", b"x-gzip"):
+            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            body = zlib.decompress(body)
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, zlib.error):
+        return None
+
+
+def create_app(settings: Settings | None = None) -> QuartTrio:
+    """The app factory: `hypercorn --worker-class trio "proxy.app:create_app()"`."""
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = QuartTrio("lectr")
+    # Give the writer time to drain on shutdown before background tasks are cancelled.
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 30
+    proxy = Proxy(settings)
+    app.extensions["lectr"] = proxy
+
+    @app.before_serving
+    async def start() -> None:
+        await proxy.start(app.nursery)
+
+    @app.after_serving
+    async def stop() -> None:
+        await proxy.stop()
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        directory, writer = proxy.directory, proxy.writer
+        checks = {
+            "keys_loaded": bool(directory and directory.loaded),
+            "database": bool(writer and writer.statistics().healthy and directory and directory.last_error is None),
+            "writer_dropped": writer.statistics().dropped if writer else None,
+        }
+        ready = checks["keys_loaded"] and checks["database"] and checks["writer_dropped"] == 0
+        return _json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        text = proxy.metrics.render(proxy.writer.statistics() if proxy.writer else None)
+        return Response(text, 200, {"content-type": "text/plain; version=0.0.4"})
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        error = NotFound("unknown path: the proxy serves the OpenAI-compatible API under /v1/")
+        return Response(error.body(), error.status, {"content-type": "application/json"})
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Exception) -> Response:
+        return _json({"error": {"message": "method not allowed", "type": "invalid_request_error", "code": "method_not_allowed"}}, 405)
+
+    @app.errorhandler(500)
+    async def internal(_: Exception) -> Response:
+        return _json({"error": {"message": "internal error", "type": "internal_error", "code": "internal_error"}}, 500)
+
+    app.asgi_app = proxy.asgi(app.asgi_app)  # type: ignore[method-assign]
+    return app
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, {"content-type": "application/json"})

@@ -1,0 +1,117 @@
+"""Every error the proxy itself answers with, and its one JSON shape on the wire.
+
+The shape is OpenAI's, so every OpenAI SDK surfaces our errors like the provider's own::
+
+    {"error": {"message": "...", "type": "...", "code": "..."}}
+
+The tree::
+
+    LectrError                      (500 internal_error)
+    ├── BadRequest                  (400 invalid_request_error)
+    │   ├── MalformedJSON           (400)
+    │   ├── MissingModel            (400)
+    │   └── AzureNotConfigured      (400)
+    ├── Unauthorized                (401 authentication_error)
+    ├── NotFound                    (404 not_found)
+    ├── PayloadTooLarge             (413)
+    ├── HeaderTooLarge              (431)
+    ├── RateLimited                 (429, with retry-after)
+    ├── Overloaded                  (503, too many concurrent streams)
+    └── UpstreamError               (the provider could not give an answer)
+        ├── UpstreamUnreachable     (502 bad_gateway)
+        └── UpstreamTimeout         (504 gateway_timeout)
+
+Provider errors that come with a response (4xx/5xx) are not ours: they reach the client unchanged.
+Messages never contain a provider key or any request header value.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class LectrError(Exception):
+    status = 500
+    type = "internal_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra_headers = headers or []
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"message": self.message, "type": self.type, "code": self.code}})
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        body_len = str(len(self.body())).encode()
+        return [(b"content-type", b"application/json"), (b"content-length", body_len), *self.extra_headers]
+
+
+class BadRequest(LectrError):
+    status = 400
+    type = "invalid_request_error"
+    code = "bad_request"
+
+
+class MalformedJSON(BadRequest):
+    code = "malformed_json"
+
+
+class MissingModel(BadRequest):
+    code = "missing_model"
+
+
+class AzureNotConfigured(BadRequest):
+    code = "azure_not_configured"
+
+
+class Unauthorized(LectrError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_lectr_key"
+
+
+class NotFound(LectrError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(LectrError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class HeaderTooLarge(LectrError):
+    status = 431
+    type = "invalid_request_error"
+    code = "header_too_large"
+
+
+class RateLimited(LectrError):
+    status = 429
+    type = "rate_limit_error"
+    code = "lectr_rate_limited"
+
+
+class Overloaded(LectrError):
+    status = 503
+    type = "overloaded_error"
+    code = "lectr_overloaded"
+
+
+class UpstreamError(LectrError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+
+class UpstreamUnreachable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "gateway_timeout"

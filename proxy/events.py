@@ -1,0 +1,90 @@
+"""The Event record: one per proxied request, as the `events` table stores it.
+
+Built on the hot path from what the proxy saw (cheap fields only); priced by the writer.
+Never holds prompt or completion text, nor any header value but the `X-Lectr-*` tags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+from proxy.pricing import price
+from proxy.usage import Usage
+
+
+@dataclass(slots=True)
+class Event:
+    org_id: int
+    created_at: dt.datetime
+    provider: str
+    endpoint: str
+    status_code: int
+    id: uuid.UUID | None = None
+    request_id: str | None = None
+    provider_header: str | None = None
+    provider_unknown: bool = False
+    model: str | None = None
+    response_model: str | None = None
+    routed_model: str | None = None
+    route_rule_id: int | None = None
+    attempts: int = 1
+    feature: str | None = None
+    task: str | None = None
+    stream: bool = False
+    error_type: str | None = None
+    error_message: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    upstream_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_estimated: bool = False
+    cost_usd: Decimal | None = None
+    price_source: str | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    message_count: int | None = None
+
+    def set_usage(self, usage: Usage, *, estimated: bool = False) -> None:
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.cache_write_tokens = usage.cache_write_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.usage_estimated = estimated
+
+    def usage(self) -> Usage | None:
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return Usage(
+            self.input_tokens or 0,
+            self.output_tokens or 0,
+            self.cached_input_tokens or 0,
+            self.cache_write_tokens or 0,
+            self.reasoning_tokens or 0,
+        )
+
+    def finalise(self) -> None:
+        """Fill what the hot path left for later: the id and the cost."""
+        if self.id is None:
+            self.id = uuid.uuid4()
+        usage = self.usage()
+        if usage is not None and self.cost_usd is None:
+            found = price(self.provider, self.response_model or self.routed_model or self.model, usage, self.created_at)
+            if found is None and self.response_model and self.model and self.response_model != self.model:
+                found = price(self.provider, self.model, usage, self.created_at)
+            if found is not None:
+                self.cost_usd, self.price_source = found.cost_usd, found.source
+
+    def row(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in COLUMNS)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Event))

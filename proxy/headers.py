@@ -1,0 +1,113 @@
+"""Headers in and out: what is consumed, what is forwarded, what never crosses (RFC 9110 §7.6.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.errors import HeaderTooLarge
+
+# Hop-by-hop fields: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
+        b"trailer", b"proxy-authenticate", b"proxy-authorization",
+    }
+)
+# Request fields the proxy sets itself (httpx computes host and length; adapters set auth).
+_REQUEST_OWN = frozenset({b"host", b"content-length", b"authorization", b"accept-encoding"})
+# Encodings we can read back to find usage in a response body.
+_READABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
+_ADAPTER_INPUTS = frozenset({b"authorization", b"x-api-key", b"api-key", b"anthropic-version"})
+
+
+def clean_text(raw: bytes) -> str:
+    """A header value as text we can store: UTF-8 (invalid bytes replaced), no NULs or controls."""
+    text = raw.decode("utf-8", "replace")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One pass over the client's headers: Lectr's own, and those to forward."""
+
+    lectr_key: bytes | None = None
+    feature: str | None = None
+    task: str | None = None
+    provider: str | None = None
+    content_type: bytes = b""
+    content_length: int | None = None
+    accept_encoding: bytes | None = None
+    forward: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Values adapters may need (auth and version headers), by lower-case name.
+    special: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -> Incoming:
+    """Split the client's headers. Raises HeaderTooLarge for a value over the limit."""
+    incoming = Incoming()
+    connection_named: set[bytes] = set()
+    forward = incoming.forward
+    for name, value in raw:
+        if len(value) > max_value_bytes:
+            raise HeaderTooLarge(
+                f"the value of header {name.decode('latin-1')[:64]!r} is {len(value)} bytes; "
+                f"the limit is {max_value_bytes}"
+            )
+        if name.startswith(b"x-lectr-"):
+            if name == b"x-lectr-key":
+                incoming.lectr_key = value.strip()
+            elif name == b"x-lectr-feature":
+                incoming.feature = clean_text(value) or None
+            elif name == b"x-lectr-task":
+                incoming.task = clean_text(value) or None
+            elif name == b"x-lectr-provider":
+                incoming.provider = clean_text(value)
+            continue
+        if name in _ADAPTER_INPUTS:
+            incoming.special[name] = value
+            if name != b"authorization":
+                continue
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection_named.update(token.strip().lower() for token in value.split(b","))
+            continue
+        if name in _REQUEST_OWN:
+            if name == b"content-length":
+                try:
+                    incoming.content_length = int(value)
+                except ValueError:
+                    incoming.content_length = None
+            elif name == b"accept-encoding":
+                incoming.accept_encoding = value
+            continue
+        if name == b"content-type":
+            incoming.content_type = value
+        forward.append((name, value))
+    if connection_named:
+        incoming.forward = [(n, v) for n, v in forward if n not in connection_named]
+    return incoming
+
+
+def readable_accept_encoding(value: bytes | None) -> bytes | None:
+    """The client's Accept-Encoding restricted to codings we can decode to read usage."""
+    if value is None:
+        return None
+    kept = [part.strip() for part in value.split(b",") if part.strip().split(b";")[0].strip().lower() in _READABLE_ENCODINGS]
+    return b", ".join(kept) if kept else b"identity"
+
+
+def response_headers(raw: list[tuple[bytes, bytes]], *, drop_length: bool) -> list[tuple[bytes, bytes]]:
+    """The provider's response headers minus hop-by-hop ones (and its length, if we edit the body)."""
+    connection_named: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            connection_named.update(token.strip().lower() for token in value.split(b","))
+    kept = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in connection_named or (drop_length and lower == b"content-length"):
+            continue
+        kept.append((lower, value))
+    return kept

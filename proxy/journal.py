@@ -1,0 +1,57 @@
+"""The on-disk journal: events that could not reach Postgres wait here, one file per spill.
+
+A spill is written to `*.jsonl.tmp` and renamed when complete, so a reader never sees half a
+file. Replay inserts with `ON CONFLICT DO NOTHING`, so replaying a file twice (two workers, a
+crash between insert and delete) never duplicates an event.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _default(value: Any) -> Any:
+    return str(value)  # Decimal (cost) and anything else exotic, as text Postgres can parse
+
+
+class Journal:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> Path:
+        """Write rows to a new journal file (blocking; call from a worker thread)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"events-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
+        tmp = final.with_suffix(".jsonl.tmp")
+        with open(tmp, "wb") as out:
+            for row in rows:
+                out.write(orjson.dumps(row, default=_default))
+                out.write(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.rename(final)
+        return final
+
+    def files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("events-*.jsonl"), key=lambda p: p.stat().st_mtime)
+
+    def has_pending(self) -> bool:
+        return bool(self.files())
+
+    def pending_rows(self) -> int:
+        return sum(sum(1 for _ in open(path, "rb")) for path in self.files())
+
+    @staticmethod
+    def read(path: Path) -> Iterator[list[Any]]:
+        with open(path, "rb") as src:
+            for line in src:
+                if line.strip():
+                    yield orjson.loads(line)

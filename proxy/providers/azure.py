@@ -1,0 +1,37 @@
+"""Azure OpenAI: per-org endpoint, the model names the deployment, the key moves to `api-key`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlencode
+
+from proxy.errors import AzureNotConfigured
+from proxy.orgs import Org
+from proxy.providers.base import Target, bearer_token
+
+
+@dataclass(frozen=True, slots=True)
+class Azure:
+    name: str = "azure"
+
+    def target(
+        self, base_url: str, path: str, query: bytes, model: str | None, org: Org, bearer: bytes | None,
+        headers: dict[bytes, bytes],
+    ) -> Target:
+        if not org.azure_endpoint:
+            raise AzureNotConfigured(
+                "Azure OpenAI needs your endpoint first: run `lectr org azure "
+                f"{org.name} --endpoint https://<resource>.openai.azure.com [--api-version 2024-02-01]` "
+                "or set it on the dashboard's Settings page."
+            )
+        if model:
+            url = f"{org.azure_endpoint}/openai/deployments/{quote(model, safe='')}/{path}"
+        else:
+            url = f"{org.azure_endpoint}/openai/{path}"
+        params = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "api-version"]
+        params.append(("api-version", org.azure_api_version))
+        token = bearer_token(bearer)
+        auth = ((b"api-key", token),) if token else ()
+        if not token and b"api-key" in headers:
+            auth = ((b"api-key", headers[b"api-key"]),)
+        return Target(f"{url}?{urlencode(params)}", auth)

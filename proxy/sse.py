@@ -1,0 +1,119 @@
+"""Server-sent events on the way through: split into events, read usage, strip what we added.
+
+When the client did not ask for `stream_options.include_usage` the proxy asks for it upstream
+(so usage is exact) and removes its traces before the client sees them: the usage-only chunk
+(`"choices":[]` plus a `usage` object) and the `"usage":null` field added to every other chunk.
+The client's stream is then byte for byte what the provider would have sent without us.
+When the client asked for usage itself, every byte passes through untouched and we only read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from proxy.usage import Usage, from_body
+
+_USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_DONE = b"[DONE]"
+
+
+def _data(event: bytes) -> bytes | None:
+    """The payload of an event's `data:` line(s), or None for comments and keep-alives."""
+    payload = None
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:].lstrip(b" ")
+            payload = value if payload is None else payload + b"\n" + value
+    return payload
+
+
+class SSEStream:
+    """Feed it upstream chunks; it returns what to forward and remembers what it learnt."""
+
+    __slots__ = ("strip", "usage", "response_model", "events", "done", "_buffer", "_first")
+
+    def __init__(self, *, strip: bool) -> None:
+        self.strip = strip
+        self.usage: Usage | None = None
+        self.response_model: str | None = None
+        self.events = 0  # data events seen (a rough output-token count when usage is missing)
+        self.done = False  # the provider's final `data: [DONE]` went through
+        self._buffer = b""
+        self._first = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Process one upstream chunk; return the bytes to forward to the client now."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        out: list[bytes] = []
+        start = 0
+        while True:
+            end, gap = self._boundary(buffer, start)
+            if end < 0:
+                break
+            event = buffer[start : end + gap]
+            kept = self._event(buffer[start:end])
+            if kept is not None:
+                out.append(kept + buffer[end : end + gap] if kept is not event else event)
+            start = end + gap
+        self._buffer = buffer[start:]
+        if not self.strip:
+            return chunk
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """End of stream: whatever trailing bytes are left (an unterminated last event)."""
+        rest, self._buffer = self._buffer, b""
+        if not rest:
+            return b""
+        kept = self._event(rest)
+        if not self.strip:
+            return b""  # already forwarded by feed()
+        return kept if kept is not None else b""
+
+    @staticmethod
+    def _boundary(buffer: bytes, start: int) -> tuple[int, int]:
+        lf = buffer.find(b"\n\n", start)
+        crlf = buffer.find(b"\r\n\r\n", start)
+        if crlf >= 0 and (lf < 0 or crlf < lf):
+            return crlf, 4
+        return (lf, 2) if lf >= 0 else (-1, 0)
+
+    def _event(self, event: bytes) -> bytes | None:
+        """Learn from one event; return it (maybe edited) to forward, or None to drop it."""
+        data = _data(event)
+        if data is None:
+            return event
+        if data == _DONE:
+            self.done = True
+            return event
+        self.events += 1
+        if self._first:
+            self._first = False
+            self._learn(data, want_model=True)
+        if b'"usage"' not in data:
+            return event
+        if b'"usage":null' in data.replace(b" ", b"") and b"x_groq" not in data:
+            return _USAGE_NULL.sub(b"", event, count=1) if self.strip else event
+        body = self._learn(data, want_model=False)
+        if self.strip and _EMPTY_CHOICES.search(data) and isinstance(body, dict) and body.get("choices") == []:
+            return None  # the usage-only chunk we asked for
+        if self.strip:
+            return _USAGE_NULL.sub(b"", event, count=1)
+        return event
+
+    def _learn(self, data: bytes, *, want_model: bool) -> Any:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(body, dict):
+            if want_model and isinstance(body.get("model"), str):
+                self.response_model = body["model"]
+            found = from_body(body)
+            if found is not None:
+                self.usage = found
+        return body

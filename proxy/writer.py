@@ -1,0 +1,284 @@
+"""EventWriter: the task that moves events from requests into Postgres, off the hot path.
+
+Requests call `record(event)`, a plain function that never blocks: it puts the event on a
+bounded memory channel. The writer task (started in the app's nursery) takes events off the
+channel, prices them, and flushes them in batches with COPY, by size or by age, through a
+blocking psycopg connection driven in a worker thread (`trio.to_thread`).
+
+When Postgres is unreachable the writer keeps taking events into memory, retrying with
+exponential backoff; once `queue_size` events are held it spills them to the on-disk journal
+(`proxy.journal`), and when Postgres is back it replays the journal. On shutdown it drains
+what it holds: to Postgres, or to the journal if Postgres is still away. `dropped` counts
+events lost for good (only if even the journal cannot be written) and must stay 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import trio
+
+from proxy.db import connect, ensure_partitions
+from proxy.db.migrate import drop_old_partitions
+from proxy.events import COLUMNS, Event
+from proxy.journal import Journal
+
+log = logging.getLogger("lectr.writer")
+
+_COLUMN_LIST = ", ".join(COLUMNS)
+_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN"
+_REPLAY_COPY = f"COPY replay ({_COLUMN_LIST}) FROM STDIN"
+_REPLAY_INSERT = f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM replay ON CONFLICT DO NOTHING"
+_MAINTENANCE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    queued: int  # events waiting in memory (channel + the writer's own buffer)
+    written: int  # rows committed to Postgres (replayed ones included)
+    spilled: int  # events written to the journal
+    replayed: int  # journal rows re-sent to Postgres
+    dropped: int  # events lost for good: must be 0
+    rejected: int  # events Postgres refused, kept aside on disk (`*.rejected` in the journal)
+    failures: int  # failed flush attempts
+    healthy: bool  # the last flush succeeded
+    journal_files: int
+
+
+class EventWriter:
+    def __init__(
+        self,
+        database_url: str,
+        journal: Journal,
+        *,
+        batch_size: int = 5000,
+        flush_seconds: float = 0.5,
+        queue_size: int = 100_000,
+        retention_months: int = 0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._url = database_url
+        self._journal = journal
+        self._batch_size = batch_size
+        self._flush_seconds = flush_seconds
+        self._queue_size = queue_size
+        self._retention_months = retention_months
+        self._max_backoff = max_backoff
+        self._send, self._receive = trio.open_memory_channel[Event](queue_size)
+        self._pending: list[Event] = []
+        self._conn: psycopg.Connection[Any] | None = None
+        self._written = self._spilled = self._replayed = self._dropped = self._failures = self._rejected = 0
+        self._healthy = True
+        self._backoff = 0.0
+        self._next_maintenance = 0.0
+        self._journal_files = len(journal.files())
+        self.finished = trio.Event()
+
+    # -- called by requests: never blocks --------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        """Queue an event for writing. Plain function: safe to call from any request task."""
+        try:
+            self._send.send_nowait(event)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            # Memory is full (or we are shutting down): keep the event on disk instead.
+            self._spill_now([event])
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            queued=self._send.statistics().current_buffer_used + len(self._pending),
+            written=self._written,
+            spilled=self._spilled,
+            replayed=self._replayed,
+            dropped=self._dropped,
+            rejected=self._rejected,
+            failures=self._failures,
+            healthy=self._healthy,
+            journal_files=self._journal_files,
+        )
+
+    async def aclose(self) -> None:
+        """Stop accepting events; the writer task drains what it holds and finishes."""
+        await self._send.aclose()
+        await self.finished.wait()
+
+    # -- the writer task -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with self._receive:
+                task_status.started()
+                closed = False
+                while not closed:
+                    closed = await self._fill()
+                    if len(self._pending) >= self._queue_size:
+                        await self._spill(self._pending)
+                        self._pending = []
+                    if self._pending or (self._healthy and self._journal_files):
+                        await self._flush()
+                    await self._maintain()
+                # Shutdown: one last attempt, then keep whatever is left on disk.
+                if self._pending:
+                    await self._flush()
+                if self._pending:
+                    await self._spill(self._pending)
+                    self._pending = []
+        finally:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await trio.to_thread.run_sync(conn.close)
+            self.finished.set()
+
+    async def _fill(self) -> bool:
+        """Take events off the channel until a batch is full or the wait is over; True when closed."""
+        healthy = self._healthy
+        limit = self._batch_size if healthy else self._queue_size
+        wait = self._flush_seconds if healthy else self._backoff
+        deadline = trio.current_time() + wait
+        receive = self._receive
+        pending = self._pending
+        with trio.move_on_at(deadline):
+            while len(pending) < limit:
+                try:
+                    pending.append(receive.receive_nowait())
+                    continue
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    return True
+                try:
+                    pending.append(await receive.receive())
+                except trio.EndOfChannel:
+                    return True
+        return False
+
+    async def _flush(self) -> None:
+        batch = self._pending
+        try:
+            replayed = await trio.to_thread.run_sync(self._write, batch)
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            self._failures += 1
+            self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
+            if self._healthy:
+                log.warning("Postgres unavailable (%s); holding %d events, retrying", type(exc).__name__, len(batch))
+            self._healthy = False
+            self._drop_connection()
+            return
+        except psycopg.Error as exc:
+            # The batch itself is refused (a value Postgres won't take): find the bad rows.
+            log.error("a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__)
+            self._drop_connection()
+            replayed = 0
+            rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
+            batch = [event for event in batch if event not in rejected]
+        if not self._healthy:
+            log.info("Postgres is back; writing resumed")
+        self._healthy = True
+        self._backoff = 0.0
+        self._written += len(batch) + replayed
+        self._replayed += replayed
+        self._pending = []
+
+    def _write(self, batch: list[Event]) -> int:
+        """Worker thread: price and COPY the batch, then replay the journal. Returns rows replayed."""
+        conn = self._connection()
+        if batch:
+            for event in batch:
+                event.finalise()
+            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+                for event in batch:
+                    copy.write_row(event.row())
+        replayed = 0
+        for path in self._journal.files():
+            rows = list(self._journal.read(path))
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("CREATE TEMP TABLE replay (LIKE events) ON COMMIT DROP")
+                    with cur.copy(_REPLAY_COPY) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(_REPLAY_INSERT)
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
+                log.exception("journal file %s is refused by Postgres; kept aside as .rejected", path.name)
+                path.rename(path.with_suffix(".rejected"))
+                continue
+            path.unlink(missing_ok=True)
+            replayed += len(rows)
+        self._journal_files = len(self._journal.files())
+        return replayed
+
+    def _write_one_by_one(self, batch: list[Event]) -> list[Event]:
+        """Worker thread: insert each event alone; those refused are kept aside on disk."""
+        conn = self._connection()
+        rejected = []
+        for event in batch:
+            try:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+                    copy.write_row(event.row())
+            except psycopg.Error:
+                rejected.append(event)
+        if rejected:
+            path = self._journal.append([event.row() for event in rejected])
+            path.rename(path.with_suffix(".rejected"))
+            log.error("%d events refused by Postgres, kept in %s", len(rejected), path.with_suffix(".rejected"))
+            self._rejected += len(rejected)
+        return rejected
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # the connection is already broken; nothing to save
+                pass
+
+    async def _spill(self, events: list[Event]) -> None:
+        await trio.to_thread.run_sync(self._spill_now, events)
+
+    def _spill_now(self, events: list[Event]) -> None:
+        try:
+            rows = []
+            for event in events:
+                event.finalise()
+                rows.append(event.row())
+            self._journal.append(rows)
+        except OSError:
+            log.exception("cannot write the event journal; %d events lost", len(events))
+            self._dropped += len(events)
+            return
+        self._spilled += len(events)
+        self._journal_files += 1
+        log.warning("spilled %d events to the journal in %s", len(events), self._journal.folder)
+
+    async def _maintain(self) -> None:
+        """Hourly: create next months' partitions and apply retention."""
+        now = time.monotonic()
+        if not self._healthy or now < self._next_maintenance:
+            return
+        self._next_maintenance = now + _MAINTENANCE_SECONDS
+
+        def work() -> None:
+            conn = self._connection()
+            ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=0, months_ahead=2)
+            for name in drop_old_partitions(conn, self._retention_months):
+                log.info("retention: dropped partition %s", name)
+
+        try:
+            await trio.to_thread.run_sync(work)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("partition maintenance failed: %s", type(exc).__name__)
+            self._drop_connection()
+            self._next_maintenance = now + 60
+
+
+__all__ = ["EventWriter", "WriterStatistics"]
