@@ -1,0 +1,192 @@
+"""Postgres → polars: one org's events in a time window, filters pushed into SQL.
+
+The connector is ADBC (`adbc-driver-postgresql`): it streams the rows as Arrow (binary COPY under
+the hood) and hands them to polars without a Python object per row, and it is libpq underneath,
+so every URL form the rest of Lectr accepts works, Unix sockets included. docs/ANALYTICS.md
+has the measurements behind the choice.
+
+The query runs once, when `load_events` is called; the frame it returns is lazy so that every
+figure stays a lazy chain and the caller collects once (several figures at a time with
+`pl.collect_all`). Reloading is the caller's job (the dashboard caches per org and window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import polars as pl
+import psycopg
+
+# Every column the analytics know about, with the dtype the figures rely on. Integers are Int64
+# so sums over millions of rows cannot overflow; `cost_usd` (numeric in Postgres) is Float64.
+EVENT_SCHEMA: Mapping[str, pl.DataType] = {
+    "id": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "request_id": pl.String(),
+    "provider": pl.String(),
+    "provider_header": pl.String(),
+    "provider_unknown": pl.Boolean(),
+    "model": pl.String(),
+    "response_model": pl.String(),
+    "routed_model": pl.String(),
+    "route_rule_id": pl.Int64(),
+    "attempts": pl.Int64(),
+    "feature": pl.String(),
+    "task": pl.String(),
+    "endpoint": pl.String(),
+    "stream": pl.Boolean(),
+    "status_code": pl.Int64(),
+    "error_type": pl.String(),
+    "error_message": pl.String(),
+    "latency_ms": pl.Float64(),
+    "ttft_ms": pl.Float64(),
+    "upstream_ms": pl.Float64(),
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "cached_input_tokens": pl.Int64(),
+    "cache_write_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "usage_estimated": pl.Boolean(),
+    "cost_usd": pl.Float64(),
+    "price_source": pl.String(),
+    "request_bytes": pl.Int64(),
+    "response_bytes": pl.Int64(),
+    "message_count": pl.Int64(),
+}
+
+# What the figures, recommendations and anomalies read: the default projection. The request log
+# asks for more (`columns=EVENT_SCHEMA`), the benchmarks and CLI commands for less.
+ANALYTICS_COLUMNS: tuple[str, ...] = (
+    "created_at", "provider", "provider_unknown", "model", "response_model", "routed_model",
+    "feature", "task", "stream", "status_code", "error_type", "latency_ms", "ttft_ms", "upstream_ms",
+    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_usd",
+    "message_count",
+)
+
+Status = Literal["ok", "error"]
+
+
+def _sql_expr(column: str) -> str:
+    # numeric → float8 on the server: polars wants a float, and Arrow has no lossless numeric.
+    if column == "cost_usd":
+        return "cost_usd::float8 AS cost_usd"
+    if column == "id":
+        return "id::text AS id"
+    return column
+
+
+def _in(column: str, values: Iterable[str | None], params: list[Any]) -> str:
+    """`column = ANY($n)`, with None in `values` meaning IS NULL (e.g. untagged features)."""
+    wanted = list(values)
+    named = [v for v in wanted if v is not None]
+    parts = []
+    if named:
+        params.append(named)
+        parts.append(f"{column} = ANY(${len(params)})")
+    if len(named) < len(wanted):
+        parts.append(f"{column} IS NULL")
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def build_query(
+    org_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    columns: Sequence[str] = ANALYTICS_COLUMNS,
+    features: Iterable[str | None] | None = None,
+    models: Iterable[str] | None = None,
+    providers: Iterable[str] | None = None,
+    tasks: Iterable[str | None] | None = None,
+    status: Status | Sequence[int] | None = None,
+    limit: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The SQL (with `$n` placeholders) and parameters `load_events` runs; exposed for tests."""
+    unknown = [c for c in columns if c not in EVENT_SCHEMA]
+    if unknown:
+        raise ValueError(f"unknown event columns: {unknown}")
+    params: list[Any] = [org_id, start, end]
+    where = ["org_id = $1", "created_at >= $2", "created_at < $3"]
+    if features is not None:
+        where.append(_in("feature", features, params))
+    if models is not None:
+        where.append(_in("model", models, params))
+    if providers is not None:
+        where.append(_in("provider", providers, params))
+    if tasks is not None:
+        where.append(_in("task", tasks, params))
+    if status == "error":
+        where.append("(status_code >= 400 OR error_type IS NOT NULL)")
+    elif status == "ok":
+        where.append("(status_code < 400 AND error_type IS NULL)")
+    elif status is not None:
+        params.append([int(code) for code in status])
+        where.append(f"status_code = ANY(${len(params)})")
+    sql = f"SELECT {', '.join(_sql_expr(c) for c in columns)} FROM events WHERE {' AND '.join(where)}"
+    if limit is not None:
+        sql += f" ORDER BY created_at DESC LIMIT {int(limit)}"
+    return sql, params
+
+
+def _dsn(source: psycopg.Connection[Any] | str) -> str:
+    """A libpq connection string for ADBC, from a URL or from an open psycopg connection."""
+    if isinstance(source, str):
+        return source
+    # `info.dsn` omits the password on purpose; put it back for the second connection.
+    return psycopg.conninfo.make_conninfo(source.info.dsn, password=source.info.password or None)
+
+
+def conform(frame: pl.DataFrame | pl.LazyFrame, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+    """Cast `frame` to `EVENT_SCHEMA` (missing columns become nulls), keeping `columns` or all."""
+    lf = frame.lazy()
+    present = set(lf.collect_schema().names())
+    wanted = list(columns) if columns is not None else list(EVENT_SCHEMA)
+    return lf.select(
+        (pl.col(c) if c in present else pl.lit(None)).cast(EVENT_SCHEMA[c]).alias(c) for c in wanted
+    )
+
+
+def events_frame(records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> pl.LazyFrame:
+    """Events from plain dicts (tests, notebooks): any column left out is null."""
+    names = list(columns) if columns is not None else list(EVENT_SCHEMA)
+    data = {c: [r.get(c) for r in records] for c in names}
+    return conform(pl.DataFrame(data, schema={c: EVENT_SCHEMA[c] for c in names}), names)
+
+
+def load_events(
+    source: psycopg.Connection[Any] | str,
+    org_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    columns: Sequence[str] = ANALYTICS_COLUMNS,
+    features: Iterable[str | None] | None = None,
+    models: Iterable[str] | None = None,
+    providers: Iterable[str] | None = None,
+    tasks: Iterable[str | None] | None = None,
+    status: Status | Sequence[int] | None = None,
+    limit: int | None = None,
+) -> pl.LazyFrame:
+    """Events of `org_id` with `start <= created_at < end`, as a lazy frame typed per `EVENT_SCHEMA`.
+
+    `source` is a libpq URL or an open psycopg connection (its parameters are reused for a
+    second, ADBC connection, so rows it has not committed are not seen). Every filter runs in
+    Postgres: `features` / `tasks` may contain None for "not set", `status` is "ok", "error"
+    (status >= 400 or an error type) or a list of status codes, `limit` keeps the newest rows.
+    """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware datetimes")
+    import adbc_driver_postgresql.dbapi as adbc
+
+    sql, params = build_query(
+        org_id, start, end, columns=columns, features=features, models=models,
+        providers=providers, tasks=tasks, status=status, limit=limit,
+    )
+    with adbc.connect(_dsn(source)) as conn, conn.cursor() as cur:
+        cur.execute(sql, parameters=params)
+        table = cur.fetch_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return conform(frame, columns)
