@@ -138,7 +138,7 @@ class Proxy:
         event: Event | None = None
         try:
             incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
-            org = self.directory.authenticate(incoming.lectr_key)
+            org = await self.directory.authenticate_fresh(incoming.lectr_key)
             if org is None:
                 raise Unauthorized(
                     "missing or invalid X-Lectr-Key header: send your org key as `X-Lectr-Key: lc_key_...`"

@@ -21,6 +21,9 @@ from proxy.orgs import Org
 
 log = logging.getLogger("lectr.directory")
 
+# An unknown key may trigger a reload at most this often (seconds).
+_MISS_RELOAD_SECONDS = 0.25
+
 _LOAD = (
     "SELECT k.key_hash, o.id, o.name, o.azure_endpoint, o.azure_api_version"
     " FROM org_keys k JOIN orgs o ON o.id = k.org_id WHERE k.revoked_at IS NULL"
@@ -35,6 +38,8 @@ class Directory:
         self._conn: psycopg.Connection[Any] | None = None
         self.loaded = False
         self.last_error: str | None = None
+        self._reloading: trio.Event | None = None
+        self._last_reload = float("-inf")
 
     def authenticate(self, key: bytes | None) -> Org | None:
         """The org of an active key, or None. Constant-time on the final comparison."""
@@ -48,6 +53,25 @@ class Directory:
             return None
         return entry[1]
 
+    async def authenticate_fresh(self, key: bytes | None) -> Org | None:
+        """`authenticate`, but an unknown key is looked up again in a directory loaded after the
+        request arrived, so a key made a moment ago works at once. Reloads are shared by concurrent
+        callers and at most one per `_MISS_RELOAD_SECONDS` starts, so a flood of bad keys costs a
+        few queries a second. Known keys never wait.
+        """
+        org = self.authenticate(key)
+        if org is not None or not key:
+            return org
+        asked_at = trio.current_time()
+        while self._last_reload < asked_at or self._reloading is not None:
+            if self._reloading is not None:
+                await self._reloading.wait()
+                continue
+            await trio.sleep_until(self._last_reload + _MISS_RELOAD_SECONDS)
+            if self._reloading is None and self._last_reload < asked_at:
+                await self.refresh()
+        return self.authenticate(key)
+
     def _load(self) -> dict[str, tuple[str, Org]]:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
@@ -55,6 +79,11 @@ class Directory:
         return {row[0]: (row[0], Org(row[1], row[2], row[3], row[4])) for row in rows}
 
     async def refresh(self) -> None:
+        if self._reloading is not None:
+            await self._reloading.wait()
+            return
+        self._reloading = trio.Event()
+        self._last_reload = trio.current_time()
         try:
             self._by_hash = await trio.to_thread.run_sync(self._load)
             self.loaded = True
@@ -65,6 +94,9 @@ class Directory:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+        finally:
+            self._reloading.set()
+            self._reloading = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reload forever (cancel to stop); `started` once the first load has been tried."""

@@ -144,6 +144,7 @@ def proxy_env(pg_url: str, fakes: FakeProviders, data_dir: Path, **extra: str) -
         "LECTR_REFRESH_SECONDS": "0.5",
         "LECTR_WRITER_FLUSH_SECONDS": "0.1",
         "LECTR_LOG_LEVEL": "INFO",
+        "LECTR_MAX_BODY_BYTES": str(1024 * 1024),
         **fakes.env(),
         **extra,
     }

@@ -93,9 +93,18 @@ class FakeProvider:
         status, headers, chunks = self.respond(request)
         self.last_headers = headers
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        sent = b""
         scenario = request.headers.get("x-fake-scenario", "")
-        try:
+        finished = False
+
+        async def watch_disconnect(cancel: trio.CancelScope) -> None:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not finished:
+                self.cancelled.append(request.headers.get("x-fake-id", scenario))
+                cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            sent = b""
             for delay, chunk in chunks:
                 if delay:
                     await trio.sleep(delay)
@@ -104,10 +113,9 @@ class FakeProvider:
                 sent += chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self.last_body = sent
+            finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except trio.Cancelled:
-            self.cancelled.append(request.headers.get("x-fake-id", scenario))
-            raise
+            nursery.cancel_scope.cancel()
 
     # -- behaviour ----------------------------------------------------------------------
 
