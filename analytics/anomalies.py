@@ -60,7 +60,10 @@ def leave_baseline(
     baselines = (
         series.select(*keys, "bucket")
         .join(past, on=keys, how="inner", nulls_equal=True)
-        .filter((pl.col("past") < pl.col("bucket")) & (pl.col("past") >= pl.col("bucket").dt.offset_by(f"-{_span(every, window)}")))
+        .filter(
+            (pl.col("past") < pl.col("bucket"))
+            & (pl.col("past") >= pl.col("bucket").dt.offset_by(f"-{_span(every, window)}"))
+        )
         .group_by(*keys, "bucket")
         .agg(
             pl.col("past_value").median().alias("baseline"),
@@ -101,8 +104,9 @@ def cost_anomalies(events: pl.LazyFrame, window: int = 7, threshold: float = 3.5
         .filter(pl.col("started") & pl.col("cost_usd").is_not_null())
         .select("feature", "bucket", pl.col("cost_usd").alias("value"))
     )
-    found = leave_baseline(daily, ["feature"], every="1d", window=window, threshold=threshold,
-                           min_ratio=1.5, floor=0.01)
+    # A full window of history: with fewer days a weekday after a weekend looks like a spike.
+    found = leave_baseline(daily, ["feature"], every="1d", window=window, min_history=window - 1,
+                           threshold=threshold, min_ratio=1.5, floor=0.01)
     return _shape(found, "feature_cost").sort("bucket", "feature")
 
 
@@ -110,8 +114,8 @@ def error_rate_anomalies(
     events: pl.LazyFrame, every: str = "1h", window: int = 24, min_requests: int = 20, threshold: float = 3.5
 ) -> pl.LazyFrame:
     """Buckets in which a provider's error rate rose above its trailing baseline by at least 10
-    points. The spread is at least the binomial noise of a rate over that bucket's requests, and
-    buckets with fewer than `min_requests` requests are too noisy to judge or to use."""
+    points and 5 errors. The spread is at least the binomial noise of a rate over that bucket's
+    requests, and buckets with fewer than `min_requests` requests are too noisy to judge or use."""
     rates = (
         timeseries(events, every, by="provider")
         .filter(pl.col("requests") >= min_requests)
@@ -120,21 +124,23 @@ def error_rate_anomalies(
     p = pl.col("baseline").clip(0.01, 0.99)
     binomial = (p * (1 - p) / pl.col("requests")).sqrt()
     found = leave_baseline(rates, ["provider"], every=every, window=window, threshold=threshold,
-                           min_delta=0.10, floor=0.01, noise=binomial)
+                           min_delta=0.10, floor=0.01, noise=binomial).filter(
+        pl.col("value") * pl.col("requests") >= 5
+    )
     return _shape(found, "provider_error_rate").sort("bucket", "provider")
 
 
 def latency_anomalies(
-    events: pl.LazyFrame, every: str = "1d", window: int = 7, min_requests: int = 20, threshold: float = 3.5
+    events: pl.LazyFrame, every: str = "1d", window: int = 7, min_requests: int = 50, threshold: float = 3.5
 ) -> pl.LazyFrame:
-    """Buckets in which a model's p95 latency rose above its trailing baseline by at least 30 %."""
+    """Buckets in which a model's p95 latency rose above its trailing baseline by at least 50 %."""
     p95 = (
         timeseries(events, every, by=["provider", "model"])
         .filter(pl.col("requests") >= min_requests)
         .select("provider", "model", "bucket", pl.col("latency_ms_p95").alias("value"))
     )
     found = leave_baseline(p95, ["provider", "model"], every=every, window=window, threshold=threshold,
-                           min_ratio=1.3, floor=1.0)
+                           min_ratio=1.5, floor=1.0)
     return _shape(found, "model_latency_p95").sort("bucket", "provider", "model")
 
 

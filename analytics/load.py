@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 # Every column the analytics know about, with the dtype the figures rely on. Integers are Int64
 # so sums over millions of rows cannot overflow; `cost_usd` (numeric in Postgres) is Float64.
@@ -77,17 +78,18 @@ def _sql_expr(column: str) -> str:
     return column
 
 
-def _in(column: str, values: Iterable[str | None], params: list[Any]) -> str:
-    """`column = ANY($n)`, with None in `values` meaning IS NULL (e.g. untagged features)."""
+def _in(column: str, values: Iterable[str | int | None], cast: str = "text[]") -> sql.Composable:
+    """`column = ANY(array)`, with None in `values` meaning IS NULL (e.g. untagged features)."""
     wanted = list(values)
     named = [v for v in wanted if v is not None]
-    parts = []
+    parts: list[sql.Composable] = []
     if named:
-        params.append(named)
-        parts.append(f"{column} = ANY(${len(params)})")
+        parts.append(sql.SQL("{} = ANY({}::" + cast + ")").format(sql.Identifier(column), sql.Literal(named)))
     if len(named) < len(wanted):
-        parts.append(f"{column} IS NULL")
-    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+        parts.append(sql.SQL("{} IS NULL").format(sql.Identifier(column)))
+    if not parts:
+        return sql.SQL("FALSE")
+    return sql.SQL("(") + sql.SQL(" OR ").join(parts) + sql.SQL(")")
 
 
 def build_query(
@@ -102,32 +104,42 @@ def build_query(
     tasks: Iterable[str | None] | None = None,
     status: Status | Sequence[int] | None = None,
     limit: int | None = None,
-) -> tuple[str, list[Any]]:
-    """The SQL (with `$n` placeholders) and parameters `load_events` runs; exposed for tests."""
+) -> str:
+    """The SQL `load_events` runs, values inlined as properly quoted literals.
+
+    Inlined rather than bound: with bound parameters the ADBC driver cannot stream the result
+    with COPY and falls back to a row-by-row protocol that was measured 1.5-2x slower.
+    psycopg's `sql.Literal` does the quoting, so no value is ever pasted in as raw text.
+    """
     unknown = [c for c in columns if c not in EVENT_SCHEMA]
     if unknown:
         raise ValueError(f"unknown event columns: {unknown}")
-    params: list[Any] = [org_id, start, end]
-    where = ["org_id = $1", "created_at >= $2", "created_at < $3"]
+    where: list[sql.Composable] = [
+        sql.SQL("org_id = {}").format(sql.Literal(int(org_id))),
+        sql.SQL("created_at >= {}").format(sql.Literal(start)),
+        sql.SQL("created_at < {}").format(sql.Literal(end)),
+    ]
     if features is not None:
-        where.append(_in("feature", features, params))
+        where.append(_in("feature", features))
     if models is not None:
-        where.append(_in("model", models, params))
+        where.append(_in("model", models))
     if providers is not None:
-        where.append(_in("provider", providers, params))
+        where.append(_in("provider", providers))
     if tasks is not None:
-        where.append(_in("task", tasks, params))
+        where.append(_in("task", tasks))
     if status == "error":
-        where.append("(status_code >= 400 OR error_type IS NOT NULL)")
+        where.append(sql.SQL("(status_code >= 400 OR error_type IS NOT NULL)"))
     elif status == "ok":
-        where.append("(status_code < 400 AND error_type IS NULL)")
+        where.append(sql.SQL("(status_code < 400 AND error_type IS NULL)"))
     elif status is not None:
-        params.append([int(code) for code in status])
-        where.append(f"status_code = ANY(${len(params)})")
-    sql = f"SELECT {', '.join(_sql_expr(c) for c in columns)} FROM events WHERE {' AND '.join(where)}"
+        codes: list[int | None] = [int(code) for code in status]
+        where.append(_in("status_code", codes, "int[]"))
+    query = sql.SQL("SELECT {} FROM events WHERE {}").format(
+        sql.SQL(", ").join(sql.SQL(_sql_expr(c)) for c in columns), sql.SQL(" AND ").join(where)
+    )
     if limit is not None:
-        sql += f" ORDER BY created_at DESC LIMIT {int(limit)}"
-    return sql, params
+        query += sql.SQL(" ORDER BY created_at DESC LIMIT {}").format(sql.Literal(int(limit)))
+    return query.as_string(None)
 
 
 def _dsn(source: psycopg.Connection[Any] | str) -> str:
@@ -180,12 +192,12 @@ def load_events(
         raise ValueError("start and end must be timezone-aware datetimes")
     import adbc_driver_postgresql.dbapi as adbc
 
-    sql, params = build_query(
+    query = build_query(
         org_id, start, end, columns=columns, features=features, models=models,
         providers=providers, tasks=tasks, status=status, limit=limit,
     )
     with adbc.connect(_dsn(source)) as conn, conn.cursor() as cur:
-        cur.execute(sql, parameters=params)
+        cur.execute(query)
         table = cur.fetch_arrow_table()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)

@@ -140,7 +140,7 @@ def _num(value: Any) -> float:
 
 def heuristic_score(p: Mapping[str, Any]) -> tuple[int, list[str]]:
     """Size signals → a score (higher: a smaller model is more likely to do) and their names."""
-    score, why = 0, []
+    score, why = 0, list[str]()
     response, prompt = p.get("response_tokens_p50"), p.get("prompt_tokens_p50")
     if response is not None:
         if response <= 50:
