@@ -79,7 +79,7 @@ def usage_profile(events: pl.LazyFrame) -> pl.LazyFrame:
         .filter(pl.col("model").is_not_null())
         .group_by(keys)
         .agg(
-            pl.col("base_model").drop_nulls().mode().sort().first(),
+            pl.col("base_model").min(),  # one per deployment in practice; min() is deterministic
             pl.len().cast(pl.Int64).alias("requests"),
             IS_ERROR.sum().cast(pl.Int64).alias("errors"),
             IS_ERROR.mean().alias("error_rate"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -166,6 +167,8 @@ def run(conn: psycopg.Connection[Any], rows: int, days: int, repeat: int) -> lis
     conn.execute("ANALYZE events")
     print(f"setup: {rows:,} events over {days} days generated in {generated - started:.1f} s,"
           f" copied in {time.perf_counter() - generated:.1f} s")
+    # Other work on the machine skews every figure; say how busy it was.
+    print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     del frame
     results = []
     for name, fn in [

@@ -39,7 +39,8 @@ def test_load_events_pushes_filters_into_sql(db: psycopg.Connection[Any], new_or
     insert(db, [
         row(org.id, now - dt.timedelta(hours=1), feature="chat", cost_usd="0.0123456789", input_tokens=12),
         row(org.id, now - dt.timedelta(hours=2), feature=None, status_code=500, error_type="upstream_error"),
-        row(org.id, now - dt.timedelta(hours=3), feature="it's", task="reasoning", provider="groq", model="llama-3.1-8b"),
+        row(org.id, now - dt.timedelta(hours=3), feature="it's", task="reasoning", provider="groq",
+            model="llama-3.1-8b"),
         row(org.id, now - dt.timedelta(days=3), feature="chat"),  # outside the window
         row(other.id, now - dt.timedelta(hours=1), feature="chat"),  # another org
     ])

@@ -19,7 +19,7 @@ from analytics import (
 from tests.analytics._build import T0, ev, frame
 
 F = pl.Float64
-I = pl.Int64
+INT = pl.Int64
 
 CURRENT = frame(
     ev(feature="a", cost_usd=1.0, latency_ms=100.0, upstream_ms=90.0, input_tokens=10, output_tokens=5,
@@ -57,8 +57,8 @@ def test_by_feature_matches_hand_computed_figures() -> None:
             "previous_requests": [1, None],
             "change": [1.0, None],
         },
-        schema_overrides={"requests": I, "errors": I, "input_tokens": I, "output_tokens": I,
-                          "cached_input_tokens": I, "unpriced_requests": I, "previous_requests": I,
+        schema_overrides={"requests": INT, "errors": INT, "input_tokens": INT, "output_tokens": INT,
+                          "cached_input_tokens": INT, "unpriced_requests": INT, "previous_requests": INT,
                           "ttft_ms_p95": F, "previous_cost_usd": F, "change": F},
     )
     assert_frame_equal(got, expected)
@@ -89,8 +89,8 @@ def test_all_untagged_and_all_unpriced_cost_is_unknown_not_zero() -> None:
     expected = pl.DataFrame(
         {"feature": ["untagged"], "requests": [2], "cost_usd": [None], "unpriced_requests": [2],
          "share": [None], "input_tokens": [7], "output_tokens": [0]},
-        schema_overrides={"requests": I, "cost_usd": F, "unpriced_requests": I, "share": F,
-                          "input_tokens": I, "output_tokens": I},
+        schema_overrides={"requests": INT, "cost_usd": F, "unpriced_requests": INT, "share": F,
+                          "input_tokens": INT, "output_tokens": INT},
     )
     assert_frame_equal(got.select(expected.columns), expected)
 
@@ -110,14 +110,15 @@ def test_by_model_and_by_provider_keys() -> None:
     models = by_model(events).collect().select("provider", "model", "cost_usd", "share")
     assert_frame_equal(
         models,
-        pl.DataFrame({"provider": ["openai", "groq", "openai"], "model": ["gpt-4o", "llama-3.1-8b-instant", "gpt-4o-mini"],
+        pl.DataFrame({"provider": ["openai", "groq", "openai"],
+                      "model": ["gpt-4o", "llama-3.1-8b-instant", "gpt-4o-mini"],
                       "cost_usd": [1.0, 0.75, 0.25], "share": [0.5, 0.375, 0.125]}),
     )
     providers = by_provider(events).collect().select("provider", "requests", "cost_usd")
     assert_frame_equal(
         providers,
         pl.DataFrame({"provider": ["openai", "groq"], "requests": [2, 1], "cost_usd": [1.25, 0.75]},
-                     schema_overrides={"requests": I}),
+                     schema_overrides={"requests": INT}),
     )
 
 
@@ -151,7 +152,7 @@ def test_provider_health() -> None:
             "error_rate_24h": [0.0, 0.05, 0.3],
             "status": ["ok", "degraded", "failing"],
         },
-        schema_overrides={c: I for c in ("requests_1h", "errors_1h", "requests_24h", "errors_24h")}
+        schema_overrides={c: INT for c in ("requests_1h", "errors_1h", "requests_24h", "errors_24h")}
         | {"error_rate_1h": F},
     )
     assert_frame_equal(got.select(expected.columns), expected)
@@ -164,7 +165,7 @@ def test_untagged_share_and_prompt() -> None:
     expected = pl.DataFrame(
         {"requests": [4], "untagged_requests": [1], "untagged_share": [0.25], "untagged_cost_usd": [1.0],
          "untagged_cost_share": [0.25], "show_tagging_prompt": [True]},
-        schema_overrides={"requests": I, "untagged_requests": I},
+        schema_overrides={"requests": INT, "untagged_requests": INT},
     )
     assert_frame_equal(got, expected)
     assert untagged_share(events, threshold=0.25).collect()["show_tagging_prompt"].item() is False
@@ -182,6 +183,6 @@ def test_unpriced_models() -> None:
     got = unpriced(events).collect()
     expected = pl.DataFrame(
         {"provider": ["openai"], "model": ["my-llm"], "requests": [2], "input_tokens": [10], "output_tokens": [3]},
-        schema_overrides={"requests": I, "input_tokens": I, "output_tokens": I},
+        schema_overrides={"requests": INT, "input_tokens": INT, "output_tokens": INT},
     )
     assert_frame_equal(got, expected)

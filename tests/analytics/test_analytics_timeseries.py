@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 from analytics import cost_anomalies, cost_by_provider, error_rate_anomalies, latency_anomalies, timeseries
 from tests.analytics._build import T0, ev, frame
 
-I = pl.Int64
+INT = pl.Int64
 F = pl.Float64
 UTC = pl.Datetime("us", "UTC")
 
@@ -39,8 +39,8 @@ def test_daily_series_fills_quiet_days() -> None:
             "latency_ms_avg": [200.0, None, 50.0],
             "latency_ms_p95": [290.0, None, 50.0],
         },
-        schema_overrides={"bucket": UTC, "requests": I, "errors": I, "unpriced_requests": I,
-                          "input_tokens": I, "output_tokens": I},
+        schema_overrides={"bucket": UTC, "requests": INT, "errors": INT, "unpriced_requests": INT,
+                          "input_tokens": INT, "output_tokens": INT},
     )
     assert_frame_equal(got, expected)
 
@@ -69,7 +69,7 @@ def test_cost_per_provider_over_time() -> None:
     expected = pl.DataFrame(
         {"bucket": [day(0), day(0), day(1), day(1)], "provider": ["groq", "openai", "groq", "openai"],
          "cost_usd": [0.0, 1.0, 0.5, 0.0], "requests": [0, 1, 1, 0]},
-        schema_overrides={"bucket": UTC, "requests": I},
+        schema_overrides={"bucket": UTC, "requests": INT},
     )
     assert_frame_equal(got, expected)
 
@@ -93,7 +93,7 @@ def test_cost_spike_is_reported_with_its_baseline() -> None:
     expected = pl.DataFrame(
         {"kind": ["feature_cost"], "feature": ["f"], "provider": [None], "model": [None], "bucket": [day(7)],
          "value": [5.0], "baseline": [1.0], "mad": [0.1], "ratio": [5.0], "z": [z], "history": [7]},
-        schema_overrides={"provider": pl.String, "model": pl.String, "bucket": UTC, "history": I},
+        schema_overrides={"provider": pl.String, "model": pl.String, "bucket": UTC, "history": INT},
     )
     assert_frame_equal(got, expected, check_exact=False)
 
