@@ -101,6 +101,7 @@ class Proxy:
             await self.directory.run(task_status=task_status)
 
     async def stop(self) -> None:
+        log.info("shutting down: draining the event writer")
         if self._cancel_refresh is not None:
             self._cancel_refresh.cancel()
         if self.writer is not None:
@@ -201,6 +202,7 @@ class Proxy:
                 await relay.run(self.client, request, send)
             except LectrError as exc:
                 if not relay.response_started:
+                    relay.final_sent = True
                     await _send_error(send, exc)
                     event.status_code = exc.status
                 event.error_type, event.error_message = exc.code, exc.message
@@ -261,7 +263,11 @@ class _Relay:
             mapped = map_error(exc, event.provider)
             if self.response_started:
                 # Mid-stream failure: end the client's response cleanly; the event says what happened.
-                await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+                self.final_sent = True
+                try:
+                    await _send_final(send, b"")
+                except Exception:  # the client is gone too
+                    pass
             raise mapped from None
         finally:
             await response.aclose()
@@ -276,7 +282,7 @@ class _Relay:
         self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
         self.sent_bytes = len(self.body)
         self.final_sent = True
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+        await _send_final(send, self.body)
 
     async def _relay_chunks(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         self.response_started = True
@@ -300,7 +306,7 @@ class _Relay:
         tail = sse.flush() if sse is not None else b""
         self.sent_bytes += len(tail)
         self.final_sent = True
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await _send_final(send, tail)
 
     def finish(self) -> None:
         """Fill the event from what was relayed (after the client has its answer)."""
@@ -367,15 +373,18 @@ async def _watch_disconnect(receive: Any, scope: trio.CancelScope, relay: _Relay
 
 
 async def _send_error(send: Any, exc: LectrError) -> None:
-    await _safe_send(send, {"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
-    await _safe_send(send, {"type": "http.response.body", "body": exc.body(), "more_body": False})
-
-
-async def _safe_send(send: Any, message: dict[str, Any]) -> None:
     try:
-        await send(message)
+        await send({"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
+        await _send_final(send, exc.body())
     except Exception:  # the client is gone; nothing left to tell it
         pass
+
+
+async def _send_final(send: Any, body: bytes) -> None:
+    """The last body message, shielded: Hypercorn finishes the HTTP exchange (and readies the
+    connection for its next request) inside this call, and must not be interrupted there."""
+    with trio.CancelScope(shield=True):
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _parse_json(body: bytes, encoding: bytes | None) -> Any:

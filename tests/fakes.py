@@ -104,15 +104,14 @@ class FakeProvider:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
-            sent = b""
+            self.last_body = b""
             for delay, chunk in chunks:
                 if delay:
                     await trio.sleep(delay)
                 if chunk is None:  # reset: drop the connection mid-stream
                     raise ConnectionResetError("fake reset")
-                sent += chunk
+                self.last_body += chunk  # before sending: the proxy may answer its client at once
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self.last_body = sent
             finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
