@@ -38,6 +38,7 @@ from proxy.errors import LectrError, NotFound, PayloadTooLarge, Unauthorized
 from proxy.events import Event
 from proxy.headers import read_request_headers, readable_accept_encoding, response_headers
 from proxy.journal import Journal
+from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.providers import adapter_for, detect
 from proxy.redact import error_message
@@ -401,7 +402,7 @@ def _parse_json(body: bytes, encoding: bytes | None) -> Any:
 def create_app(settings: Settings | None = None) -> QuartTrio:
     """The app factory: `hypercorn --worker-class trio "proxy.app:create_app()"`."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     app = QuartTrio("lectr")
     # Give the writer time to drain on shutdown before background tasks are cancelled.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 30

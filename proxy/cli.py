@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ import psycopg
 
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
+from proxy.logs import configure_logging
 from proxy.orgs import OrgError, create_org, rotate_key, set_azure
 
 Handler = Callable[[argparse.Namespace, psycopg.Connection[Any], Settings], int]
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     if args.command == "up":
         from proxy.up import run_up
 
