@@ -22,7 +22,8 @@ from proxy.usage import Usage
 _PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic", "groq": "groq", "gemini": "google"}
 # No known tier starts below 128k prompt tokens.
 _LINEAR_LIMIT = 100_000
-_PROBE = 1_000_000
+# Probe with a small request: the first tier of every tiered price covers it.
+_PROBE = 1_000
 
 try:
     _VERSION = version("genai-prices")

@@ -119,7 +119,8 @@ class EventWriter:
                     if len(self._pending) >= self._queue_size:
                         await self._spill(self._pending)
                         self._pending = []
-                    if self._pending or (self._healthy and self._journal_files):
+                    if self._pending or self._journal_files:
+                        # Also the probe that notices Postgres is back while all we hold is on disk.
                         await self._flush()
                     await self._maintain()
                 # Shutdown: one last attempt, then keep whatever is left on disk.

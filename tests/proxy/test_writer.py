@@ -1,0 +1,139 @@
+"""The event writer against a real Postgres: batches, outages, the journal, shutdown."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from proxy.events import Event
+from proxy.journal import Journal
+from proxy.writer import EventWriter
+from tests.pgcontrol import DisposablePostgres
+
+
+def make_event(org_id: int, i: int, **extra: Any) -> Event:
+    fields: dict[str, Any] = {"model": "gpt-4o", "feature": f"writer-{i % 3}", **extra}
+    event = Event(org_id=org_id, created_at=dt.datetime.now(dt.UTC), provider="openai", endpoint="chat/completions",
+                  status_code=200, **fields)
+    event.input_tokens, event.output_tokens = 100 + i, 10
+    return event
+
+
+async def until(predicate: Any, writer: EventWriter, timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+    assert predicate(), writer.statistics()
+
+
+def rows(url: str, org_id: int) -> list[tuple[Any, ...]]:
+    from proxy.db import connect
+
+    with connect(url) as conn:
+        return conn.execute("SELECT input_tokens, cost_usd, price_source FROM events WHERE org_id = %s"
+                            " ORDER BY input_tokens", (org_id,)).fetchall()
+
+
+async def test_batches_are_written_and_priced(pg_url: str, new_org: Any, tmp_path: Path) -> None:
+    org, _ = new_org("writer")
+    writer = EventWriter(pg_url, Journal(tmp_path / "journal"), batch_size=100, flush_seconds=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(1000):
+            writer.record(make_event(org.id, i))
+        await writer.aclose()
+    stats = writer.statistics()
+    assert (stats.written, stats.dropped, stats.spilled, stats.queued) == (1000, 0, 0, 0)
+    found = rows(pg_url, org.id)
+    assert len(found) == 1000 and found[0][0] == 100
+    assert all(cost is not None and cost > 0 and source.startswith("genai-prices") for _, cost, source in found)
+
+
+async def test_bad_row_is_kept_aside_and_the_rest_written(pg_url: str, new_org: Any, tmp_path: Path) -> None:
+    org, _ = new_org("writer-bad")
+    writer = EventWriter(pg_url, Journal(tmp_path / "journal"), batch_size=10, flush_seconds=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(9):
+            writer.record(make_event(org.id, i))
+        writer.record(make_event(org.id, 99, feature="nul\x00byte"))  # Postgres refuses NUL in text
+        await writer.aclose()
+    stats = writer.statistics()
+    assert (stats.written, stats.rejected, stats.dropped) == (9, 1, 0)
+    assert list((tmp_path / "journal").glob("*.rejected"))
+
+
+async def test_outage_spills_to_journal_and_replays(tmp_path: Path) -> None:
+    pg = DisposablePostgres(tmp_path)
+    from proxy.db import connect
+    from proxy.orgs import create_org
+
+    with connect(pg.url) as conn:
+        org, _ = create_org(conn, "outage")
+    journal = Journal(tmp_path / "journal")
+    writer = EventWriter(pg.url, journal, batch_size=50, flush_seconds=0.05, queue_size=100, max_backoff=0.2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(50):
+            writer.record(make_event(org.id, i))
+        await until(lambda: writer.statistics().written == 50, writer, 5)
+        await trio.to_thread.run_sync(pg.stop)
+        for i in range(50, 550):  # 500 events while Postgres is down: more than memory holds
+            writer.record(make_event(org.id, i))
+            if i % 50 == 0:
+                await trio.sleep(0.05)
+        await until(lambda: writer.statistics().spilled >= 400, writer, 10)
+        stats = writer.statistics()
+        assert not stats.healthy and stats.queued <= 200  # bounded: channel + the writer's buffer
+        assert journal.pending_rows() >= 400
+        await trio.to_thread.run_sync(pg.start)
+        await until(lambda: writer.statistics().written >= 550, writer, 20)
+        await writer.aclose()
+    stats = writer.statistics()
+    assert stats.dropped == 0 and stats.written == 550 and not journal.files()
+    assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 550
+    assert pg.count("SELECT count(DISTINCT id) FROM events WHERE org_id = %s", (org.id,)) == 550
+
+
+async def test_shutdown_while_postgres_is_down_keeps_events_on_disk(tmp_path: Path) -> None:
+    pg = DisposablePostgres(tmp_path)
+    from proxy.db import connect
+    from proxy.orgs import create_org
+
+    with connect(pg.url) as conn:
+        org, _ = create_org(conn, "down-at-exit")
+    await trio.to_thread.run_sync(pg.stop)
+    journal = Journal(tmp_path / "journal")
+    writer = EventWriter(pg.url, journal, batch_size=50, flush_seconds=0.05, max_backoff=0.1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(30):
+            writer.record(make_event(org.id, i))
+        await trio.sleep(0.3)
+        await writer.aclose()
+    assert writer.statistics().dropped == 0 and journal.pending_rows() == 30
+    # A later writer (the next start) replays them.
+    await trio.to_thread.run_sync(pg.start)
+    again = EventWriter(pg.url, journal, flush_seconds=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(again.run)
+        await until(lambda: again.statistics().replayed >= 30, again, 10)
+        await again.aclose()
+    assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 30
+
+
+def test_record_is_cheap_and_never_blocks(tmp_path: Path) -> None:
+    """`record` is a plain function: with the channel full it spills instead of waiting."""
+
+    async def main() -> None:
+        writer = EventWriter("postgresql://nobody@/none?host=/nonexistent", Journal(tmp_path / "j"), queue_size=10)
+        for i in range(25):  # no writer task running: the channel fills at 10
+            writer.record(make_event(1, i, id=uuid.uuid4()))
+        stats = writer.statistics()
+        assert stats.queued == 10 and stats.spilled == 15 and stats.dropped == 0
+
+    trio.run(main)
