@@ -206,6 +206,8 @@ class FakeProvider:
         return usage
 
     def _model(self, data: dict[str, Any]) -> str:
+        if self.name == "azure":
+            return "gpt-4o-2024-08-06"  # Azure reports the deployment's base model, not its name
         model = data.get("model") or "unknown"
         return {"gpt-4o": "gpt-4o-2024-08-06"}.get(model, model)
 
