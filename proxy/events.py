@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from decimal import Decimal
 from typing import Any
 
@@ -71,20 +72,32 @@ class Event:
             self.reasoning_tokens or 0,
         )
 
-    def finalise(self) -> None:
-        """Fill what the hot path left for later: the id and the cost."""
-        if self.id is None:
-            self.id = uuid.uuid4()
+    def price(self) -> None:
+        """Fill in the cost (off the hot path: the writer calls this)."""
         usage = self.usage()
-        if usage is not None and self.cost_usd is None:
+        if usage is not None and self.price_source is None:
             found = price(self.provider, self.response_model or self.routed_model or self.model, usage, self.created_at)
             if found is None and self.response_model and self.model and self.response_model != self.model:
                 found = price(self.provider, self.model, usage, self.created_at)
             if found is not None:
                 self.cost_usd, self.price_source = found.cost_usd, found.source
 
+    def finalise(self) -> None:
+        """Price the event and give it an id: what it needs before it is kept on disk."""
+        if self.id is None:
+            self.id = uuid.uuid4()
+        self.price()
+
     def row(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in COLUMNS)
+        """All columns, in `COLUMNS` order."""
+        return _all_columns(self)
+
+    def row_without_id(self) -> tuple[Any, ...]:
+        """All columns but `id` (Postgres generates it), in `COLUMNS_WITHOUT_ID` order."""
+        return _columns_without_id(self)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Event))
+COLUMNS_WITHOUT_ID: tuple[str, ...] = tuple(name for name in COLUMNS if name != "id")
+_all_columns = attrgetter(*COLUMNS)
+_columns_without_id = attrgetter(*COLUMNS_WITHOUT_ID)

@@ -25,13 +25,14 @@ import trio
 
 from proxy.db import connect, ensure_partitions
 from proxy.db.migrate import drop_old_partitions
-from proxy.events import COLUMNS, Event
+from proxy.events import COLUMNS, COLUMNS_WITHOUT_ID, Event
 from proxy.journal import Journal
 
 log = logging.getLogger("lectr.writer")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
-_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN"
+# The fast path lets Postgres generate ids; rows from the journal bring their own (see journal.py).
+_COPY = f"COPY events ({', '.join(COLUMNS_WITHOUT_ID)}) FROM STDIN"
 _REPLAY_COPY = f"COPY replay ({_COLUMN_LIST}) FROM STDIN"
 _REPLAY_INSERT = f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM replay ON CONFLICT DO NOTHING"
 _MAINTENANCE_SECONDS = 3600.0
@@ -189,11 +190,10 @@ class EventWriter:
         """Worker thread: price and COPY the batch, then replay the journal. Returns rows replayed."""
         conn = self._connection()
         if batch:
-            for event in batch:
-                event.finalise()
             with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
                 for event in batch:
-                    copy.write_row(event.row())
+                    event.price()
+                    copy.write_row(event.row_without_id())
         replayed = 0
         for path in self._journal.files():
             rows = list(self._journal.read(path))
@@ -220,10 +220,12 @@ class EventWriter:
         for event in batch:
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
-                    copy.write_row(event.row())
+                    copy.write_row(event.row_without_id())
             except psycopg.Error:
                 rejected.append(event)
         if rejected:
+            for event in rejected:
+                event.finalise()
             path = self._journal.append([event.row() for event in rejected])
             path.rename(path.with_suffix(".rejected"))
             log.error("%d events refused by Postgres, kept in %s", len(rejected), path.with_suffix(".rejected"))
