@@ -1,0 +1,99 @@
+"""Pieces every page shares: the period, formatted tables, empty states and the quickstart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from dashboard.data import DEFAULT_PERIOD, PERIODS, window_end
+
+DEFAULT_PROXY_URL = "http://localhost:8080/v1"
+PERIOD_KEY = "period"
+
+
+def proxy_url() -> str:
+    """The proxy's base URL as apps should use it. `lectr up` sets `LECTR_PROXY_URL`; it is a
+    display value for the quickstart, not configuration the dashboard acts on."""
+    return os.environ.get("LECTR_PROXY_URL", "").strip() or DEFAULT_PROXY_URL
+
+
+def period() -> str:
+    """The period chosen in the sidebar (24h / 7d / 30d / 90d)."""
+    value = st.session_state.get(PERIOD_KEY)
+    return value if value in PERIODS else DEFAULT_PERIOD
+
+
+def period_selector() -> None:
+    """The sidebar's period control, shared by every page (rendered by the entry file)."""
+    st.sidebar.segmented_control(
+        "Period", list(PERIODS), key=PERIOD_KEY, default=DEFAULT_PERIOD, required=True,
+        help="Figures cover this period; changes compare with the period of the same length before it.",
+    )
+
+
+def header(title: str, caption: str | None = None) -> dt.datetime:
+    """The page title and the window it covers; returns the window end (now, to the minute)."""
+    end = window_end()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    return end
+
+
+def period_caption(end: dt.datetime) -> None:
+    label = PERIODS[period()].label
+    before = label.removeprefix("Last ")
+    st.caption(f"{label}, up to {end:%Y-%m-%d %H:%M} UTC · changes compare with the {before} before")
+
+
+def quickstart(extra_headers: Mapping[str, str] | None = None) -> None:
+    """What to do when nothing has arrived yet: point an app at the proxy with the org key."""
+    headers = {"X-Lectr-Key": "<your org key>", **(extra_headers or {})}
+    header_lines = "\n".join(f'        "{name}": "{value}",' for name, value in headers.items())
+    st.markdown("**No requests yet.** Point your OpenAI-compatible client at Lectr and send one:")
+    st.code(
+        "from openai import OpenAI\n\n"
+        "client = OpenAI(\n"
+        f'    base_url="{proxy_url()}",\n'
+        "    default_headers={\n"
+        f"{header_lines}\n"
+        '        "X-Lectr-Feature": "chat",  # which part of your product sent it\n'
+        "    },\n"
+        ")\n"
+        'client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}])',
+        language="python",
+    )
+    st.code(
+        f"curl {proxy_url()}/chat/completions \\\n"
+        '  -H "Authorization: Bearer $OPENAI_API_KEY" \\\n'
+        '  -H "X-Lectr-Key: $LECTR_KEY" -H "X-Lectr-Feature: chat" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        """  -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'""",
+        language="bash",
+    )
+    st.caption("Requests show up here within a few seconds. Your provider key passes through; it is never stored.")
+
+
+def empty_period(has_traffic: bool) -> None:
+    """The empty state of a page: the quickstart for a new org, else a hint to widen the period."""
+    if has_traffic:
+        st.info("No requests in this period. Pick a longer period in the sidebar.", icon=":material/schedule:")
+    else:
+        quickstart()
+
+
+def table(
+    frame: pl.DataFrame, columns: Mapping[str, str], formats: Mapping[str, Callable[[Any], str]] | None = None,
+    height: int | str = "auto",
+) -> None:
+    """A table that keeps numbers sortable but shows them formatted (`columns`: name → heading)."""
+    data = frame.select(list(columns)).to_pandas()
+    styled = data.style.format({c: f for c, f in (formats or {}).items() if c in columns}, na_rep="—")
+    column_config = {c: st.column_config.Column(label) for c, label in columns.items()}
+    st.dataframe(styled, hide_index=True, column_config=column_config, height=height)  # type: ignore[arg-type]
+
