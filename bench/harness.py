@@ -148,9 +148,24 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--config", "python:proxy.hypercorn_config",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "proxy.app:create_app()"],
-            env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                "trio",
+                "--config",
+                "python:proxy.hypercorn_config",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "proxy.app:create_app()",
+            ],
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -177,7 +192,7 @@ class ProxyProcess:
         """The worker's own count of /v1 requests by status (one worker only: each has its own)."""
         if self.workers != 1:
             return None
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        text = httpx.get(f"{self.url}/metrics", timeout=60).text
         counts = {}
         for line in text.splitlines():
             if line.startswith('lectr_requests_total{status="'):
@@ -186,9 +201,10 @@ class ProxyProcess:
         return counts
 
     def writer_stats(self) -> dict[str, float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                if line.startswith("lectr_writer_")}
+        text = httpx.get(f"{self.url}/metrics", timeout=60).text
+        return {
+            line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("lectr_writer_")
+        }
 
     def stop(self) -> int:
         assert self.process is not None
@@ -206,16 +222,38 @@ class ProxyProcess:
 # -- wrk ----------------------------------------------------------------------------------
 
 
-def wrk(url: str, *, connections: int, duration: float, body_file: Path, key: str, mode: str = "",
-        threads: int = 1, timeout: float = 10.0) -> dict[str, Any]:
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    body_file: Path,
+    key: str,
+    mode: str = "",
+    threads: int = 1,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """Run wrk with bench/wrk.lua; returns its BENCH_JSON summary (latencies in µs)."""
     env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_KEY": key, "BENCH_MODE": mode}
-    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{int(duration)}s", "--timeout", f"{int(timeout)}s",
-               "--latency", "-s", str(Path(__file__).with_name("wrk.lua")), url]
+    command = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{int(duration)}s",
+        "--timeout",
+        f"{int(timeout)}s",
+        "--latency",
+        "-s",
+        str(Path(__file__).with_name("wrk.lua")),
+        url,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            result: dict[str, Any] = json.loads(line[len("BENCH_JSON "):])
+            result: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
             result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
             result["error_total"] = sum(result["errors"].values())
             result["connections"] = connections

@@ -5,10 +5,11 @@
 
 For the non-streaming and the streaming load (wrk, 50 in flight, a fresh proxy each) it records
 py-spy twice (sampling pauses the process, so these runs are never the measured ones):
-`profile-<load>.svg` (a flame graph to look at) and `profile-<load>.txt` (collapsed stacks, all
-threads, idle time excluded; py-spy pauses the worker for each sample so stacks are exact), which is summarised into `profile-<load>-summary.txt`: self time
-by function, inclusive time by function and self time by component (httpx, httpcore, h11,
-hypercorn, trio, proxy, ...).
+`profile-<load>.svg`, a flame graph to look at, and `profile-<load>.txt`, collapsed stacks of all
+threads with idle time excluded (py-spy pauses the worker for each sample, so stacks are exact).
+The latter is summarised into `profile-<load>-summary.txt`: self and inclusive time by function
+and by component (httpx, httpcore, h11, hypercorn, trio, proxy, ...). The 2,000 paced streams are
+profiled the same way (`profile-paced.*`).
 """
 
 from __future__ import annotations
@@ -89,18 +90,25 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(top)] if total else []
 
-    return {"samples": total, "self_by_function": share(self_fn), "inclusive_by_function": share(incl_fn),
-            "self_by_component": share(self_comp), "inclusive_by_component": share(incl_comp),
-            "threads": share(threads)}
+    return {
+        "samples": total,
+        "self_by_function": share(self_fn),
+        "inclusive_by_function": share(incl_fn),
+        "self_by_component": share(self_comp),
+        "inclusive_by_component": share(incl_comp),
+        "threads": share(threads),
+    }
 
 
 def render(summary: dict[str, Any], title: str) -> str:
     lines = [f"# {title}: {summary['samples']} samples (CPU only, idle excluded)"]
-    for key, label in (("self_by_component", "self time by component"),
-                       ("inclusive_by_component", "inclusive time by component (on the stack)"),
-                       ("self_by_function", "self time by function"),
-                       ("inclusive_by_function", "inclusive time by function"),
-                       ("threads", "samples by thread")):
+    for key, label in (
+        ("self_by_component", "self time by component"),
+        ("inclusive_by_component", "inclusive time by component (on the stack)"),
+        ("self_by_function", "self time by function"),
+        ("inclusive_by_function", "inclusive time by function"),
+        ("threads", "samples by thread"),
+    ):
         lines.append(f"\n## {label}")
         lines += [f"{pct:6.1f}%  {name}" for name, pct in summary[key]]
     return "\n".join(lines) + "\n"
@@ -108,8 +116,20 @@ def render(summary: dict[str, Any], title: str) -> str:
 
 def _record(pid: int, output: Path, fmt: str, seconds: int) -> subprocess.Popen[bytes]:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    command = [pyspy, "record", "--pid", str(pid), "--rate", "250", "--duration", str(seconds),
-               "--format", fmt, "--output", str(output)]
+    command = [
+        pyspy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--duration",
+        str(seconds),
+        "--format",
+        fmt,
+        "--output",
+        str(output),
+    ]
     if fmt == "raw":
         command.append("--threads")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -144,7 +164,39 @@ def profile_all(run: Any, seconds: int = 10) -> dict[str, Any]:
         (OUT / f"profile-{load}-summary.txt").write_text(text)
         print(text)
         results[load] = {"rps_while_sampled": loads["raw"]["rps"], **summary}
+    results["paced"] = _profile_paced(run, seconds)
     return results
+
+
+def _profile_paced(run: Any, seconds: int) -> dict[str, Any]:
+    """The 2,000 paced streams: where a worker's CPU goes with thousands of open connections."""
+    from probes import concurrent_streams
+    from run import PACED_STREAMS, chat_body
+    from upstream import STREAM_CHUNKS
+
+    print("-- profile paced", flush=True)
+    proxy, _, key = run.start_proxy("profile-paced", run.upstream.paced_url)
+    headers = {"X-Lectr-Key": key, "Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+    raw = OUT / "profile-paced.txt"
+    try:
+        recorder = _record(proxy.worker_pids()[0], raw, "raw", seconds)
+        streams = concurrent_streams(
+            proxy.port,
+            "/v1/chat/completions",
+            chat_body(stream=True),
+            headers,
+            count=PACED_STREAMS,
+            chunks=STREAM_CHUNKS,
+            timeout=seconds + 5,
+        )
+        recorder.communicate(timeout=60)
+    finally:
+        proxy.stop()
+    summary = summarise(raw)
+    text = render(summary, f"paced, {PACED_STREAMS} streams at once, {streams['completed']} completed while sampled")
+    (OUT / "profile-paced-summary.txt").write_text(text)
+    print(text)
+    return {"completed_while_sampled": streams["completed"], **summary}
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def big_body(size: int = 100 * 1024) -> bytes:
     return chat_body(content=text)
 
 
-EMBEDDINGS = json.dumps({"model": "text-embedding-3-small",
-                         "input": "The food was delicious and the waiter was friendly."}).encode()
+EMBEDDINGS = json.dumps(
+    {"model": "text-embedding-3-small", "input": "The food was delicious and the waiter was friendly."}
+).encode()
 
 
 @dataclass
@@ -155,19 +156,29 @@ def _check_events(run: Run, name: str, proxy: ProxyProcess, org_id: int, client_
         problems.append(f"unexpected non-200 events: {other}")
     for problem in problems:
         run.problems.append(f"{name}: {problem}")
-    return {"events_by_status": events, "proxy_answered_by_status": answered, "client_received": client_ok,
-            "cutoff_allowance": cutoff, "ok": not problems, "problems": problems}
+    return {
+        "events_by_status": events,
+        "proxy_answered_by_status": answered,
+        "client_received": client_ok,
+        "cutoff_allowance": cutoff,
+        "ok": not problems,
+        "problems": problems,
+    }
 
 
 def _peak_rss(proxy: ProxyProcess) -> dict[str, float]:
     workers = proxy.worker_pids()
     per_worker = [status_kb(pid, "VmHWM") / 1024 for pid in workers]
-    return {"per_worker_mb": per_worker, "max_worker_mb": max(per_worker, default=0.0),
-            "tree_mb": sum(status_kb(pid, "VmHWM") for pid in proxy.pids()) / 1024}
+    return {
+        "per_worker_mb": per_worker,
+        "max_worker_mb": max(per_worker, default=0.0),
+        "tree_mb": sum(status_kb(pid, "VmHWM") for pid in proxy.pids()) / 1024,
+    }
 
 
-def _load(run: Run, url: str, connections: int, body: Path, key: str, mode: str,
-          pids: list[int] | None = None) -> dict[str, Any]:
+def _load(
+    run: Run, url: str, connections: int, body: Path, key: str, mode: str, pids: list[int] | None = None
+) -> dict[str, Any]:
     before = cpu_seconds(pids) if pids else 0.0
     nginx_before = cpu_seconds(run.upstream.worker_pids())
     result = wrk(url, connections=connections, duration=run.args.duration, body_file=body, key=key, mode=mode)
@@ -198,10 +209,15 @@ def wrk_scenario(run: Run, name: str, path: str, body: bytes, *, mode: str = "",
             if base["error_total"]:
                 run.problems.append(f"{name}: baseline c{connections} had errors {base['errors']}")
         if ttfb:
-            headers = {"X-Lectr-Key": key, "Authorization": "Bearer sk-bench", "Content-Type": "application/json",
-                       "X-Bench-Mode": mode}
-            base_probe = ttfb_probe(run.upstream.fast_port, path, body, headers, requests=TTFB_REQUESTS,
-                                    chunks=STREAM_CHUNKS)
+            headers = {
+                "X-Lectr-Key": key,
+                "Authorization": "Bearer sk-bench",
+                "Content-Type": "application/json",
+                "X-Bench-Mode": mode,
+            }
+            base_probe = ttfb_probe(
+                run.upstream.fast_port, path, body, headers, requests=TTFB_REQUESTS, chunks=STREAM_CHUNKS
+            )
             proxy_probe = ttfb_probe(proxy.port, path, body, headers, requests=TTFB_REQUESTS, chunks=STREAM_CHUNKS)
             out["ttfb"] = {"baseline": base_probe, "proxy": proxy_probe}
             client_ok += proxy_probe["ttfb_ms"]["n"] + 20  # + the probe's warm-up requests
@@ -224,31 +240,92 @@ def _wrk_rows(run: Run, name: str, out: dict[str, Any]) -> None:
     over99 = _ms(p1["p99"] - b1["p99"])
     b50, p50 = c50["baseline"], c50["proxy"]
     run.add(
-        Row(name, "1 in flight: p50 latency (ms)", f"{_ms(b1['p50']):.2f}", f"{_ms(p1['p50']):.2f}",
-            f"+{over50:.2f}", f"≤ +{T_C1_P50}", over50 <= T_C1_P50),
-        Row(name, "1 in flight: p99 latency (ms)", f"{_ms(b1['p99']):.2f}", f"{_ms(p1['p99']):.2f}",
-            f"+{over99:.2f}", f"≤ +{T_C1_P99}", over99 <= T_C1_P99),
-        Row(name, "50 in flight: throughput (req/s)", f"{b50['rps']:.0f}", f"{p50['rps']:.0f}",
-            f"{p50['rps'] / b50['rps'] * 100:.1f}% of baseline", f"≥ {T_RPS:.0f}", p50["rps"] >= T_RPS),
-        Row(name, "50 in flight: p99 latency (ms)", f"{_ms(b50['latency_us']['p99']):.2f}",
-            f"{_ms(p50['latency_us']['p99']):.2f}", f"+{_ms(p50['latency_us']['p99'] - b50['latency_us']['p99']):.2f}",
-            f"≤ {T_C50_P99:.0f}", _ms(p50["latency_us"]["p99"]) <= T_C50_P99),
-        Row(name, "CPU-seconds per 1,000 requests (50 in flight)", f"nginx {b50['nginx_cpu_s'] / max(1, b50['requests']) * 1000:.3f}",
-            f"{p50['cpu_s_per_1000']:.3f}", f"{p50['cpu_s_per_1000'] * 1000 / 1000:.2f} ms CPU/request"),
-        Row(name, "peak RSS (MB, VmHWM)", "", f"{out['rss']['max_worker_mb']:.0f}", "", f"≤ {T_RSS_MB:.0f}",
-            out["rss"]["max_worker_mb"] <= T_RSS_MB),
+        Row(
+            name,
+            "1 in flight: p50 latency (ms)",
+            f"{_ms(b1['p50']):.2f}",
+            f"{_ms(p1['p50']):.2f}",
+            f"+{over50:.2f}",
+            f"≤ +{T_C1_P50}",
+            over50 <= T_C1_P50,
+        ),
+        Row(
+            name,
+            "1 in flight: p99 latency (ms)",
+            f"{_ms(b1['p99']):.2f}",
+            f"{_ms(p1['p99']):.2f}",
+            f"+{over99:.2f}",
+            f"≤ +{T_C1_P99}",
+            over99 <= T_C1_P99,
+        ),
+        Row(
+            name,
+            "50 in flight: throughput (req/s)",
+            f"{b50['rps']:.0f}",
+            f"{p50['rps']:.0f}",
+            f"{p50['rps'] / b50['rps'] * 100:.1f}% of baseline",
+            f"≥ {T_RPS:.0f}",
+            p50["rps"] >= T_RPS,
+        ),
+        Row(
+            name,
+            "50 in flight: p99 latency (ms)",
+            f"{_ms(b50['latency_us']['p99']):.2f}",
+            f"{_ms(p50['latency_us']['p99']):.2f}",
+            f"+{_ms(p50['latency_us']['p99'] - b50['latency_us']['p99']):.2f}",
+            f"≤ {T_C50_P99:.0f}",
+            _ms(p50["latency_us"]["p99"]) <= T_C50_P99,
+        ),
+        Row(
+            name,
+            "CPU-seconds per 1,000 requests (50 in flight)",
+            f"nginx {b50['nginx_cpu_s'] / max(1, b50['requests']) * 1000:.3f}",
+            f"{p50['cpu_s_per_1000']:.3f}",
+            f"{p50['cpu_s_per_1000'] * 1000 / 1000:.2f} ms CPU/request",
+        ),
+        Row(
+            name,
+            "peak RSS (MB, VmHWM)",
+            "",
+            f"{out['rss']['max_worker_mb']:.0f}",
+            "",
+            f"≤ {T_RSS_MB:.0f}",
+            out["rss"]["max_worker_mb"] <= T_RSS_MB,
+        ),
     )
     if "ttfb" in out:
         b, p = out["ttfb"]["baseline"]["ttfb_ms"], out["ttfb"]["proxy"]["ttfb_ms"]
         run.add(
-            Row(name, f"TTFB p50 (ms, first `data:`, n={p['n']})", f"{b['p50']:.2f}", f"{p['p50']:.2f}",
-                f"+{p['p50'] - b['p50']:.2f}", f"≤ +{T_TTFB}", p["p50"] - b["p50"] <= T_TTFB),
+            Row(
+                name,
+                f"TTFB p50 (ms, first `data:`, n={p['n']})",
+                f"{b['p50']:.2f}",
+                f"{p['p50']:.2f}",
+                f"+{p['p50'] - b['p50']:.2f}",
+                f"≤ +{T_TTFB}",
+                p["p50"] - b["p50"] <= T_TTFB,
+            ),
             Row(name, "TTFB p99 (ms)", f"{b['p99']:.2f}", f"{p['p99']:.2f}", f"+{p['p99'] - b['p99']:.2f}"),
         )
     events = out["events"]
-    run.add(Row(name, "events written == requests answered", "",
-                f"{sum(events['events_by_status'].values())} rows {events['events_by_status']}",
-                f"proxy answered {events['proxy_answered_by_status']}", "equal, 0 errors", events["ok"]))
+    run.add(
+        Row(
+            name,
+            "events written == requests answered",
+            "",
+            f"{sum(events['events_by_status'].values())} rows {events['events_by_status']}",
+            f"proxy answered {events['proxy_answered_by_status']}",
+            "equal, 0 errors",
+            events["ok"],
+        )
+    )
+
+
+def _brief(streams: dict[str, Any]) -> str:
+    return (
+        f"{streams['completed']}/{streams['streams']} complete, {streams['errors']} errors "
+        f"{streams['error_examples'][:2]}, wall {streams['wall_s']:.2f} s"
+    )
 
 
 def paced_scenario(run: Run) -> None:
@@ -260,11 +337,14 @@ def paced_scenario(run: Run) -> None:
     out: dict[str, Any] = {"streams": PACED_STREAMS}
     try:
         nginx_before = cpu_seconds(run.upstream.worker_pids())
-        base = concurrent_streams(run.upstream.paced_port, path, body, headers, count=PACED_STREAMS, chunks=STREAM_CHUNKS)
+        base = concurrent_streams(
+            run.upstream.paced_port, path, body, headers, count=PACED_STREAMS, chunks=STREAM_CHUNKS
+        )
         base["nginx_cpu_s"] = cpu_seconds(run.upstream.worker_pids()) - nginx_before
         before = cpu_seconds(proxy.pids())
         prox = concurrent_streams(proxy.port, path, body, headers, count=PACED_STREAMS, chunks=STREAM_CHUNKS)
         prox["cpu_s"] = cpu_seconds(proxy.pids()) - before
+        print(f"   baseline: {_brief(base)}\n   proxy:    {_brief(prox)}", flush=True)
         out.update(baseline=base, proxy=prox, rss=_peak_rss(proxy))
         out["events"] = _check_events(run, name, proxy, org_id, prox["completed"], 0)
         out["writer"] = proxy.writer_stats()
@@ -276,17 +356,46 @@ def paced_scenario(run: Run) -> None:
     rss = out["rss"]["max_worker_mb"]
     b_s, p_s = base["stream_s"], prox["stream_s"]
     run.add(
-        Row(name, f"{PACED_STREAMS} streams completed", f"{base['completed']}", f"{prox['completed']}",
-            f"{prox['errors']} errors", "all, 0 errors", prox["completed"] == PACED_STREAMS and prox["errors"] == 0),
-        Row(name, "stream duration p50 / p99 (s)", f"{b_s.get('p50', 0):.2f} / {b_s.get('p99', 0):.2f}",
-            f"{p_s.get('p50', 0):.2f} / {p_s.get('p99', 0):.2f}", f"+{p_s.get('p99', 0) - b_s.get('p99', 0):.2f} s at p99"),
-        Row(name, "first `data:` p50 / p99 (ms)", f"{base['ttfb_ms'].get('p50', 0):.1f} / {base['ttfb_ms'].get('p99', 0):.1f}",
-            f"{prox['ttfb_ms'].get('p50', 0):.1f} / {prox['ttfb_ms'].get('p99', 0):.1f}", ""),
-        Row(name, "CPU-seconds per 1,000 streams", f"nginx {base['nginx_cpu_s'] / PACED_STREAMS * 1000:.2f}",
-            f"{prox['cpu_s'] / PACED_STREAMS * 1000:.2f}", ""),
+        Row(
+            name,
+            f"{PACED_STREAMS} streams completed",
+            f"{base['completed']}",
+            f"{prox['completed']}",
+            f"{prox['errors']} errors",
+            "all, 0 errors",
+            prox["completed"] == PACED_STREAMS and prox["errors"] == 0,
+        ),
+        Row(
+            name,
+            "stream duration p50 / p99 (s)",
+            f"{b_s.get('p50', 0):.2f} / {b_s.get('p99', 0):.2f}",
+            f"{p_s.get('p50', 0):.2f} / {p_s.get('p99', 0):.2f}",
+            f"+{p_s.get('p99', 0) - b_s.get('p99', 0):.2f} s at p99",
+        ),
+        Row(
+            name,
+            "first `data:` p50 / p99 (ms)",
+            f"{base['ttfb_ms'].get('p50', 0):.1f} / {base['ttfb_ms'].get('p99', 0):.1f}",
+            f"{prox['ttfb_ms'].get('p50', 0):.1f} / {prox['ttfb_ms'].get('p99', 0):.1f}",
+            "",
+        ),
+        Row(
+            name,
+            "CPU-seconds per 1,000 streams",
+            f"nginx {base['nginx_cpu_s'] / PACED_STREAMS * 1000:.2f}",
+            f"{prox['cpu_s'] / PACED_STREAMS * 1000:.2f}",
+            "",
+        ),
         Row(name, "peak RSS (MB, VmHWM)", "", f"{rss:.0f}", "", f"≤ {T_RSS_MB:.0f}", rss <= T_RSS_MB),
-        Row(name, "events written == streams", "", f"{out['events']['events_by_status']}",
-            f"proxy answered {out['events']['proxy_answered_by_status']}", "equal", out["events"]["ok"]),
+        Row(
+            name,
+            "events written == streams",
+            "",
+            f"{out['events']['events_by_status']}",
+            f"proxy answered {out['events']['proxy_answered_by_status']}",
+            "equal",
+            out["events"]["ok"],
+        ),
     )
 
 
@@ -310,12 +419,33 @@ def workers2_scenario(run: Run) -> None:
     scaling = f"×{prox['rps'] / one['rps']:.2f} vs 1 worker" if one else "(run `chat` too for the ratio)"
     run.results[name] = {"baseline": base, "proxy": prox, "rss": rss, "events": events, "scaling": scaling}
     run.add(
-        Row(name, "2 workers, 50 in flight: throughput (req/s)", f"{base['rps']:.0f}", f"{prox['rps']:.0f}", scaling,
-            f"≥ {2 * T_RPS:.0f} (2 × 800)", prox["rps"] >= 2 * T_RPS),
-        Row(name, "2 workers, 50 in flight: p99 latency (ms)", f"{_ms(base['latency_us']['p99']):.2f}",
-            f"{_ms(prox['latency_us']['p99']):.2f}", "", f"≤ {T_C50_P99:.0f}", _ms(prox["latency_us"]["p99"]) <= T_C50_P99),
-        Row(name, "events written == requests answered", "", f"{events['events_by_status']}",
-            f"clients received {client_ok}", "equal (±cut-off)", events["ok"]),
+        Row(
+            name,
+            "2 workers, 50 in flight: throughput (req/s)",
+            f"{base['rps']:.0f}",
+            f"{prox['rps']:.0f}",
+            scaling,
+            f"≥ {2 * T_RPS:.0f} (2 × 800)",
+            prox["rps"] >= 2 * T_RPS,
+        ),
+        Row(
+            name,
+            "2 workers, 50 in flight: p99 latency (ms)",
+            f"{_ms(base['latency_us']['p99']):.2f}",
+            f"{_ms(prox['latency_us']['p99']):.2f}",
+            "",
+            f"≤ {T_C50_P99:.0f}",
+            _ms(prox["latency_us"]["p99"]) <= T_C50_P99,
+        ),
+        Row(
+            name,
+            "events written == requests answered",
+            "",
+            f"{events['events_by_status']}",
+            f"clients received {client_ok}",
+            "equal (±cut-off)",
+            events["ok"],
+        ),
     )
 
 
@@ -331,14 +461,34 @@ def floor_scenario(run: Run) -> None:
     out: dict[str, Any] = {}
     base1 = _load(run, f"http://127.0.0.1:{run.upstream.fast_port}{path}", 1, body_file, "", "")
     base50 = _load(run, f"http://127.0.0.1:{run.upstream.fast_port}{path}", 50, body_file, "", "")
-    for app, label in (("static", "Hypercorn alone, canned answer"), ("relay", "Hypercorn + httpx relay, no Lectr")):
+    for app, label in (
+        ("static", "Hypercorn alone, canned answer"),
+        ("relay", "Hypercorn + httpx relay, no Lectr"),
+        ("relay_h11", "Hypercorn + bare h11 relay, no pool scan"),
+    ):
         port = free_port()
-        env = {**os.environ, "FLOOR_UPSTREAM": run.upstream.fast_url + "/chat/completions",
-               "PYTHONPATH": str(Path(__file__).resolve().parent)}
+        env = {
+            **os.environ,
+            "FLOOR_UPSTREAM": run.upstream.fast_url + "/chat/completions",
+            "PYTHONPATH": str(Path(__file__).resolve().parent),
+        }
         process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--config", "python:proxy.hypercorn_config",
-             "--bind", f"127.0.0.1:{port}", f"floor_apps:{app}"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                "trio",
+                "--config",
+                "python:proxy.hypercorn_config",
+                "--bind",
+                f"127.0.0.1:{port}",
+                f"floor_apps:{app}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             url = f"http://127.0.0.1:{port}{path}"
@@ -364,12 +514,20 @@ def floor_scenario(run: Run) -> None:
             run.problems.append(f"floor/{app}: {errors} client errors")
         b, p = base1["latency_us"], c1["latency_us"]
         run.add(
-            Row("floor", f"{label}: 1 in flight p50 / p99 (ms)", f"{_ms(b['p50']):.2f} / {_ms(b['p99']):.2f}",
+            Row(
+                "floor",
+                f"{label}: 1 in flight p50 / p99 (ms)",
+                f"{_ms(b['p50']):.2f} / {_ms(b['p99']):.2f}",
                 f"{_ms(p['p50']):.2f} / {_ms(p['p99']):.2f}",
-                f"+{_ms(p['p50'] - b['p50']):.2f} / +{_ms(p['p99'] - b['p99']):.2f}"),
-            Row("floor", f"{label}: 50 in flight req/s, p99 (ms)", f"{base50['rps']:.0f}, {_ms(base50['latency_us']['p99']):.1f}",
+                f"+{_ms(p['p50'] - b['p50']):.2f} / +{_ms(p['p99'] - b['p99']):.2f}",
+            ),
+            Row(
+                "floor",
+                f"{label}: 50 in flight req/s, p99 (ms)",
+                f"{base50['rps']:.0f}, {_ms(base50['latency_us']['p99']):.1f}",
                 f"{c50['rps']:.0f}, {_ms(c50['latency_us']['p99']):.1f}",
-                f"{c50['cpu_s_per_1000']:.2f} CPU-s / 1,000 req"),
+                f"{c50['cpu_s_per_1000']:.2f} CPU-s / 1,000 req",
+            ),
         )
     run.results["floor"] = {"baseline": {"c1": base1, "c50": base50}, **out}
 
@@ -380,16 +538,25 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "kernel": platform.release(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def render(run: Run) -> str:
-    lines = ["| scenario | figure | baseline (nginx direct) | proxy | overhead | target | pass |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | figure | baseline (nginx direct) | proxy | overhead | target | pass |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in run.rows:
         verdict = "" if r.ok is None else ("pass" if r.ok else "**FAIL**")
-        lines.append(f"| {r.scenario} | {r.figure} | {r.baseline} | {r.proxy} | {r.overhead} | {r.target} | {verdict} |")
+        lines.append(
+            f"| {r.scenario} | {r.figure} | {r.baseline} | {r.proxy} | {r.overhead} | {r.target} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -441,9 +608,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = render(run)
-    verdict = "all checks passed" if not run.problems and all(r.ok is not False for r in run.rows) else "SOME CHECKS FAILED"
-    header = (f"{info['date']} · {info['nproc']} × {info['cpu']} · Python {info['python']} · "
-              f"`{command.strip()}` · {args.duration:g} s per load phase · {time.monotonic() - started:.0f} s total")
+    verdict = (
+        "all checks passed" if not run.problems and all(r.ok is not False for r in run.rows) else "SOME CHECKS FAILED"
+    )
+    header = (
+        f"{info['date']} · {info['nproc']} × {info['cpu']} · Python {info['python']} · "
+        f"`{command.strip()}` · {args.duration:g} s per load phase · {time.monotonic() - started:.0f} s total"
+    )
     print("\n" + header + "\n\n" + table + "\n")
     if run.problems:
         print("!" * 78)
@@ -452,8 +623,14 @@ def main(argv: list[str] | None = None) -> int:
             print("  - " + problem)
         print("!" * 78)
     print(verdict)
-    payload = {"machine": info, "command": command.strip(), "duration_s": args.duration,
-               "rows": [r.__dict__ for r in run.rows], "problems": run.problems, "results": run.results}
+    payload = {
+        "machine": info,
+        "command": command.strip(),
+        "duration_s": args.duration,
+        "rows": [r.__dict__ for r in run.rows],
+        "problems": run.problems,
+        "results": run.results,
+    }
     (OUT / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     (OUT / "results.md").write_text(header + "\n\n" + table + "\n")
     return 0 if verdict == "all checks passed" else 1
