@@ -24,15 +24,30 @@ from proxy.journal import Journal
 from proxy.orgs import create_org
 from proxy.writer import EventWriter
 
-MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet-20241022"),
-          ("groq", "llama-3.1-8b-instant"), ("gemini", "gemini-1.5-flash")]
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-3-5-sonnet-20241022"),
+    ("groq", "llama-3.1-8b-instant"),
+    ("gemini", "gemini-1.5-flash"),
+]
 
 
 def make_event(org_id: int, i: int) -> Event:
     provider, model = MODELS[i % len(MODELS)]
-    event = Event(org_id=org_id, created_at=dt.datetime.now(dt.UTC), provider=provider, endpoint="chat/completions",
-                  status_code=200, model=model, response_model=model, feature=f"feature-{i % 7}",
-                  task="classification", stream=bool(i % 2), request_id=f"{i:032x}")
+    event = Event(
+        org_id=org_id,
+        created_at=dt.datetime.now(dt.UTC),
+        provider=provider,
+        endpoint="chat/completions",
+        status_code=200,
+        model=model,
+        response_model=model,
+        feature=f"feature-{i % 7}",
+        task="classification",
+        stream=bool(i % 2),
+        request_id=f"{i:032x}",
+    )
     event.input_tokens, event.output_tokens, event.cached_input_tokens = 500 + i % 300, 80 + i % 50, i % 100
     event.cache_write_tokens = event.reasoning_tokens = 0
     event.latency_ms, event.upstream_ms, event.ttft_ms = 812.5, 811.9, 120.0

@@ -36,12 +36,14 @@ from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
 from proxy.errors import LectrError, NotFound, PayloadTooLarge, Unauthorized
 from proxy.events import Event
-from proxy.headers import read_request_headers, readable_accept_encoding, response_headers
+from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, response_headers
 from proxy.journal import Journal
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
+from proxy.orgs import Org
 from proxy.providers import adapter_for, detect
 from proxy.redact import error_message
+from proxy.routing import Target
 from proxy.sse import SSEStream
 from proxy.upstream import make_client, map_error
 from proxy.usage import Usage, estimate_tokens, from_body
@@ -56,8 +58,12 @@ _SSE = b"text/event-stream"
 _TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 
 
-class _ClientGone(Exception):
-    """The client disconnected before the response was complete."""
+class _Retry(Exception):
+    """This attempt failed in a way a fallback may fix (429, 5xx, no answer)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class Proxy:
@@ -108,7 +114,9 @@ class Proxy:
         if self.writer is not None:
             await self.writer.aclose()
             stats = self.writer.statistics()
-            log.info("event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped)
+            log.info(
+                "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
+            )
         if self.client is not None:
             await self.client.aclose()
 
@@ -166,21 +174,7 @@ class Proxy:
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
-            target = adapter_for(found.provider).target(
-                settings.base_urls.get(found.provider, ""),
-                endpoint,
-                scope["query_string"],
-                info.model,
-                org,
-                incoming.special.get(b"authorization"),
-                incoming.special,
-            )
-            upstream_body = bodies.with_usage_option(raw, info) if info.add_usage_option else raw
-            headers = incoming.forward + list(target.auth)
-            encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
-            if encoding is not None:
-                headers.append((b"accept-encoding", encoding))
-            request = self.client.build_request(scope["method"], target.url, headers=headers, content=upstream_body)
+            attempts = self._attempts(scope, incoming, org, info, raw, found.provider, event)
         except LectrError as exc:
             await _send_error(send, exc)
             self.metrics.observe(exc.status, time.perf_counter() - started, 0.0)
@@ -189,18 +183,121 @@ class Proxy:
                 event.latency_ms = (time.perf_counter() - started) * 1000
                 self.writer.record(event)
             return
-        await self._forward(request, event, info, started, receive, send)
+        await self._forward(attempts, event, info, started, receive, send)
+
+    def _attempts(
+        self,
+        scope: Scope,
+        incoming: Incoming,
+        org: Org,
+        info: bodies.RequestInfo,
+        raw: bytes,
+        provider: str,
+        event: Event,
+    ) -> list[tuple[Target, httpx.Request]]:
+        """The upstream requests to try, in order: one, unless routing rules or fallbacks say more."""
+        assert self.directory is not None
+        own_key = incoming.special.get(b"authorization")
+        routing = self.directory.routing(org.id)
+        plan = routing.plan(incoming.feature, incoming.task, info.model, provider) if routing and info.data else None
+        if plan is None:
+            request = self._request(scope, incoming, org, info, raw, provider, info.model, own_key)
+            return [(Target(provider, info.model or ""), request)]
+        event.route_rule_id = plan.rule_id
+        attempts: list[tuple[Target, httpx.Request]] = []
+        refused: LectrError | None = None
+        for target in plan.targets:
+            # A provider key only ever goes to its own provider (see proxy/routing.py).
+            bearer = own_key if target.provider == provider else incoming.provider_auth.get(target.provider)
+            if bearer is None:
+                continue
+            try:
+                request = self._request(scope, incoming, org, info, raw, target.provider, target.model, bearer)
+            except LectrError as exc:  # e.g. Azure without an endpoint: skip that target
+                refused = refused or exc
+                continue
+            attempts.append((target, request))
+        if attempts:
+            return attempts
+        if refused is not None:
+            raise refused
+        return [
+            (
+                Target(provider, info.model or ""),
+                self._request(scope, incoming, org, info, raw, provider, info.model, own_key),
+            )
+        ]
+
+    def _request(
+        self,
+        scope: Scope,
+        incoming: Incoming,
+        org: Org,
+        info: bodies.RequestInfo,
+        raw: bytes,
+        provider: str,
+        model: str | None,
+        bearer: bytes | None,
+    ) -> httpx.Request:
+        """One upstream request: the adapter's URL and auth, the client's other headers, the body
+        (with the usage option we add, and another model when routing says so)."""
+        assert self.client is not None
+        special = incoming.special
+        if bearer is not special.get(b"authorization"):
+            special = {**special, b"authorization": bearer or b""}
+        target = adapter_for(provider).target(
+            self.settings.base_urls.get(provider, ""),
+            scope["path"][4:],
+            scope["query_string"],
+            model,
+            org,
+            bearer,
+            special,
+        )
+        if model != info.model and model is not None:
+            body = bodies.with_model(info, model, info.add_usage_option)
+        elif info.add_usage_option:
+            body = bodies.with_usage_option(raw, info)
+        else:
+            body = raw
+        headers = incoming.forward + list(target.auth)
+        encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
+        if encoding is not None:
+            headers.append((b"accept-encoding", encoding))
+        return self.client.build_request(scope["method"], target.url, headers=headers, content=body)
 
     async def _forward(
-        self, request: httpx.Request, event: Event, info: bodies.RequestInfo, started: float, receive: Any, send: Any
+        self,
+        attempts: list[tuple[Target, httpx.Request]],
+        event: Event,
+        info: bodies.RequestInfo,
+        started: float,
+        receive: Any,
+        send: Any,
     ) -> None:
-        """Send upstream, relay the answer, record the event; cancel upstream if the client leaves."""
+        """Send upstream (falling back while allowed), relay the answer, record the event; cancel
+        upstream if the client leaves."""
         assert self.client is not None and self.writer is not None
         relay = _Relay(event, info, started)
+        log_parts: list[str] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, relay)
             try:
-                await relay.run(self.client, request, send)
+                for number, (target, request) in enumerate(attempts, 1):
+                    event.provider = target.provider
+                    if len(attempts) > 1 or event.route_rule_id is not None:
+                        event.routed_model = target.model
+                    event.attempts = number
+                    try:
+                        await relay.run(self.client, request, send, retryable=number < len(attempts))
+                    except _Retry as retry:
+                        log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
+                        continue
+                    except LectrError as exc:
+                        log_parts.append(f"{target.model}@{target.provider}:{exc.status}")
+                        raise
+                    log_parts.append(f"{target.model}@{target.provider}:{event.status_code}")
+                    break
             except LectrError as exc:
                 if not relay.response_started:
                     relay.final_sent = True
@@ -209,6 +306,8 @@ class Proxy:
                 event.error_type, event.error_message = exc.code, exc.message
             finally:
                 nursery.cancel_scope.cancel()
+        if len(log_parts) > 1 or event.route_rule_id is not None:
+            event.attempt_log = " ".join(log_parts)
         finished_stream = relay.sse is not None and relay.sse.done
         if relay.client_gone and not (relay.final_sent or finished_stream):
             event.status_code = 499
@@ -236,15 +335,23 @@ class _Relay:
         self.body: bytes | None = None
         self.content_encoding: bytes | None = None
 
-    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any) -> None:
+    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any, *, retryable: bool) -> None:
+        """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `_Retry`
+        (nothing has reached the client yet) instead of being relayed."""
         event = self.event
         t = time.perf_counter()
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.upstream_seconds += time.perf_counter() - t
-            raise map_error(exc, event.provider) from None
+            mapped = map_error(exc, event.provider)
+            if retryable:
+                raise _Retry(mapped.status) from None
+            raise mapped from None
         self.upstream_seconds += time.perf_counter() - t
+        if retryable and (response.status_code == 429 or response.status_code >= 500):
+            await response.aclose()
+            raise _Retry(response.status_code)
         try:
             event.status_code = response.status_code
             raw_headers = response.headers.raw
@@ -262,6 +369,8 @@ class _Relay:
             self.complete = True
         except httpx.HTTPError as exc:
             mapped = map_error(exc, event.provider)
+            if retryable and not self.response_started:
+                raise _Retry(mapped.status) from None
             if self.response_started:
                 # Mid-stream failure: end the client's response cleanly; the event says what happened.
                 self.final_sent = True
@@ -444,7 +553,10 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
     @app.errorhandler(405)
     async def not_allowed(_: Exception) -> Response:
-        return _json({"error": {"message": "method not allowed", "type": "invalid_request_error", "code": "method_not_allowed"}}, 405)
+        return _json(
+            {"error": {"message": "method not allowed", "type": "invalid_request_error", "code": "method_not_allowed"}},
+            405,
+        )
 
     @app.errorhandler(500)
     async def internal(_: Exception) -> Response:

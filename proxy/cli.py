@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,76 @@ def cmd_org_rotate(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 def cmd_org_azure(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
     org = set_azure(conn, args.name, args.endpoint, args.api_version)
     print(f"org {org.name!r}: Azure endpoint {org.azure_endpoint} (api-version {org.azure_api_version})")
+    return 0
+
+
+def cmd_route_add(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.rules import add_rule
+
+    rule_id = add_rule(
+        conn,
+        args.name,
+        to_model=args.to_model,
+        feature=args.feature,
+        task=args.task,
+        model=args.model,
+        provider=args.provider,
+        to_provider=args.to_provider,
+        priority=args.priority,
+        fallbacks=args.fallback,
+    )
+    print(f"added routing rule {rule_id} to {args.name!r}; every worker applies it within 5 s", file=sys.stderr)
+    print(rule_id)
+    return 0
+
+
+def cmd_route_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.rules import list_rules
+
+    rules = list_rules(conn, args.name)
+    if args.json:
+        print(json.dumps(rules))
+        return 0
+    if not rules:
+        print(f"org {args.name!r} has no routing rules")
+        return 0
+    print(f"{'id':>5} {'prio':>5} {'on':>3}  {'when':<50} → target (fallbacks)")
+    for rule in rules:
+        when = (
+            ", ".join(
+                f"{label}={rule[column]}"
+                for label, column in (
+                    ("feature", "match_feature"),
+                    ("task", "match_task"),
+                    ("model", "match_model"),
+                    ("provider", "match_provider"),
+                )
+                if rule[column]
+            )
+            or "any request"
+        )
+        target = f"{rule['to_provider'] + ':' if rule['to_provider'] else ''}{rule['to_model']}"
+        fallbacks = f" ({', '.join(rule['fallbacks'])})" if rule["fallbacks"] else ""
+        print(
+            f"{rule['id']:>5} {rule['priority']:>5} {'yes' if rule['enabled'] else 'no':>3}  {when:<50} → "
+            f"{target}{fallbacks}"
+        )
+    return 0
+
+
+def cmd_route_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.rules import remove_rule
+
+    remove_rule(conn, args.name, args.id)
+    print(f"removed routing rule {args.id} from {args.name!r}")
+    return 0
+
+
+def cmd_route_fallbacks(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.rules import set_fallbacks
+
+    set_fallbacks(conn, args.name, args.models)
+    print(f"org {args.name!r} default fallbacks: {', '.join(args.models) or 'none'}")
     return 0
 
 
@@ -94,6 +165,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", required=True, help="https://<resource>.openai.azure.com")
     p.add_argument("--api-version", default="2024-02-01")
     p.set_defaults(handler=cmd_org_azure)
+
+    route = sub.add_parser("route", help="routing rules").add_subparsers(dest="route_command", required=True)
+    p = route.add_parser("add", help="add a routing rule and print its id")
+    p.add_argument("name", help="org name")
+    p.add_argument("--feature")
+    p.add_argument("--task")
+    p.add_argument("--model", help="requested model to match")
+    p.add_argument("--provider", help="detected provider to match")
+    p.add_argument("--to-model", required=True)
+    p.add_argument("--to-provider")
+    p.add_argument("--priority", type=int, default=100, help="lower runs first (default 100)")
+    p.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="[PROVIDER:]MODEL",
+        help="tried in order on 429/5xx/timeout (repeatable)",
+    )
+    p.set_defaults(handler=cmd_route_add)
+    p = route.add_parser("list", help="list an org's routing rules")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_route_list)
+    p = route.add_parser("rm", help="remove a routing rule")
+    p.add_argument("name")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_route_rm)
+    p = route.add_parser("fallbacks", help="set the org's default fallback models (none to clear)")
+    p.add_argument("name")
+    p.add_argument("models", nargs="*", metavar="[PROVIDER:]MODEL")
+    p.set_defaults(handler=cmd_route_fallbacks)
 
     p = sub.add_parser("report", help="per-feature cost, latency and errors")
     p.add_argument("--org", required=True)

@@ -1,4 +1,4 @@
-"""The in-memory directory of orgs by key hash, reloaded from Postgres every few seconds.
+"""The in-memory directory of orgs by key hash (and their routing), reloaded every few seconds.
 
 The hot path authenticates with one SHA-256 and one dictionary lookup, never a query. Each
 worker reloads the whole directory every `refresh_seconds` (2 s by default), so a revoked key
@@ -18,6 +18,8 @@ import trio
 
 from proxy.db import connect
 from proxy.orgs import Org
+from proxy.routing import OrgRouting, build
+from proxy.rules import load_all
 
 log = logging.getLogger("lectr.directory")
 
@@ -35,6 +37,7 @@ class Directory:
         self._url = database_url
         self._refresh_seconds = refresh_seconds
         self._by_hash: dict[str, tuple[str, Org]] = {}
+        self._routing: dict[int, OrgRouting] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self.loaded = False
         self.last_error: str | None = None
@@ -72,11 +75,23 @@ class Directory:
                 await self.refresh()
         return self.authenticate(key)
 
-    def _load(self) -> dict[str, tuple[str, Org]]:
+    def routing(self, org_id: int) -> OrgRouting | None:
+        """The org's routing rules and fallbacks, or None when it has neither."""
+        return self._routing.get(org_id)
+
+    def _load(self) -> tuple[dict[str, tuple[str, Org]], dict[int, OrgRouting]]:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
         rows = self._conn.execute(_LOAD).fetchall()
-        return {row[0]: (row[0], Org(row[1], row[2], row[3], row[4])) for row in rows}
+        keys = {row[0]: (row[0], Org(row[1], row[2], row[3], row[4])) for row in rows}
+        rules, fallbacks = load_all(self._conn)
+        by_org: dict[int, list[tuple[object, ...]]] = {}
+        for rule in rules:
+            by_org.setdefault(rule[0], []).append(tuple(rule[1:]))
+        routing = {
+            org_id: build(by_org.get(org_id, []), fallbacks.get(org_id)) for org_id in set(by_org) | set(fallbacks)
+        }
+        return keys, routing
 
     async def refresh(self) -> None:
         if self._reloading is not None:
@@ -85,7 +100,7 @@ class Directory:
         self._reloading = trio.Event()
         self._last_reload = trio.current_time()
         try:
-            self._by_hash = await trio.to_thread.run_sync(self._load)
+            self._by_hash, self._routing = await trio.to_thread.run_sync(self._load)
             self.loaded = True
             self.last_error = None
         except (psycopg.Error, OSError) as exc:

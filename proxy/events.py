@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from proxy.pricing import price
@@ -33,6 +33,7 @@ class Event:
     routed_model: str | None = None
     route_rule_id: int | None = None
     attempts: int = 1
+    attempt_log: str | None = None
     feature: str | None = None
     task: str | None = None
     stream: bool = False

@@ -9,8 +9,15 @@ from proxy.errors import HeaderTooLarge
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
     {
-        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
-        b"trailer", b"proxy-authenticate", b"proxy-authorization",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"proxy-authenticate",
+        b"proxy-authorization",
     }
 )
 # Request fields the proxy sets itself (httpx computes host and length; adapters set auth).
@@ -42,6 +49,8 @@ class Incoming:
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Values adapters may need (auth and version headers), by lower-case name.
     special: dict[bytes, bytes] = field(default_factory=dict)
+    # Keys for other providers (`X-Lectr-Auth-<Provider>`), used only by routing to that provider.
+    provider_auth: dict[str, bytes] = field(default_factory=dict)
 
 
 def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -> Incoming:
@@ -64,6 +73,8 @@ def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -
                 incoming.task = clean_text(value) or None
             elif name == b"x-lectr-provider":
                 incoming.provider = clean_text(value)
+            elif name.startswith(b"x-lectr-auth-"):
+                incoming.provider_auth[name[13:].decode("latin-1")] = value
             continue
         if name in _ADAPTER_INPUTS:
             incoming.special[name] = value
@@ -94,7 +105,9 @@ def readable_accept_encoding(value: bytes | None) -> bytes | None:
     """The client's Accept-Encoding restricted to codings we can decode to read usage."""
     if value is None:
         return None
-    kept = [part.strip() for part in value.split(b",") if part.strip().split(b";")[0].strip().lower() in _READABLE_ENCODINGS]
+    kept = [
+        part.strip() for part in value.split(b",") if part.strip().split(b";")[0].strip().lower() in _READABLE_ENCODINGS
+    ]
     return b", ".join(kept) if kept else b"identity"
 
 

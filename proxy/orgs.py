@@ -86,9 +86,7 @@ def rotate_key(conn: psycopg.Connection[Any], name: str) -> str:
     """Revoke every key of the org and return a new one."""
     with conn.transaction():
         org = get_org(conn, name)
-        conn.execute(
-            "UPDATE org_keys SET revoked_at = now() WHERE org_id = %s AND revoked_at IS NULL", (org.id,)
-        )
+        conn.execute("UPDATE org_keys SET revoked_at = now() WHERE org_id = %s AND revoked_at IS NULL", (org.id,))
         return _insert_key(conn, org.id)
 
 

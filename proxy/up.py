@@ -25,15 +25,36 @@ DASHBOARD_ENTRY = Path(__file__).resolve().parent.parent / "dashboard" / "stream
 
 def proxy_command(host: str, port: int, workers: int) -> list[str]:
     return [
-        sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--config", "python:proxy.hypercorn_config",
-        "--bind", f"{host}:{port}", "--workers", str(workers), "proxy.app:create_app()",
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class",
+        "trio",
+        "--config",
+        "python:proxy.hypercorn_config",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "proxy.app:create_app()",
     ]
 
 
 def dashboard_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_ENTRY), "--server.port", str(port),
-        "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(DASHBOARD_ENTRY),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
     ]
 
 

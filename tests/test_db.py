@@ -27,9 +27,7 @@ def test_org_key_only_hash_stored(db: psycopg.Connection[Any], new_org: Any) -> 
 def test_rotate_revokes_old_keys(db: psycopg.Connection[Any], new_org: Any) -> None:
     org, key = new_org()
     new = rotate_key(db, org.name)
-    active = db.execute(
-        "SELECT key_hash FROM org_keys WHERE org_id = %s AND revoked_at IS NULL", (org.id,)
-    ).fetchall()
+    active = db.execute("SELECT key_hash FROM org_keys WHERE org_id = %s AND revoked_at IS NULL", (org.id,)).fetchall()
     assert active == [(hash_key(new),)] and new != key
 
 

@@ -46,8 +46,9 @@ def test_one_exact_event_per_request_for_every_provider(proxy: ProxyProcess, db:
     org_, key = org
     for provider, model in MODELS.items():
         extra = {"X-Lectr-Provider": "azure"} if provider == "azure" else {}
-        client = client_for(proxy, key, **{"X-Lectr-Feature": f"f-{provider}", "X-Lectr-Task": "summarisation",
-                                           **extra})
+        client = client_for(
+            proxy, key, **{"X-Lectr-Feature": f"f-{provider}", "X-Lectr-Task": "summarisation", **extra}
+        )
         messages = [{"role": "user", "content": "hi"}]
         if mode == "plain":
             client.chat.completions.create(model=model, messages=messages)
@@ -73,8 +74,9 @@ def test_one_exact_event_per_request_for_every_provider(proxy: ProxyProcess, db:
     assert by_feature["f-azure"]["response_model"] == "gpt-4o-2024-08-06"  # priced as its base model
 
 
-def test_errors_timeouts_and_disconnects_are_events(proxy: ProxyProcess, db: Any, org: Any,
-                                                    fakes: FakeProviders) -> None:
+def test_errors_timeouts_and_disconnects_are_events(
+    proxy: ProxyProcess, db: Any, org: Any, fakes: FakeProviders
+) -> None:
     org_, key = org
     base = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -82,11 +84,16 @@ def test_errors_timeouts_and_disconnects_are_events(proxy: ProxyProcess, db: Any
     assert httpx.post(url, json=chat, headers={**base, "x-fake-scenario": "error-429"}).status_code == 429
     assert httpx.post(url, json=chat, headers={**base, "x-fake-scenario": "error-500"}).status_code == 500
     assert httpx.post(url, json=chat, headers={**base, "x-fake-scenario": "slow"}).status_code == 504
-    with httpx.stream("POST", url, json={**chat, "stream": True},
-                      headers={**base, "x-fake-scenario": "slow-stream", "x-fake-id": "gone"}) as response:
+    with httpx.stream(
+        "POST",
+        url,
+        json={**chat, "stream": True},
+        headers={**base, "x-fake-scenario": "slow-stream", "x-fake-id": "gone"},
+    ) as response:
         next(response.iter_raw())
-    with httpx.stream("POST", url, json={**chat, "stream": True},
-                      headers={**base, "x-fake-scenario": "reset-mid-stream"}) as response:
+    with httpx.stream(
+        "POST", url, json={**chat, "stream": True}, headers={**base, "x-fake-scenario": "reset-mid-stream"}
+    ) as response:
         received = b"".join(response.iter_raw())  # the stream just ends
     assert received.startswith(b"data: ") and b"[DONE]" not in received
     rows = events(db, org_.id, 5)
@@ -105,14 +112,21 @@ def test_no_provider_key_in_any_table_or_log(proxy: ProxyProcess, db: Any, org: 
     _, key = org
     client = client_for(proxy, key, **{"X-Lectr-Feature": "secrets"})
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "secret prompt text"}])
-    list(client.chat.completions.create(model="claude-3-5-sonnet-20241022", stream=True,
-                                        messages=[{"role": "user", "content": "secret prompt text"}]))
-    httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "gpt-4o"},
-               headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "x-fake-scenario": "error-500"})
+    list(
+        client.chat.completions.create(
+            model="claude-3-5-sonnet-20241022",
+            stream=True,
+            messages=[{"role": "user", "content": "secret prompt text"}],
+        )
+    )
+    httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": "gpt-4o"},
+        headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "x-fake-scenario": "error-500"},
+    )
     fakes["openai"].received.clear()
     wait_for(lambda: db.execute("SELECT count(*) FROM events WHERE feature = 'secrets'").fetchone()[0] >= 2)
-    tables = [row[0] for row in db.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+    tables = [row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
     for table in tables:
         dump = str(db.execute(f'SELECT * FROM "{table}"').fetchall())  # type: ignore[arg-type]
         assert PROVIDER_KEY not in dump and PROVIDER_KEY[10:] not in dump, table

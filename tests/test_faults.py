@@ -68,8 +68,9 @@ def test_sigterm_lets_in_flight_requests_finish_and_drains_events(own_stack: Any
     results: list[tuple[int, bytes]] = []
 
     def stream() -> None:
-        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True},
-                          headers=headers, timeout=30) as response:
+        with httpx.stream(
+            "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers, timeout=30
+        ) as response:
             results.append((response.status_code, b"".join(response.iter_raw())))
 
     threads = [threading.Thread(target=stream) for _ in range(12)]
@@ -91,8 +92,9 @@ def test_slow_reader_does_not_stall_others(proxy: ProxyProcess, new_org: Any) ->
     _, key = new_org("slowreader")
     headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
     url = f"{proxy.url}/v1/chat/completions"
-    with httpx.stream("POST", url, json={**CHAT, "stream": True},
-                      headers={**headers, "x-fake-scenario": "slow-stream"}) as slow:
+    with httpx.stream(
+        "POST", url, json={**CHAT, "stream": True}, headers={**headers, "x-fake-scenario": "slow-stream"}
+    ) as slow:
         assert slow.status_code == 200  # headers in, body never read while others are served
         started = time.monotonic()
         for _ in range(20):

@@ -64,12 +64,14 @@ def direct_body(fakes: FakeProviders, provider: str, path: str, payload: dict[st
 
 
 @pytest.mark.parametrize("provider", list(MODELS))
-def test_chat_non_streaming_is_the_providers_response(proxy: ProxyProcess, fakes: FakeProviders, org: Any,
-                                                      provider: str) -> None:
+def test_chat_non_streaming_is_the_providers_response(
+    proxy: ProxyProcess, fakes: FakeProviders, org: Any, provider: str
+) -> None:
     _, key = org
     client = client_for(proxy, key, **provider_headers(provider, MODELS[provider]))
     raw = client.chat.completions.with_raw_response.create(
-        model=MODELS[provider], messages=[{"role": "user", "content": "hi"}],
+        model=MODELS[provider],
+        messages=[{"role": "user", "content": "hi"}],
         extra_headers={"X-Lectr-Feature": "e2e-chat", "X-Lectr-Task": "classification"},
     )
     completion = raw.parse()
@@ -78,8 +80,11 @@ def test_chat_non_streaming_is_the_providers_response(proxy: ProxyProcess, fakes
     # Body identical, byte for byte; the provider's headers all present; nothing added.
     assert raw.http_response.content == fake.last_body
     sent = [(k.decode(), v.decode()) for k, v in fake.last_headers if k.decode() not in HOP_BY_HOP]
-    got = [(k.decode().lower(), v.decode()) for k, v in raw.http_response.headers.raw
-           if k.decode().lower() not in HOP_BY_HOP]
+    got = [
+        (k.decode().lower(), v.decode())
+        for k, v in raw.http_response.headers.raw
+        if k.decode().lower() not in HOP_BY_HOP
+    ]
     assert sorted(got) == sorted(sent)
     # What the provider received: its own auth header, no Lectr headers.
     received = fake.received[-1]
@@ -99,8 +104,9 @@ def test_chat_non_streaming_is_the_providers_response(proxy: ProxyProcess, fakes
 
 
 @pytest.mark.parametrize("provider", list(MODELS))
-def test_chat_streaming_is_byte_identical_without_usage_option(proxy: ProxyProcess, fakes: FakeProviders, org: Any,
-                                                               provider: str) -> None:
+def test_chat_streaming_is_byte_identical_without_usage_option(
+    proxy: ProxyProcess, fakes: FakeProviders, org: Any, provider: str
+) -> None:
     _, key = org
     payload = {"model": MODELS[provider], "messages": [{"role": "user", "content": "hi"}], "stream": True}
     expected = direct_body(fakes, provider, "chat/completions", payload)
@@ -114,22 +120,31 @@ def test_chat_streaming_is_byte_identical_without_usage_option(proxy: ProxyProce
     assert fakes[provider].received[-1].json()["stream_options"] == {"include_usage": True}
     # And the SDK reads the stream as usual.
     client = client_for(proxy, key, **provider_headers(provider, ""))
-    stream = client.chat.completions.create(model=MODELS[provider], messages=[{"role": "user", "content": "hi"}],
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model=MODELS[provider], messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == CONTENT
 
 
 @pytest.mark.parametrize("provider", ["openai", "groq"])
-def test_streaming_with_usage_requested_passes_through(proxy: ProxyProcess, fakes: FakeProviders, org: Any,
-                                                       provider: str) -> None:
+def test_streaming_with_usage_requested_passes_through(
+    proxy: ProxyProcess, fakes: FakeProviders, org: Any, provider: str
+) -> None:
     _, key = org
-    payload = {"model": MODELS[provider], "messages": [{"role": "user", "content": "hi"}], "stream": True,
-               "stream_options": {"include_usage": True}}
+    payload = {
+        "model": MODELS[provider],
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     expected = direct_body(fakes, provider, "chat/completions", payload)
     client = client_for(proxy, key)
-    chunks = list(client.chat.completions.create(model=MODELS[provider], messages=payload["messages"], stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODELS[provider], messages=payload["messages"], stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 14
     headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
     got = httpx.post(f"{proxy.url}/v1/chat/completions", json=payload, headers=headers).content
@@ -145,28 +160,32 @@ def test_embeddings_completions_models_and_other_paths(proxy: ProxyProcess, fake
     assert comp.choices[0].text == CONTENT
     models = client.models.list()
     assert [m.id for m in models.data] == ["gpt-4o"]
-    other = httpx.get(f"{proxy.url}/v1/files?purpose=batch",
-                      headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    other = httpx.get(
+        f"{proxy.url}/v1/files?purpose=batch", headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    )
     assert other.status_code == 200 and other.json() == {"echo": "files", "method": "GET"}
     assert fakes["openai"].received[-1].query == "purpose=batch"
-    groq_models = httpx.get(f"{proxy.url}/v1/models", headers={"X-Lectr-Key": key, "X-Lectr-Provider": "groq",
-                                                               "Authorization": f"Bearer {PROVIDER_KEY}"})
+    groq_models = httpx.get(
+        f"{proxy.url}/v1/models",
+        headers={"X-Lectr-Key": key, "X-Lectr-Provider": "groq", "Authorization": f"Bearer {PROVIDER_KEY}"},
+    )
     assert groq_models.status_code == 200 and fakes["groq"].received[-1].path == "/openai/v1/models"
 
 
 @pytest.mark.parametrize(
-    "key_kind", ["missing", "unknown", "malformed"],
+    "key_kind",
+    ["missing", "unknown", "malformed"],
 )
-def test_bad_org_key_is_401_and_never_reaches_a_provider(proxy: ProxyProcess, fakes: FakeProviders,
-                                                         key_kind: str) -> None:
+def test_bad_org_key_is_401_and_never_reaches_a_provider(
+    proxy: ProxyProcess, fakes: FakeProviders, key_kind: str
+) -> None:
     fakes.reset()
     headers = {"Authorization": f"Bearer {PROVIDER_KEY}"}
     if key_kind == "unknown":
         headers["X-Lectr-Key"] = "lc_key_" + "x" * 32
     elif key_kind == "malformed":
         headers["X-Lectr-Key"] = "nonsense"
-    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []},
-                          headers=headers)
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers)
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["type"] == "authentication_error"
@@ -181,8 +200,9 @@ def test_openai_sdk_sees_401_as_authentication_error(proxy: ProxyProcess, fakes:
     assert not fakes["openai"].received
 
 
-def test_revoked_key_stops_working_within_5_seconds(proxy: ProxyProcess, fakes: FakeProviders, db: Any,
-                                                    new_org: Any) -> None:
+def test_revoked_key_stops_working_within_5_seconds(
+    proxy: ProxyProcess, fakes: FakeProviders, db: Any, new_org: Any
+) -> None:
     org, key = new_org("revoke")
     client = client_for(proxy, key)
     client.models.list()  # works
@@ -197,8 +217,9 @@ def test_revoked_key_stops_working_within_5_seconds(proxy: ProxyProcess, fakes: 
     client_for(proxy, new_key).models.list()
 
 
-def test_azure_without_endpoint_is_400_with_instructions(proxy: ProxyProcess, fakes: FakeProviders,
-                                                         new_org: Any) -> None:
+def test_azure_without_endpoint_is_400_with_instructions(
+    proxy: ProxyProcess, fakes: FakeProviders, new_org: Any
+) -> None:
     org, key = new_org("noazure")
     fakes.reset()
     client = client_for(proxy, key, **{"X-Lectr-Provider": "azure"})
@@ -226,8 +247,9 @@ def test_azure_without_endpoint_is_400_with_instructions(proxy: ProxyProcess, fa
         ("gpt-4o", "not-a-provider", "openai"),
     ],
 )
-def test_detection_and_override(proxy: ProxyProcess, fakes: FakeProviders, org: Any, model: str, header: str | None,
-                                provider: str) -> None:
+def test_detection_and_override(
+    proxy: ProxyProcess, fakes: FakeProviders, org: Any, model: str, header: str | None, provider: str
+) -> None:
     _, key = org
     extra = {"X-Lectr-Provider": header} if header else {}
     client = client_for(proxy, key, **extra)
@@ -238,8 +260,12 @@ def test_detection_and_override(proxy: ProxyProcess, fakes: FakeProviders, org: 
 def test_client_disconnect_cancels_upstream(proxy: ProxyProcess, fakes: FakeProviders, org: Any) -> None:
     _, key = org
     payload = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "x-fake-scenario": "slow-stream",
-               "x-fake-id": "disconnect-1"}
+    headers = {
+        "X-Lectr-Key": key,
+        "Authorization": f"Bearer {PROVIDER_KEY}",
+        "x-fake-scenario": "slow-stream",
+        "x-fake-id": "disconnect-1",
+    }
     with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=payload, headers=headers) as response:
         first = next(response.iter_raw())
         assert first.startswith(b"data: ")
@@ -255,16 +281,24 @@ def test_client_disconnect_cancels_upstream(proxy: ProxyProcess, fakes: FakeProv
         (b'{"model": 42}', {"content-type": "application/json"}, 400, "missing_model"),
         (b'{"model": "gpt-4o", "x": "\xff\xfe"}', {"content-type": "application/json"}, 400, "malformed_json"),
         (b"x" * (2 * 1024 * 1024), {"content-type": "application/json"}, 413, "payload_too_large"),
-        (b'{"model": "gpt-4o"}', {"content-type": "application/json", "x-lectr-feature": "f" * 20000}, 431,
-         "header_too_large"),
+        (
+            b'{"model": "gpt-4o"}',
+            {"content-type": "application/json", "x-lectr-feature": "f" * 20000},
+            431,
+            "header_too_large",
+        ),
     ],
 )
-def test_bad_input_gets_clear_json_errors(proxy: ProxyProcess, fakes: FakeProviders, org: Any, body: bytes,
-                                          headers: dict[str, str], status: int, code: str) -> None:
+def test_bad_input_gets_clear_json_errors(
+    proxy: ProxyProcess, fakes: FakeProviders, org: Any, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
     _, key = org
     fakes.reset()
-    response = httpx.post(f"{proxy.url}/v1/chat/completions", content=body,
-                          headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", **headers})
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        content=body,
+        headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", **headers},
+    )
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code
@@ -302,19 +336,32 @@ def test_unreachable_upstream_is_502(proxy: ProxyProcess, fakes: FakeProviders, 
 
 def test_provider_errors_reach_the_client_unchanged(proxy: ProxyProcess, fakes: FakeProviders, org: Any) -> None:
     _, key = org
-    for provider, model in (("openai", "gpt-4o"), ("anthropic", "claude-3-5-haiku-latest"), ("gemini", "gemini-2.0-flash")):
-        response = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": model, "messages": []},
-                              headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}",
-                                       "x-fake-scenario": "error-429"})
+    for provider, model in (
+        ("openai", "gpt-4o"),
+        ("anthropic", "claude-3-5-haiku-latest"),
+        ("gemini", "gemini-2.0-flash"),
+    ):
+        response = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": model, "messages": []},
+            headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "x-fake-scenario": "error-429"},
+        )
         assert response.status_code == 429
         assert response.content == fakes[provider].last_body
 
 
 def test_gzip_response_passes_through(proxy: ProxyProcess, fakes: FakeProviders, org: Any) -> None:
     _, key = org
-    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []},
-                          headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}",
-                                   "x-fake-scenario": "gzip", "accept-encoding": "gzip, br"})
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": []},
+        headers={
+            "X-Lectr-Key": key,
+            "Authorization": f"Bearer {PROVIDER_KEY}",
+            "x-fake-scenario": "gzip",
+            "accept-encoding": "gzip, br",
+        },
+    )
     assert response.headers["content-encoding"] == "gzip"
     assert response.json()["choices"][0]["message"]["content"] == CONTENT
     # br is not something we can read usage from, so upstream was offered gzip only.

@@ -16,7 +16,13 @@ class Anthropic:
     name: str = "anthropic"
 
     def target(
-        self, base_url: str, path: str, query: bytes, model: str | None, org: Org, bearer: bytes | None,
+        self,
+        base_url: str,
+        path: str,
+        query: bytes,
+        model: str | None,
+        org: Org,
+        bearer: bytes | None,
         headers: dict[bytes, bytes],
     ) -> Target:
         auth: list[tuple[bytes, bytes]] = []

@@ -15,7 +15,13 @@ class Azure:
     name: str = "azure"
 
     def target(
-        self, base_url: str, path: str, query: bytes, model: str | None, org: Org, bearer: bytes | None,
+        self,
+        base_url: str,
+        path: str,
+        query: bytes,
+        model: str | None,
+        org: Org,
+        bearer: bytes | None,
         headers: dict[bytes, bytes],
     ) -> Target:
         if not org.azure_endpoint:

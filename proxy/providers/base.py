@@ -21,7 +21,13 @@ class Adapter(Protocol):
     name: str
 
     def target(
-        self, base_url: str, path: str, query: bytes, model: str | None, org: Org, bearer: bytes | None,
+        self,
+        base_url: str,
+        path: str,
+        query: bytes,
+        model: str | None,
+        org: Org,
+        bearer: bytes | None,
         headers: dict[bytes, bytes],
     ) -> Target:
         """`path` is what follows `/v1/` (e.g. `chat/completions`); `bearer` the raw Authorization value."""

@@ -15,7 +15,13 @@ class OpenAICompatible:
     name: str
 
     def target(
-        self, base_url: str, path: str, query: bytes, model: str | None, org: Org, bearer: bytes | None,
+        self,
+        base_url: str,
+        path: str,
+        query: bytes,
+        model: str | None,
+        org: Org,
+        bearer: bytes | None,
         headers: dict[bytes, bytes],
     ) -> Target:
         auth = ((b"authorization", headers[b"authorization"]),) if b"authorization" in headers else ()

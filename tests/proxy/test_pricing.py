@@ -20,8 +20,12 @@ NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     [
         ("openai", "openai", "gpt-4o", Usage(1000, 500, cached_input_tokens=200)),
         ("openai", "openai", "o3-mini", Usage(2000, 3000, reasoning_tokens=2500)),
-        ("anthropic", "anthropic", "claude-3-5-sonnet-20241022",
-         Usage(10_000, 100, cached_input_tokens=6000, cache_write_tokens=3000)),
+        (
+            "anthropic",
+            "anthropic",
+            "claude-3-5-sonnet-20241022",
+            Usage(10_000, 100, cached_input_tokens=6000, cache_write_tokens=3000),
+        ),
         ("groq", "groq", "llama-3.1-8b-instant", Usage(1234, 56)),
         ("gemini", "google", "gemini-1.5-flash", Usage(999, 111)),
         ("azure", "azure", "gpt-4o-2024-08-06", Usage(1000, 100)),
@@ -32,9 +36,15 @@ def test_price_matches_genai_prices(provider: str, gp_provider: str, model: str,
     got = price(provider, model, usage, NOW)
     assert got is not None
     expected = calc_price(
-        GPUsage(input_tokens=usage.input_tokens, cache_read_tokens=usage.cached_input_tokens,
-                cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens),
-        model, provider_id=gp_provider, genai_request_timestamp=NOW,
+        GPUsage(
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+        model,
+        provider_id=gp_provider,
+        genai_request_timestamp=NOW,
     ).total_price
     assert abs(got.cost_usd - Decimal(expected)) < Decimal("1e-12")
     assert got.source.startswith("genai-prices ")

@@ -19,9 +19,12 @@ def chunk(content: str | None, *, usage: object = "absent", choices: object = No
 
 
 WITHOUT = [chunk("Hel"), chunk("lo"), b"data: [DONE]\n\n"]
-WITH = [chunk("Hel", usage=None), chunk("lo", usage=None),
-        chunk(None, usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}, choices=[]),
-        b"data: [DONE]\n\n"]
+WITH = [
+    chunk("Hel", usage=None),
+    chunk("lo", usage=None),
+    chunk(None, usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}, choices=[]),
+    b"data: [DONE]\n\n",
+]
 
 
 def relay(stream: SSEStream, parts: list[bytes]) -> bytes:

@@ -11,14 +11,23 @@ from proxy.usage import Usage, from_body, normalise
 OPENAI = [
     ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, Usage(10, 5)),
     (
-        {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
-         "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 20}},
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "total_tokens": 150,
+            "prompt_tokens_details": {"cached_tokens": 60},
+            "completion_tokens_details": {"reasoning_tokens": 20},
+        },
         Usage(100, 50, cached_input_tokens=60, reasoning_tokens=20),  # never counted twice
     ),
     ({"prompt_tokens": 8, "total_tokens": 8}, Usage(8, 0)),  # embeddings
     (  # Responses API
-        {"input_tokens": 30, "output_tokens": 9, "input_tokens_details": {"cached_tokens": 10},
-         "output_tokens_details": {"reasoning_tokens": 4}},
+        {
+            "input_tokens": 30,
+            "output_tokens": 9,
+            "input_tokens_details": {"cached_tokens": 10},
+            "output_tokens_details": {"reasoning_tokens": 4},
+        },
         Usage(30, 9, cached_input_tokens=10, reasoning_tokens=4),
     ),
 ]
@@ -36,8 +45,12 @@ GEMINI = [
     # thinking tokens only visible through total_tokens
     ({"prompt_tokens": 14, "completion_tokens": 6, "total_tokens": 27}, Usage(14, 13, reasoning_tokens=7)),
     (
-        {"prompt_tokens": 14, "completion_tokens": 16, "total_tokens": 30,
-         "completion_tokens_details": {"reasoning_tokens": 10}},
+        {
+            "prompt_tokens": 14,
+            "completion_tokens": 16,
+            "total_tokens": 30,
+            "completion_tokens_details": {"reasoning_tokens": 10},
+        },
         Usage(14, 16, reasoning_tokens=10),
     ),
 ]

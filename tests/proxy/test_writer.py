@@ -17,8 +17,14 @@ from tests.pgcontrol import DisposablePostgres
 
 def make_event(org_id: int, i: int, **extra: Any) -> Event:
     fields: dict[str, Any] = {"model": "gpt-4o", "feature": f"writer-{i % 3}", **extra}
-    event = Event(org_id=org_id, created_at=dt.datetime.now(dt.UTC), provider="openai", endpoint="chat/completions",
-                  status_code=200, **fields)
+    event = Event(
+        org_id=org_id,
+        created_at=dt.datetime.now(dt.UTC),
+        provider="openai",
+        endpoint="chat/completions",
+        status_code=200,
+        **fields,
+    )
     event.input_tokens, event.output_tokens = 100 + i, 10
     return event
 
@@ -34,8 +40,9 @@ def rows(url: str, org_id: int) -> list[tuple[Any, ...]]:
     from proxy.db import connect
 
     with connect(url) as conn:
-        return conn.execute("SELECT input_tokens, cost_usd, price_source FROM events WHERE org_id = %s"
-                            " ORDER BY input_tokens", (org_id,)).fetchall()
+        return conn.execute(
+            "SELECT input_tokens, cost_usd, price_source FROM events WHERE org_id = %s ORDER BY input_tokens", (org_id,)
+        ).fetchall()
 
 
 async def test_batches_are_written_and_priced(pg_url: str, new_org: Any, tmp_path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Rule matching, priority and fallbacks as plain functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.orgs import OrgError, set_azure
+from proxy.routing import MAX_ATTEMPTS, OrgRouting, Target, build, parse_target
+from proxy.rules import add_rule, list_rules, remove_rule
+
+
+def rule(
+    rid: int,
+    priority: int = 100,
+    feature: str | None = None,
+    task: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    to_model: str = "gpt-4o-mini",
+    to_provider: str | None = None,
+    fallbacks: list[str] | None = None,
+    enabled: bool = True,
+) -> tuple[Any, ...]:
+    return (rid, priority, enabled, feature, task, model, provider, to_model, to_provider, fallbacks or [])
+
+
+def test_parse_target() -> None:
+    assert parse_target("gpt-4o-mini") == Target("openai", "gpt-4o-mini")
+    assert parse_target("anthropic:claude-3-5-haiku-latest") == Target("anthropic", "claude-3-5-haiku-latest")
+    assert parse_target("meta-llama/llama-4-scout-17b") == Target("groq", "meta-llama/llama-4-scout-17b")
+    assert parse_target("my-deploy", "azure") == Target("azure", "my-deploy")
+
+
+@pytest.mark.parametrize(
+    ("feature", "task", "model", "provider", "expected"),
+    [
+        ("classifier", None, "gpt-4o", "openai", 1),
+        ("classifier", "classification", "gpt-4o", "openai", 1),
+        ("chat", "classification", "gpt-4o", "openai", 2),
+        ("chat", None, "claude-3-opus", "anthropic", 3),
+        ("chat", None, "gpt-4o", "openai", None),
+    ],
+)
+def test_first_match_by_priority_wins(
+    feature: str, task: str | None, model: str, provider: str, expected: int | None
+) -> None:
+    routing = build(
+        [
+            rule(3, priority=50, provider="anthropic", to_model="claude-3-5-haiku-latest"),
+            rule(2, priority=20, task="classification", to_model="gpt-4o-mini"),
+            rule(1, priority=10, feature="classifier", model="gpt-4o", to_model="gpt-4o-mini"),
+            rule(4, priority=1, feature="chat", enabled=False),
+        ],
+        None,
+    )
+    plan = routing.plan(feature, task, model, provider)
+    assert (plan.rule_id if plan else None) == expected
+
+
+def test_ties_break_by_id_and_conditions_combine() -> None:
+    routing = build([rule(9, feature="a", task="t", to_model="m9"), rule(5, feature="a", to_model="m5")], None)
+    plan = routing.plan("a", "t", "gpt-4o", "openai")
+    assert plan is not None and plan.rule_id == 5 and plan.targets == (Target("openai", "m5"),)
+    assert routing.plan("b", "t", "gpt-4o", "openai") is None
+
+
+def test_fallbacks_from_rule_or_org_capped() -> None:
+    routing = build(
+        [rule(1, feature="a", fallbacks=["gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini"])],
+        ["groq:llama-3.1-8b-instant"],
+    )
+    plan = routing.plan("a", None, "gpt-4o", "openai")
+    assert plan is not None and len(plan.targets) == MAX_ATTEMPTS
+    assert plan.targets[:2] == (Target("openai", "gpt-4o-mini"), Target("openai", "gpt-4o"))
+    default = routing.plan("b", None, "gpt-4o", "openai")
+    assert default is not None and default.rule_id is None
+    assert default.targets == (Target("openai", "gpt-4o"), Target("groq", "llama-3.1-8b-instant"))
+
+
+def test_empty_routing_changes_nothing() -> None:
+    assert OrgRouting().plan("a", "b", "gpt-4o", "openai") is None
+
+
+def test_rules_store_is_scoped_to_the_org(db: Any, new_org: Any) -> None:
+    a, _ = new_org("route-a")
+    b, _ = new_org("route-b")
+    rid = add_rule(db, a.name, feature="x", to_model="gpt-4o-mini", fallbacks=["gpt-4o"])
+    assert [r["id"] for r in list_rules(db, a.name)] == [rid] and list_rules(db, b.name) == []
+    with pytest.raises(OrgError):
+        remove_rule(db, b.name, rid)  # another org's rule is "not found"
+    remove_rule(db, a.name, rid)
+    assert list_rules(db, a.name) == []
+
+
+def test_guard_rails(db: Any, new_org: Any) -> None:
+    org, _ = new_org("route-guard")
+    with pytest.raises(OrgError, match="Azure endpoint"):
+        add_rule(db, org.name, to_model="my-deploy", to_provider="azure")
+    with pytest.raises(OrgError, match="Azure endpoint"):
+        add_rule(db, org.name, to_model="gpt-4o", fallbacks=["azure:my-deploy"])
+    with pytest.raises(OrgError, match="unknown provider"):
+        add_rule(db, org.name, to_model="x", to_provider="openia")
+    set_azure(db, org.name, "https://res.openai.azure.com")
+    assert add_rule(db, org.name, to_model="my-deploy", to_provider="azure") > 0
