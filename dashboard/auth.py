@@ -62,6 +62,12 @@ def sign_out() -> None:
 
 def sign_in_page() -> None:
     """The only page a signed-out session can see."""
+    _, middle, _ = st.columns([1, 2, 1])
+    with middle:
+        _sign_in_form()
+
+
+def _sign_in_form() -> None:
     st.title("Lectr")
     st.caption("LLM cost, latency and errors per feature, from your own proxy.")
     with st.form("sign_in", clear_on_submit=True, border=True):

@@ -12,9 +12,19 @@ import altair as alt
 import polars as pl
 
 Formatter = Callable[[float | None], str]
-HEIGHT = 220
+HEIGHT = 280  # the whole chart (title, legend, axes), as Streamlit fits it to the column
 MONEY_AXIS = "$,.4~f"  # d3: thousands separators, up to 4 decimals, trailing zeros trimmed
 PERCENT_AXIS = ".0%"
+# Milliseconds on an axis, the way `format.duration` writes them: 850 ms, 1.5 s, 20 s.
+DURATION_LABELS = (
+    "datum.value < 1000 ? format(datum.value, ',.0f') + ' ms' : format(datum.value / 1000, ',.1~f') + ' s'"
+)
+
+
+def _axis(axis_format: str | None) -> alt.Axis:
+    if axis_format == DURATION_LABELS:
+        return alt.Axis(labelExpr=DURATION_LABELS)
+    return alt.Axis(format=axis_format) if axis_format else alt.Axis()
 
 
 def _shown(frame: pl.DataFrame, column: str, formatter: Formatter) -> pl.DataFrame:
@@ -38,7 +48,7 @@ def time_bars(
         .mark_bar(opacity=0.85)
         .encode(
             x=_time_axis(every),
-            y=alt.Y(f"{column}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis()),
+            y=alt.Y(f"{column}:Q", title=None, axis=_axis(axis_format)),
             tooltip=[alt.Tooltip("bucket:T", title="From", format="%Y-%m-%d %H:%M UTC"),
                      alt.Tooltip(f"{column}_text:N", title=title)],
         )
@@ -57,8 +67,9 @@ def time_lines(
         .mark_line(point=alt.OverlayMarkDef(size=18), interpolate="monotone")
         .encode(
             x=_time_axis(every),
-            y=alt.Y("value:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis()),
-            color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top")),
+            y=alt.Y("value:Q", title=None, axis=_axis(axis_format)),
+            color=alt.Color("measure:N", title=None,
+                            legend=alt.Legend(orient="bottom") if len(columns) > 1 else None),
             tooltip=[alt.Tooltip("bucket:T", title="From", format="%Y-%m-%d %H:%M UTC"),
                      alt.Tooltip("measure:N", title="Measure"), alt.Tooltip("value_text:N", title="Value")],
         )
@@ -71,14 +82,14 @@ def stacked_bars(
 ) -> alt.Chart:
     """A bar per bucket split by `group` (cost per provider or per feature over time)."""
     data = _shown(frame.filter(pl.col(column).fill_null(0) > 0), column, formatter)
-    color = alt.Color(f"{group}:N", title=None, legend=alt.Legend(orient="top", columns=6),
+    color = alt.Color(f"{group}:N", title=None, legend=alt.Legend(orient="bottom", columns=5, labelLimit=160),
                       sort=list(order) if order is not None else "ascending")
     return (
-        alt.Chart(data, height=HEIGHT + 40, title=title)
+        alt.Chart(data, height=HEIGHT + 60, title=title)
         .mark_bar()
         .encode(
             x=_time_axis(every),
-            y=alt.Y(f"sum({column}):Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis()),
+            y=alt.Y(f"sum({column}):Q", title=None, axis=_axis(axis_format)),
             color=color,
             tooltip=[alt.Tooltip("bucket:T", title="From", format="%Y-%m-%d %H:%M UTC"),
                      alt.Tooltip(f"{group}:N"), alt.Tooltip(f"{column}_text:N", title=title)],
@@ -95,7 +106,7 @@ def ranked_bars(frame: pl.DataFrame, category: str, column: str, title: str, for
         .mark_bar()
         .encode(
             y=alt.Y(f"{category}:N", sort="-x", title=None),
-            x=alt.X(f"{column}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis()),
+            x=alt.X(f"{column}:Q", title=None, axis=_axis(axis_format)),
             tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip(f"{column}_text:N", title=title)],
         )
     )

@@ -10,10 +10,12 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
+from dashboard import format as fmt
 from dashboard.data import DEFAULT_PERIOD, PERIODS, window_end
 
 DEFAULT_PROXY_URL = "http://localhost:8080/v1"
 PERIOD_KEY = "period"
+ROW_HEIGHT = 35  # st.dataframe's default row height, in pixels
 
 
 def proxy_url() -> str:
@@ -89,11 +91,14 @@ def empty_period(has_traffic: bool) -> None:
 
 def table(
     frame: pl.DataFrame, columns: Mapping[str, str], formats: Mapping[str, Callable[[Any], str]] | None = None,
-    height: int | str = "auto",
+    height: int | None = None,
 ) -> None:
     """A table that keeps numbers sortable but shows them formatted (`columns`: name → heading)."""
     data = frame.select(list(columns)).to_pandas()
     styled = data.style.format({c: f for c, f in (formats or {}).items() if c in columns}, na_rep="—")
     column_config = {c: st.column_config.Column(label) for c, label in columns.items()}
-    st.dataframe(styled, hide_index=True, column_config=column_config, height=height)  # type: ignore[arg-type]
+    # Tall enough for every row (up to a screenful), so short tables never hide their last rows.
+    fitted = height if height is not None else min(ROW_HEIGHT * (len(data) + 1) + 3, 640)
+    st.dataframe(styled, hide_index=True, column_config=column_config, height=fitted,  # type: ignore[arg-type]
+                 placeholder=fmt.UNKNOWN)
 

@@ -36,14 +36,14 @@ def duration(ms: float | None) -> str:
     """`850 ms`, `1.4 s`, `12 s`, `5.0 min`: milliseconds for people."""
     if ms is None or _missing(ms):
         return UNKNOWN
-    if ms < 10:
+    if ms < 9.95:
         return f"{ms:.1f} ms"
-    if ms < 1000:
+    if ms < 999.5:  # 999.7 ms would otherwise print as "1,000 ms"
         return f"{ms:,.0f} ms"
     seconds = ms / 1000
-    if seconds < 10:
+    if seconds < 9.95:  # 9.96 s would otherwise print as "10.0 s"
         return f"{seconds:.1f} s"
-    if seconds < 60:
+    if seconds < 59.5:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min"
 

@@ -11,6 +11,8 @@ import streamlit as st
 from dashboard.auth import current_org, sign_in_page, sign_out
 from dashboard.components import period_selector
 
+# A dashboard for teams, not a Streamlit development session: no "Deploy" button in the toolbar.
+st.set_option("client.toolbarMode", "viewer")
 st.set_page_config(page_title="Lectr", page_icon=":material/monitoring:", layout="wide")
 
 org = current_org()

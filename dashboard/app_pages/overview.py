@@ -63,7 +63,7 @@ right.altair_chart(charts.time_bars(view.series, "requests", "Requests", every, 
 left, right = st.columns(2)
 left.altair_chart(
     charts.time_lines(view.series, {"latency_ms_avg": "average", "latency_ms_p95": "p95"}, "Latency", every,
-                      fmt.duration),
+                      fmt.duration, charts.DURATION_LABELS),
     width="stretch",
 )
 right.altair_chart(

@@ -31,13 +31,14 @@ for index, row in enumerate(view.health.iter_rows(named=True)):
     with health_cols[index % len(health_cols)].container(border=True):
         st.markdown(f"**{row['provider']}**")
         st.badge(label, color=color)  # type: ignore[arg-type]
-        st.caption(
-            f"1 h: {fmt.percent(row['error_rate_1h'])} errors of {fmt.count(row['requests_1h'])} · "
-            f"24 h: {fmt.percent(row['error_rate_24h'])} of {fmt.count(row['requests_24h'])} · "
-            f"p95 {fmt.duration(row['latency_ms_p95_1h'])}"
-        )
+        lines = [
+            f"Last hour: {fmt.percent(row['error_rate_1h'])} errors of {fmt.count(row['requests_1h'])}",
+            f"Last 24 h: {fmt.percent(row['error_rate_24h'])} errors of {fmt.count(row['requests_24h'])}",
+            f"p95 latency (1 h): {fmt.duration(row['latency_ms_p95_1h'])}",
+        ]
         if row["last_error_at"] is not None:
-            st.caption(f"Last error {fmt.timestamp(row['last_error_at'])}")
+            lines.append(f"Last error {fmt.timestamp(row['last_error_at'])}")
+        st.caption("  \n".join(lines))
 
 st.altair_chart(
     charts.stacked_bars(view.cost, "cost_usd", "provider", "Cost per provider", data.PERIODS[chosen].every,

@@ -82,7 +82,6 @@ if page.rows:
          "request_id": "Request id"},
         {"created_at": fmt.timestamp, "latency_ms": fmt.duration, "ttft_ms": fmt.duration,
          "input_tokens": fmt.tokens, "output_tokens": fmt.tokens, "cost_usd": fmt.money},
-        height=min(38 + 35 * len(page.rows), 640),
     )
 else:
     st.info("No requests match these filters. Clear a filter or pick a longer period in the sidebar.")

@@ -20,6 +20,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analytics import demo
+from dashboard import components
+from dashboard.data import window_end
 from proxy.db import connect
 from proxy.orgs import create_org
 
@@ -73,8 +75,16 @@ def rival_org(pg_url: str) -> SeededOrg:
 
 
 @pytest.fixture
-def app_env(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def end() -> dt.datetime:
+    """The window end every page of a test uses (the app's clock, fixed for the test)."""
+    return window_end()
+
+
+@pytest.fixture
+def app_env(pg_url: str, end: dt.datetime, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The app pointed at the test database, its clock fixed at `end`, its caches empty."""
     monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setattr(components, "window_end", lambda now=None: end)
     monkeypatch.setenv("LECTR_PROXY_URL", "http://proxy.test:8080/v1")
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -100,6 +110,23 @@ def open_page(at: AppTest, page: str, period: str | None = None) -> AppTest:
     at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
+
+
+def page_text(at: AppTest) -> str:
+    """Everything the app sent for this run, as text: element protos include table and chart data."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            parts.append(str(proto))
+        children = getattr(node, "children", None)
+        if isinstance(children, dict):
+            for child in children.values():
+                walk(child)
+
+    walk(at._tree)
+    return "\n".join(parts)
 
 
 @pytest.fixture
