@@ -38,9 +38,11 @@ from proxy.errors import LectrError, NotFound, PayloadTooLarge, Unauthorized
 from proxy.events import Event
 from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, response_headers
 from proxy.journal import Journal
+from proxy.limits import RateLimiter, StreamSlots
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.orgs import Org
+from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
 from proxy.redact import error_message
 from proxy.routing import Target
@@ -72,6 +74,8 @@ class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.rate_limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self.streams = StreamSlots(settings.max_streams)
         self.directory: Directory | None = None
         self.writer: EventWriter | None = None
         self.client: httpx.AsyncClient | None = None
@@ -88,6 +92,8 @@ class Proxy:
                 migrate(conn)
 
         await trio.to_thread.run_sync(prepare)
+        # Load the price tables now, not at the writer's first flush under load.
+        await trio.to_thread.run_sync(warm_up_prices)
         self.client = make_client(settings)
         self.directory = Directory(url, settings.refresh_seconds)
         self.writer = EventWriter(
@@ -155,6 +161,7 @@ class Proxy:
                     if incoming.lectr_key is None
                     else "invalid or revoked X-Lectr-Key"
                 )
+            self.rate_limiter.check(org.id)
             event = Event(
                 org_id=org.id,
                 created_at=created_at,
@@ -175,6 +182,8 @@ class Proxy:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
             attempts = self._attempts(scope, incoming, org, info, raw, found.provider, event)
+            if info.stream:
+                self.streams.acquire()
         except LectrError as exc:
             await _send_error(send, exc)
             self.metrics.observe(exc.status, time.perf_counter() - started, 0.0)
@@ -183,7 +192,13 @@ class Proxy:
                 event.latency_ms = (time.perf_counter() - started) * 1000
                 self.writer.record(event)
             return
-        await self._forward(attempts, event, info, started, receive, send)
+        if not info.stream:
+            await self._forward(attempts, event, info, started, receive, send)
+            return
+        try:
+            await self._forward(attempts, event, info, started, receive, send)
+        finally:
+            self.streams.release()
 
     def _attempts(
         self,

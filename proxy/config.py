@@ -55,6 +55,7 @@ class Settings:
     journal_dir: Path | None = None
     # Per-org requests per second; 0 turns rate limiting off.
     rate_limit_rps: float = 0.0
+    rate_limit_burst: float | None = None
     max_streams: int = 10_000
     retention_months: int = 0
     log_level: str = "INFO"
@@ -84,6 +85,7 @@ class Settings:
             writer_queue_size=_int(env, "LECTR_WRITER_QUEUE_SIZE", 100_000),
             journal_dir=Path(journal) if journal else None,
             rate_limit_rps=_float(env, "LECTR_RATE_LIMIT_RPS", 0.0),
+            rate_limit_burst=_float(env, "LECTR_RATE_LIMIT_BURST", 0.0) or None,
             max_streams=_int(env, "LECTR_MAX_STREAMS", 10_000),
             retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",

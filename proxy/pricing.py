@@ -113,3 +113,8 @@ def price(provider: str, model: str | None, usage: Usage, when: dt.datetime) -> 
             + rates.output * usage.output_tokens
         )
     return Price(cost, rates.source)
+
+
+def warm_up() -> None:
+    """Import genai-prices and load its data (a second or so), e.g. at start-up."""
+    price("openai", "gpt-4o", Usage(1, 1), dt.datetime.now(dt.UTC))

@@ -21,8 +21,13 @@ _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _DONE = b"[DONE]"
 
 
+_USAGE_NULL_TAIL = b',"usage":null}'
+
+
 def _data(event: bytes) -> bytes | None:
     """The payload of an event's `data:` line(s), or None for comments and keep-alives."""
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event[6:]  # the usual shape: one `data: ` line
     payload = None
     for line in event.splitlines():
         if line.startswith(b"data:"):
@@ -54,10 +59,9 @@ class SSEStream:
             end, gap = self._boundary(buffer, start)
             if end < 0:
                 break
-            event = buffer[start : end + gap]
             kept = self._event(buffer[start:end])
             if kept is not None:
-                out.append(kept + buffer[end : end + gap] if kept is not event else event)
+                out.append(kept + buffer[end : end + gap])
             start = end + gap
         self._buffer = buffer[start:]
         if not self.strip:
@@ -96,8 +100,12 @@ class SSEStream:
             self._learn(data, want_model=True)
         if b'"usage"' not in data:
             return event
-        if b'"usage":null' in data.replace(b" ", b"") and b"x_groq" not in data:
-            return _USAGE_NULL.sub(b"", event, count=1) if self.strip else event
+        if (b'"usage":null' in data or b'"usage": null' in data) and b"x_groq" not in data:
+            if not self.strip:
+                return event
+            if event.endswith(_USAGE_NULL_TAIL):  # OpenAI's placement: the last field
+                return event[: -len(_USAGE_NULL_TAIL)] + b"}"
+            return _USAGE_NULL.sub(b"", event, count=1)
         body = self._learn(data, want_model=False)
         if self.strip and _EMPTY_CHOICES.search(data) and isinstance(body, dict) and body.get("choices") == []:
             return None  # the usage-only chunk we asked for
