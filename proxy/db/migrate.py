@@ -13,6 +13,10 @@ log = logging.getLogger("lectr.db")
 
 # Any constant works; it only has to be the same in every process that migrates.
 _LOCK_ID = 0x1EC7
+_PARTITIONS = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+)
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
@@ -60,13 +64,7 @@ def ensure_partitions(
     A month whose rows already sit in the default partition is left there: Postgres refuses to
     carve a partition out of rows in the default one, and they are still found by every query.
     """
-    existing = {
-        row[0]
-        for row in conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
-        )
-    }
+    existing = {row[0] for row in conn.execute(_PARTITIONS)}
     for offset in range(-months_back, months_ahead + 1):
         start, end = _month_start(around, offset), _month_start(around, offset + 1)
         name = f"events_{start:%Y_%m}"
@@ -92,10 +90,7 @@ def drop_old_partitions(conn: psycopg.Connection[Any], keep_months: int) -> list
         return []
     cutoff = _month_start(dt.datetime.now(dt.UTC), -keep_months)
     dropped = []
-    for (name,) in conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events' AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'"
-    ).fetchall():
+    for (name,) in conn.execute(_PARTITIONS + " AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'").fetchall():
         year, month = int(name[7:11]), int(name[12:14])
         if dt.datetime(year, month, 1, tzinfo=dt.UTC) < cutoff:
             conn.execute(f"DROP TABLE {name}")  # type: ignore[arg-type]
