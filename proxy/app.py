@@ -5,8 +5,9 @@
                           2. X-Lectr-Key → org, from memory                     (directory.py)
                           3. body: model, stream, usage option                  (body.py)
                           4. provider: detection / override → adapter           (providers/)
-                          5. upstream with httpx; response relayed as it comes  (upstream.py, sse.py)
-                          6. one Event handed to the writer, never awaited      (events.py, writer.py)
+                          5. routing rules / fallbacks pick the attempts        (routing.py)
+                          6. upstream with httpx; response relayed as it comes  (relay.py, sse.py)
+                          7. one Event handed to the writer, never awaited      (events.py, writer.py)
     anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
 
 The `/v1` route is plain ASGI rather than a Quart view: the response must be the provider's,
@@ -20,7 +21,6 @@ import datetime as dt
 import logging
 import time
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,9 @@ from proxy import body as bodies
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
-from proxy.errors import LectrError, NotFound, PayloadTooLarge, Unauthorized
+from proxy.errors import LectrError, NotFound, Unauthorized
 from proxy.events import Event
-from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, response_headers
+from proxy.headers import Incoming, read_request_headers, readable_accept_encoding
 from proxy.journal import Journal
 from proxy.limits import RateLimiter, StreamSlots
 from proxy.logs import configure_logging
@@ -44,28 +44,14 @@ from proxy.metrics import Metrics
 from proxy.orgs import Org
 from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
-from proxy.redact import error_message
+from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.routing import Target
-from proxy.sse import SSEStream
-from proxy.upstream import make_client, map_error
-from proxy.usage import Usage, estimate_tokens, from_body
+from proxy.upstream import make_client
 from proxy.writer import EventWriter
 
 log = logging.getLogger("lectr.proxy")
 
 Scope = dict[str, Any]
-_JSON = b"application/json"
-_SSE = b"text/event-stream"
-# Endpoints that consume tokens: when their usage can't be read, it is estimated.
-_TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
-
-
-class _Retry(Exception):
-    """This attempt failed in a way a fallback may fix (429, 5xx, no answer)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 class Proxy:
@@ -139,7 +125,7 @@ class Proxy:
                     # A bug of ours: the client still gets JSON, the log gets the trace (no bodies
                     # or headers are in our frames' reprs, only types and counts).
                     log.exception("unexpected error on %s", scope["path"][:200])
-                    await _send_error(send, LectrError("internal error in the Lectr proxy"))
+                    await send_error(send, LectrError("internal error in the Lectr proxy"))
             else:
                 await fallback(scope, receive, send)
 
@@ -173,7 +159,7 @@ class Proxy:
                 task=incoming.task,
                 request_id=uuid.uuid4().hex,
             )
-            raw = await _read_body(receive, incoming.content_length, settings.max_body_bytes)
+            raw = await read_body(receive, incoming.content_length, settings.max_body_bytes)
             event.request_bytes = len(raw)
             info = bodies.inspect(raw, incoming.content_type, endpoint)
             event.model, event.stream, event.message_count = info.model, info.stream, info.message_count
@@ -185,7 +171,7 @@ class Proxy:
             if info.stream:
                 self.streams.acquire()
         except LectrError as exc:
-            await _send_error(send, exc)
+            await send_error(send, exc)
             self.metrics.observe(exc.status, time.perf_counter() - started, 0.0)
             if event is not None:
                 event.status_code, event.error_type, event.error_message = exc.status, exc.code, exc.message
@@ -293,10 +279,10 @@ class Proxy:
         """Send upstream (falling back while allowed), relay the answer, record the event; cancel
         upstream if the client leaves."""
         assert self.client is not None and self.writer is not None
-        relay = _Relay(event, info, started)
+        relay = Relay(event, info, started)
         log_parts: list[str] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, relay)
+            nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
             try:
                 for number, (target, request) in enumerate(attempts, 1):
                     event.provider = target.provider
@@ -305,7 +291,7 @@ class Proxy:
                     event.attempts = number
                     try:
                         await relay.run(self.client, request, send, retryable=number < len(attempts))
-                    except _Retry as retry:
+                    except Retry as retry:
                         log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
                         continue
                     except LectrError as exc:
@@ -316,7 +302,7 @@ class Proxy:
             except LectrError as exc:
                 if not relay.response_started:
                     relay.final_sent = True
-                    await _send_error(send, exc)
+                    await send_error(send, exc)
                     event.status_code = exc.status
                 event.error_type, event.error_message = exc.code, exc.message
             finally:
@@ -330,197 +316,6 @@ class Proxy:
         relay.finish()
         self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
         self.writer.record(event)
-
-
-class _Relay:
-    """One upstream exchange: timing, relaying and what we learn about usage."""
-
-    def __init__(self, event: Event, info: bodies.RequestInfo, started: float) -> None:
-        self.event = event
-        self.info = info
-        self.started = started
-        self.upstream_seconds = 0.0
-        self.response_started = False
-        # The last body message has been handed to the server: a disconnect now changes nothing.
-        self.final_sent = False
-        self.complete = False
-        self.client_gone = False
-        self.sent_bytes = 0
-        self.sse: SSEStream | None = None
-        self.body: bytes | None = None
-        self.content_encoding: bytes | None = None
-
-    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any, *, retryable: bool) -> None:
-        """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `_Retry`
-        (nothing has reached the client yet) instead of being relayed."""
-        event = self.event
-        t = time.perf_counter()
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            self.upstream_seconds += time.perf_counter() - t
-            mapped = map_error(exc, event.provider)
-            if retryable:
-                raise _Retry(mapped.status) from None
-            raise mapped from None
-        self.upstream_seconds += time.perf_counter() - t
-        if retryable and (response.status_code == 429 or response.status_code >= 500):
-            await response.aclose()
-            raise _Retry(response.status_code)
-        try:
-            event.status_code = response.status_code
-            raw_headers = response.headers.raw
-            content_type = response.headers.get("content-type", "").encode("latin-1").lower()
-            self.content_encoding = response.headers.get("content-encoding", "").encode("latin-1").lower() or None
-            is_sse = _SSE in content_type
-            strip = is_sse and self.info.add_usage_option
-            if is_sse:
-                self.sse = SSEStream(strip=strip)
-            headers = response_headers(raw_headers, drop_length=strip)
-            if _JSON in content_type and not is_sse:
-                await self._relay_whole(response, headers, send)
-            else:
-                await self._relay_chunks(response, headers, send)
-            self.complete = True
-        except httpx.HTTPError as exc:
-            mapped = map_error(exc, event.provider)
-            if retryable and not self.response_started:
-                raise _Retry(mapped.status) from None
-            if self.response_started:
-                # Mid-stream failure: end the client's response cleanly; the event says what happened.
-                self.final_sent = True
-                try:
-                    await _send_final(send, b"")
-                except Exception:  # the client is gone too
-                    pass
-            raise mapped from None
-        finally:
-            await response.aclose()
-
-    async def _relay_whole(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
-        t = time.perf_counter()
-        chunks = [chunk async for chunk in response.aiter_raw()]
-        self.upstream_seconds += time.perf_counter() - t
-        self.body = b"".join(chunks)
-        self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
-        self.sent_bytes = len(self.body)
-        self.final_sent = True
-        await _send_final(send, self.body)
-
-    async def _relay_chunks(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
-        self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        sse = self.sse
-        chunks = response.aiter_raw()
-        while True:
-            t = time.perf_counter()
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                self.upstream_seconds += time.perf_counter() - t
-                break
-            self.upstream_seconds += time.perf_counter() - t
-            out = sse.feed(chunk) if sse is not None else chunk
-            if out:
-                if self.sent_bytes == 0:
-                    self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-                self.sent_bytes += len(out)
-        tail = sse.flush() if sse is not None else b""
-        self.sent_bytes += len(tail)
-        self.final_sent = True
-        await _send_final(send, tail)
-
-    def finish(self) -> None:
-        """Fill the event from what was relayed (after the client has its answer)."""
-        event = self.event
-        event.latency_ms = (time.perf_counter() - self.started) * 1000
-        event.upstream_ms = self.upstream_seconds * 1000
-        event.response_bytes = self.sent_bytes
-        usage: Usage | None = None
-        parsed: Any = None
-        if self.sse is not None:
-            usage, event.response_model = self.sse.usage, self.sse.response_model
-        elif self.body:
-            parsed = _parse_json(self.body, self.content_encoding)
-            if isinstance(parsed, dict):
-                model = parsed.get("model")
-                event.response_model = model if isinstance(model, str) else None
-                usage = from_body(parsed)
-        if event.status_code >= 400 and event.error_message is None:
-            event.error_type, event.error_message = error_message(parsed, event.status_code)
-        if usage is not None:
-            event.set_usage(usage)
-        elif event.endpoint in _TOKEN_ENDPOINTS and (0 < event.status_code < 400 or event.status_code == 499):
-            output = self.sse.events if self.sse is not None else 0
-            event.set_usage(Usage(estimate_tokens(event.request_bytes or 0), output), estimated=True)
-
-
-async def _read_body(receive: Any, declared: int | None, limit: int) -> bytes:
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-    parts = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneEarly()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-            parts.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-class _ClientGoneEarly(LectrError):
-    status = 499
-    type = "client_closed_request"
-    code = "client_disconnected"
-
-    def __init__(self) -> None:
-        super().__init__("the client closed the connection before sending its whole request")
-
-
-async def _watch_disconnect(receive: Any, scope: trio.CancelScope, relay: _Relay) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not relay.final_sent:
-                relay.client_gone = True
-                scope.cancel()
-            return
-
-
-async def _send_error(send: Any, exc: LectrError) -> None:
-    try:
-        await send({"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
-        await _send_final(send, exc.body())
-    except Exception:  # the client is gone; nothing left to tell it
-        pass
-
-
-async def _send_final(send: Any, body: bytes) -> None:
-    """The last body message, shielded: Hypercorn finishes the HTTP exchange (and readies the
-    connection for its next request) inside this call, and must not be interrupted there."""
-    with trio.CancelScope(shield=True):
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _parse_json(body: bytes, encoding: bytes | None) -> Any:
-    try:
-        if encoding in (b"gzip", b"x-gzip"):
-            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        elif encoding == b"deflate":
-            body = zlib.decompress(body)
-        return orjson.loads(body)
-    except (orjson.JSONDecodeError, zlib.error):
-        return None
 
 
 def create_app(settings: Settings | None = None) -> QuartTrio:

@@ -1,0 +1,229 @@
+"""One upstream exchange relayed to the client over raw ASGI, and the ASGI helpers around it.
+
+`Relay.run` sends one attempt upstream and relays the answer as it comes: a JSON body whole
+(it is small, and usage is read from it after the client has it), anything else chunk by chunk
+(server-sent events through `SSEStream`, which reads usage and strips what the proxy added).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from proxy import body as bodies
+from proxy.errors import LectrError, PayloadTooLarge
+from proxy.events import Event
+from proxy.headers import response_headers
+from proxy.redact import error_message
+from proxy.sse import SSEStream
+from proxy.upstream import map_error
+from proxy.usage import Usage, estimate_tokens, from_body
+
+_JSON = b"application/json"
+_SSE = b"text/event-stream"
+# Endpoints that consume tokens: when their usage can't be read, it is estimated.
+_TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+
+
+class Retry(Exception):
+    """This attempt failed in a way a fallback may fix (429, 5xx, no answer)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Relay:
+    """One upstream exchange: timing, relaying and what we learn about usage."""
+
+    def __init__(self, event: Event, info: bodies.RequestInfo, started: float) -> None:
+        self.event = event
+        self.info = info
+        self.started = started
+        self.upstream_seconds = 0.0
+        self.response_started = False
+        # The last body message has been handed to the server: a disconnect now changes nothing.
+        self.final_sent = False
+        self.complete = False
+        self.client_gone = False
+        self.sent_bytes = 0
+        self.sse: SSEStream | None = None
+        self.body: bytes | None = None
+        self.content_encoding: bytes | None = None
+
+    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any, *, retryable: bool) -> None:
+        """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
+        (nothing has reached the client yet) instead of being relayed."""
+        event = self.event
+        t = time.perf_counter()
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.upstream_seconds += time.perf_counter() - t
+            mapped = map_error(exc, event.provider)
+            if retryable:
+                raise Retry(mapped.status) from None
+            raise mapped from None
+        self.upstream_seconds += time.perf_counter() - t
+        if retryable and (response.status_code == 429 or response.status_code >= 500):
+            await response.aclose()
+            raise Retry(response.status_code)
+        try:
+            event.status_code = response.status_code
+            raw_headers = response.headers.raw
+            content_type = response.headers.get("content-type", "").encode("latin-1").lower()
+            self.content_encoding = response.headers.get("content-encoding", "").encode("latin-1").lower() or None
+            is_sse = _SSE in content_type
+            strip = is_sse and self.info.add_usage_option
+            if is_sse:
+                self.sse = SSEStream(strip=strip)
+            headers = response_headers(raw_headers, drop_length=strip)
+            if _JSON in content_type and not is_sse:
+                await self._relay_whole(response, headers, send)
+            else:
+                await self._relay_chunks(response, headers, send)
+            self.complete = True
+        except httpx.HTTPError as exc:
+            mapped = map_error(exc, event.provider)
+            if retryable and not self.response_started:
+                raise Retry(mapped.status) from None
+            if self.response_started:
+                # Mid-stream failure: end the client's response cleanly; the event says what happened.
+                self.final_sent = True
+                try:
+                    await send_final(send, b"")
+                except Exception:  # the client is gone too
+                    pass
+            raise mapped from None
+        finally:
+            await response.aclose()
+
+    async def _relay_whole(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+        t = time.perf_counter()
+        chunks = [chunk async for chunk in response.aiter_raw()]
+        self.upstream_seconds += time.perf_counter() - t
+        self.body = b"".join(chunks)
+        self.response_started = True
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+        self.sent_bytes = len(self.body)
+        self.final_sent = True
+        await send_final(send, self.body)
+
+    async def _relay_chunks(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+        self.response_started = True
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        sse = self.sse
+        chunks = response.aiter_raw()
+        while True:
+            t = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                self.upstream_seconds += time.perf_counter() - t
+                break
+            self.upstream_seconds += time.perf_counter() - t
+            out = sse.feed(chunk) if sse is not None else chunk
+            if out:
+                if self.sent_bytes == 0:
+                    self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+                self.sent_bytes += len(out)
+        tail = sse.flush() if sse is not None else b""
+        self.sent_bytes += len(tail)
+        self.final_sent = True
+        await send_final(send, tail)
+
+    def finish(self) -> None:
+        """Fill the event from what was relayed (after the client has its answer)."""
+        event = self.event
+        event.latency_ms = (time.perf_counter() - self.started) * 1000
+        event.upstream_ms = self.upstream_seconds * 1000
+        event.response_bytes = self.sent_bytes
+        usage: Usage | None = None
+        parsed: Any = None
+        if self.sse is not None:
+            usage, event.response_model = self.sse.usage, self.sse.response_model
+        elif self.body:
+            parsed = _parse_json(self.body, self.content_encoding)
+            if isinstance(parsed, dict):
+                model = parsed.get("model")
+                event.response_model = model if isinstance(model, str) else None
+                usage = from_body(parsed)
+        if event.status_code >= 400 and event.error_message is None:
+            event.error_type, event.error_message = error_message(parsed, event.status_code)
+        if usage is not None:
+            event.set_usage(usage)
+        elif event.endpoint in _TOKEN_ENDPOINTS and (0 < event.status_code < 400 or event.status_code == 499):
+            output = self.sse.events if self.sse is not None else 0
+            event.set_usage(Usage(estimate_tokens(event.request_bytes or 0), output), estimated=True)
+
+
+async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneEarly()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class ClientGoneEarly(LectrError):
+    status = 499
+    type = "client_closed_request"
+    code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before sending its whole request")
+
+
+async def watch_disconnect(receive: Any, scope: trio.CancelScope, relay: Relay) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not relay.final_sent:
+                relay.client_gone = True
+                scope.cancel()
+            return
+
+
+async def send_error(send: Any, exc: LectrError) -> None:
+    try:
+        await send({"type": "http.response.start", "status": exc.status, "headers": exc.headers()})
+        await send_final(send, exc.body())
+    except Exception:  # the client is gone; nothing left to tell it
+        pass
+
+
+async def send_final(send: Any, body: bytes) -> None:
+    """The last body message, shielded: Hypercorn finishes the HTTP exchange (and readies the
+    connection for its next request) inside this call, and must not be interrupted there."""
+    with trio.CancelScope(shield=True):
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _parse_json(body: bytes, encoding: bytes | None) -> Any:
+    try:
+        if encoding in (b"gzip", b"x-gzip"):
+            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            body = zlib.decompress(body)
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, zlib.error):
+        return None
