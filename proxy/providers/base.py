@@ -18,7 +18,8 @@ class Target:
 
 
 class Adapter(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def target(
         self,
