@@ -322,6 +322,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     """The app factory: `hypercorn --worker-class trio "proxy.app:create_app()"`."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
+    _no_server_headers()
     app = QuartTrio("lectr")
     # Give the writer time to drain on shutdown before background tasks are cancelled.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 30
@@ -374,6 +375,20 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
     app.asgi_app = proxy.asgi(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _no_server_headers() -> None:
+    """Make Hypercorn add no `date`/`server` headers even when started without our config file.
+
+    The client must get the provider's headers and nothing else (the provider sends its own
+    `date`). `proxy/hypercorn_config.py` says so too; this covers a bare `hypercorn ...
+    "proxy.app:create_app()"`, where these are Config class defaults read at each response.
+    An explicit setting in a config file (an instance attribute) still wins.
+    """
+    from hypercorn.config import Config
+
+    Config.include_date_header = False
+    Config.include_server_header = False
 
 
 def _json(payload: Any, status: int = 200) -> Response:
