@@ -62,15 +62,25 @@ def _window(org_id: int, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
     return analytics.load_events(database().url, org_id, start, end).collect()
 
 
-def events(org_id: int, start: dt.datetime, end: dt.datetime) -> pl.LazyFrame:
-    return _window(org_id, start, end).lazy()
+def span(period: str) -> dt.timedelta:
+    """How far back one load for `period` reaches: the period and the one before it (changes),
+    the anomalies' history, and the recommendations' window. Every page of a period slices this
+    one load, so moving between pages never queries Postgres again within the minute."""
+    length = PERIODS[period].length
+    return max(2 * length, length + ANOMALY_HISTORY, dt.timedelta(days=RECOMMEND_DAYS + 1))
+
+
+def events(org_id: int, period: str, end: dt.datetime, start: dt.datetime | None = None) -> pl.LazyFrame:
+    """The period's load (cached), narrowed to `start` when given."""
+    frame = _window(org_id, end - span(period), end).lazy()
+    return frame if start is None else frame.filter(pl.col("created_at") >= start)
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
     """(current, previous, start): the period and the one of the same length before it."""
     length = PERIODS[period].length
     start = end - length
-    current, previous = analytics.split_periods(events(org_id, start - length, end), start, end)
+    current, previous = analytics.split_periods(events(org_id, period, end), start, end)
     return current, previous, start
 
 
@@ -139,7 +149,7 @@ class ProvidersData:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def providers(org_id: int, period: str, end: dt.datetime) -> ProvidersData:
     current, previous, start = _periods(org_id, period, end)
-    recent = events(org_id, start - PERIODS[period].length, end)
+    recent = events(org_id, period, end, start - PERIODS[period].length)
     models, by_provider, cost, health, unpriced = pl.collect_all([
         analytics.by_model(current, previous),
         analytics.by_provider(current, previous),
@@ -190,9 +200,9 @@ class RecommendationsData:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def recommendations(org_id: int, end: dt.datetime) -> RecommendationsData:
-    """Cards over the last `RECOMMEND_DAYS` days, as `lectr recommend` computes them."""
-    recent = events(org_id, end - dt.timedelta(days=RECOMMEND_DAYS), end)
+def recommendations(org_id: int, period: str, end: dt.datetime) -> RecommendationsData:
+    """Cards over the last `RECOMMEND_DAYS` days whatever the period, as `lectr recommend` does."""
+    recent = events(org_id, period, end, end - dt.timedelta(days=RECOMMEND_DAYS))
     cards = analytics.recommendations(recent, RECOMMEND_DAYS)
     return RecommendationsData(cards.to_dicts(), analytics.protected_features(recent).collect(), RECOMMEND_DAYS)
 
@@ -200,10 +210,8 @@ def recommendations(org_id: int, end: dt.datetime) -> RecommendationsData:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     """`analytics.anomalies` whose bucket falls in the period (with history loaded before it)."""
-    length = PERIODS[period].length
-    start = end - length
-    history = max(2 * length, length + ANOMALY_HISTORY)
-    found = analytics.anomalies(events(org_id, end - history, end))
+    start = end - PERIODS[period].length
+    found = analytics.anomalies(events(org_id, period, end, start - ANOMALY_HISTORY))
     # Daily buckets that overlap the period count too (the day the period starts in).
     first = start.replace(hour=0, minute=0, second=0, microsecond=0)
     return found.filter(pl.col("bucket") >= first).collect()

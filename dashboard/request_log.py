@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import psycopg
 from psycopg import sql
@@ -29,7 +29,7 @@ COLUMNS: tuple[str, ...] = (
 
 NO_TASK = "none"  # the task filter's name for requests sent without `X-Lectr-Task`
 
-StatusFilter = Literal["ok", "error"] | int | None
+StatusFilter: TypeAlias = Literal["ok", "error"] | int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +42,7 @@ class LogFilters:
     tasks: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
-    status: NO_TASK = "none"  # the task filter's name for requests sent without `X-Lectr-Task`
-
-StatusFilter = None
+    status: StatusFilter = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +107,8 @@ def page_query(
         # The plain `created_at <=` lets Postgres range-scan the index; the row comparison breaks ties.
         where = where + sql.SQL(" AND created_at <= %s AND (created_at, id) < (%s, %s::uuid)")
         params = [*params, cursor.created_at, cursor.created_at, cursor.id]
-    query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY created_at DESC, id DESC LIMIT %s").format(
+    # `events.id`: a bare `id` in ORDER BY would name the selected `id::text` and sort by text.
+    query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY events.created_at DESC, events.id DESC LIMIT %s").format(
         sql.SQL(", ").join(_select(c) for c in COLUMNS), where
     )
     return query, [*params, size + 1]
@@ -126,7 +125,7 @@ def fetch_page(
     size: int = PAGE_SIZE,
 ) -> Page:
     query, params = page_query(org_id, filters, cursor, size)
-    rows = conn.execute(query, params).fetchall()
+    rows = conn.execute(query.as_string(conn), params).fetchall()
     records = [dict(zip(COLUMNS, row, strict=True)) for row in rows[:size]]
     more = len(rows) > size
     last = records[-1] if records else None
@@ -137,5 +136,5 @@ def count(conn: psycopg.Connection[Any], org_id: int, filters: LogFilters, cap: 
     """Matching requests, counted up to `cap + 1` (the caller shows "cap+" beyond it)."""
     where, params = where_clause(org_id, filters)
     query = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM events WHERE {} LIMIT %s) AS matching").format(where)
-    row = conn.execute(query, [*params, cap + 1]).fetchone()
+    row = conn.execute(query.as_string(conn), [*params, cap + 1]).fetchone()
     return int(row[0]) if row else 0

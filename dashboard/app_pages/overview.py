@@ -36,10 +36,10 @@ cost.metric("Cost", fmt.money(totals["cost_usd"]), fmt.change(totals["change"]) 
 requests.metric("Requests", fmt.count(totals["requests"]), _change(totals, before, "requests"),
                 delta_color="off", border=True)
 latency.metric("Latency (avg)", fmt.duration(totals["latency_ms_avg"]),
-               fmt.delta_duration(totals["latency_ms_avg"], before and before["latency_ms_avg"]),
+               fmt.delta_duration(totals["latency_ms_avg"], before["latency_ms_avg"] if before else None),
                delta_color="inverse", border=True, help=f"p95 {fmt.duration(totals['latency_ms_p95'])}")
 errors.metric("Error rate", fmt.percent(totals["error_rate"]),
-              fmt.delta_points(totals["error_rate"], before and before["error_rate"]),
+              fmt.delta_points(totals["error_rate"], before["error_rate"] if before else None),
               delta_color="inverse", border=True, help=f"{fmt.count(totals['errors'])} failed requests")
 
 if totals["unpriced_requests"]:

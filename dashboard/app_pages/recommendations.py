@@ -10,14 +10,14 @@ import streamlit as st
 from dashboard import data
 from dashboard import format as fmt
 from dashboard.auth import require_org
-from dashboard.components import header
+from dashboard.components import header, period
 
 CONFIDENCE_COLOR = {"high": "green", "medium": "blue", "low": "gray"}
 STRENGTH_COLOR = {"strong": "violet", "aggressive": "violet", "moderate": "blue", "conservative": "gray"}
 
 org = require_org()
 end = header("Recommendations")
-view = data.recommendations(org.id, end)
+view = data.recommendations(org.id, period(), end)
 st.caption(
     f"From the last {view.window_days} days of traffic; each card moves one feature to a cheaper model of the "
     "same provider. Savings price your observed tokens at both models' list prices, scaled to a month."

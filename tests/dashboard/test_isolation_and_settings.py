@@ -1,0 +1,97 @@
+"""Org isolation (a session sees its own org and nothing else), sign-in, empty states, Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.auth import SESSION_ORG
+from proxy.orgs import get_org, org_for_key
+from tests.dashboard.conftest import ENTRY, PAGES, RIVAL_FEATURES, RIVAL_MODEL, SeededOrg, open_page, page_text, sign_in
+
+DEMO_ONLY = ("ticket-classifier", "doc-summary", "invoice-extract", "support-bot")
+
+
+@pytest.mark.parametrize("period", ["24h", "30d"])
+def test_demo_never_sees_the_rival(as_demo: AppTest, period: str) -> None:
+    for page in PAGES:
+        text = page_text(open_page(as_demo, page, period))
+        for feature in RIVAL_FEATURES:
+            assert feature not in text, f"{feature} shown to demo on {page}"
+
+
+def test_rival_sees_only_its_own(app_env: None, demo_org: SeededOrg, rival_org: SeededOrg) -> None:
+    at = sign_in(rival_org.key)
+    seen_own = False
+    for page in PAGES:
+        text = page_text(open_page(at, page, "24h"))
+        seen_own = seen_own or RIVAL_FEATURES[0] in text
+        for feature in DEMO_ONLY:
+            assert feature not in text, f"demo's {feature} shown to the rival on {page}"
+    assert seen_own
+    at = open_page(at, "requests", "24h")
+    assert set(at.dataframe[0].value["model"]) == {RIVAL_MODEL}
+
+
+def test_a_wrong_key_does_not_sign_in(app_env: None) -> None:
+    at = sign_in("lc_key_not-a-key-at-all-000000000000")
+    assert at.error and "not active" in at.error[0].value
+    assert SESSION_ORG not in at.session_state
+
+
+def test_the_session_keeps_the_org_not_the_key(as_demo: AppTest, demo_org: SeededOrg) -> None:
+    at = open_page(as_demo, "overview")
+    state = at.session_state._state  # everything Streamlit holds for the session, widgets included
+    assert demo_org.key not in repr(state.filtered_state)
+    assert demo_org.key not in repr(state.get_widget_states())
+    assert at.session_state[SESSION_ORG].name == "demo"
+
+
+def test_new_org_gets_the_quickstart(app_env: None, new_org: Any) -> None:
+    _, key = new_org("fresh")
+    at = sign_in(key)
+    code = "\n".join(c.value for c in at.code)
+    assert "http://proxy.test:8080/v1" in code and "X-Lectr-Key" in code
+    for page in ("features", "providers", "requests", "anomalies"):
+        at = open_page(at, page)
+        assert any("proxy.test:8080/v1" in c.value for c in at.code), page
+
+
+def test_rotate_key_shows_the_new_key_once(app_env: None, new_org: Any, db: Any) -> None:
+    org, key = new_org("rotate")
+    at = open_page(sign_in(key), "settings")
+    at.checkbox(key="rotate_confirm").check().run()
+    at.button(key="rotate_key").click().run()
+    assert not at.exception
+    shown = [c.value for c in at.code if c.value.startswith("lc_key_")]
+    assert len(shown) == 1
+    new_key = shown[0]
+    assert org_for_key(db, key) is None
+    assert org_for_key(db, new_key) is not None and org_for_key(db, new_key).id == org.id  # type: ignore[union-attr]
+    at.run()
+    assert not [c.value for c in at.code if c.value.startswith("lc_key_")], "the key is shown once"
+    assert sign_in(new_key).session_state[SESSION_ORG].id == org.id
+
+
+def test_azure_endpoint_is_saved_and_validated(app_env: None, new_org: Any, db: Any) -> None:
+    org, key = new_org("azure")
+    at = open_page(sign_in(key), "settings")
+    at.text_input[0].input("not a url")
+    at.button(key="FormSubmitter:azure-Save").click().run()
+    assert at.error and "http(s) URL" in at.error[0].value
+    at.text_input[0].input("https://acme.openai.azure.com/")
+    at.text_input[1].input("2024-06-01")
+    at.button(key="FormSubmitter:azure-Save").click().run()
+    assert not at.exception
+    saved = get_org(db, org.name)
+    assert (saved.azure_endpoint, saved.azure_api_version) == ("https://acme.openai.azure.com", "2024-06-01")
+    assert any("Routing rules" in h.value for h in at.subheader)
+
+
+def test_signed_out_pages_show_only_sign_in(app_env: None) -> None:
+    at = AppTest.from_file(str(ENTRY), default_timeout=30).run()
+    assert not at.exception
+    assert [t.label for t in at.text_input] == ["Org key"]
+    assert not at.metric and not at.dataframe
