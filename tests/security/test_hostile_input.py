@@ -250,7 +250,9 @@ def test_crlf_cannot_be_injected_through_httpx_either(proxy: ProxyProcess, sec_o
     """A well-behaved client library refuses CR/LF in values; the proxy never builds such a header."""
     _, key = sec_org
     with pytest.raises((httpx.LocalProtocolError, ValueError)):
-        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=_headers(key, **{"X-Lectr-Feature": "a\r\nb"}))
+        httpx.post(
+            f"{proxy.url}/v1/chat/completions", json=CHAT, headers=_headers(key, **{"X-Lectr-Feature": "a\r\nb"})
+        )
     assert_alive(proxy)
 
 
