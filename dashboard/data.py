@@ -18,6 +18,8 @@ hits the cache and a new minute brings new events.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,25 @@ def window_end(now: dt.datetime | None = None) -> dt.datetime:
     """Now, rounded up to the next whole minute (UTC): the end of every window in this minute."""
     now = now or dt.datetime.now(dt.UTC)
     return now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+
+
+# Slow first imports a signed-in page needs (≈2-3 s together on a cold process: pyarrow and the
+# ADBC driver, Altair and its schema, pandas for styled tables).
+WARM_MODULES = ("adbc_driver_postgresql.dbapi", "altair", "pandas")
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Import `WARM_MODULES` in the background, once per server, while someone types their key,
+    so the first page after sign-in does not pay for them."""
+    thread = threading.Thread(target=_import_all, args=(WARM_MODULES,), name="lectr-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)

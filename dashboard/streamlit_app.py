@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard.auth import current_org, sign_in_page, sign_out
 from dashboard.components import period_selector
+from dashboard.data import warm_up
 
 # A dashboard for teams, not a Streamlit development session: no "Deploy" button in the toolbar.
 st.set_option("client.toolbarMode", "viewer")
@@ -17,6 +18,7 @@ st.set_page_config(page_title="Lectr", page_icon=":material/monitoring:", layout
 
 org = current_org()
 if org is None:
+    warm_up()
     st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/key:")], position="hidden").run()
 else:
     pages = {
