@@ -39,13 +39,15 @@ rows = found.with_columns(
     pl.col("kind").replace_strict({k: v[0] for k, v in KINDS.items()}).alias("what"),
     pl.coalesce("feature", "model", "provider").alias("subject"),
 )
+start = end - data.PERIODS[chosen].length
 st.altair_chart(
-    alt.Chart(rows, height=200, title="How far each anomaly left its baseline")
-    .mark_circle(size=120, opacity=0.8)
+    alt.Chart(rows, height=260, title="How far each anomaly left its baseline (hover for details)")
+    .mark_circle(size=140, opacity=0.85)
     .encode(
-        x=alt.X("bucket:T", title=None, axis=alt.Axis(format="%b %d", labelAngle=0)),
-        y=alt.Y("ratio:Q", title="× baseline", scale=alt.Scale(zero=False)),
-        color=alt.Color("what:N", title=None, legend=alt.Legend(orient="top")),
+        x=alt.X("bucket:T", title=None, axis=alt.Axis(format="%b %d", labelAngle=0),
+                scale=alt.Scale(domain=[start.isoformat(), end.isoformat()])),
+        y=alt.Y("ratio:Q", title="× baseline", scale=alt.Scale(zero=True), axis=alt.Axis(format=".1~f")),
+        color=alt.Color("what:N", title=None, legend=None),  # the cards below name each one
         tooltip=[alt.Tooltip("what:N", title="What"), alt.Tooltip("subject:N", title="Where"),
                  alt.Tooltip("bucket:T", title="When", format="%Y-%m-%d %H:%M UTC"),
                  alt.Tooltip("ratio:Q", title="× baseline", format=".1f")],

@@ -32,7 +32,8 @@ for index, row in enumerate(view.health.iter_rows(named=True)):
         st.markdown(f"**{row['provider']}**")
         st.badge(label, color=color)  # type: ignore[arg-type]
         lines = [
-            f"Last hour: {fmt.percent(row['error_rate_1h'])} errors of {fmt.count(row['requests_1h'])}",
+            f"Last hour: {fmt.percent(row['error_rate_1h'])} errors of {fmt.count(row['requests_1h'])}"
+            if row["requests_1h"] else "Last hour: no requests",
             f"Last 24 h: {fmt.percent(row['error_rate_24h'])} errors of {fmt.count(row['requests_24h'])}",
             f"p95 latency (1 h): {fmt.duration(row['latency_ms_p95_1h'])}",
         ]

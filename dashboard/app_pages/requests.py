@@ -77,9 +77,9 @@ if page.rows:
     table(
         rows,
         {"created_at": "Time", "feature": "Feature", "task": "Task", "provider": "Provider", "model": "Model",
-         "status_code": "Status", "latency_ms": "Latency", "ttft_ms": "TTFT", "input_tokens": "Input tokens",
-         "output_tokens": "Output tokens", "cost_usd": "Cost", "stream": "Stream", "error_type": "Error",
-         "request_id": "Request id"},
+         "status_code": "Status", "cost_usd": "Cost", "latency_ms": "Latency", "ttft_ms": "TTFT",
+         "input_tokens": "Input tokens", "output_tokens": "Output tokens", "error_type": "Error",
+         "stream": "Stream", "request_id": "Request id"},
         {"created_at": fmt.timestamp, "latency_ms": fmt.duration, "ttft_ms": fmt.duration,
          "input_tokens": fmt.tokens, "output_tokens": fmt.tokens, "cost_usd": fmt.money},
     )
