@@ -4,7 +4,8 @@
 
 What runs: the proxy as users run it (Hypercorn trio worker, one worker, the real event writer)
 on an embedded Postgres in a temporary directory, against the fake providers of `tests/fakes.py`
-(real HTTP servers, in this process's background thread) with `LECTR_UPSTREAM_TIMEOUT=2`.
+(real HTTP servers, run in a process of their own so the load generator and the upstream do not
+share one GIL) with `LECTR_UPSTREAM_TIMEOUT=2`.
 
 The load is open-loop: a request is started every 1/rate seconds whatever the others are doing.
 Mix: ~30 % streams, ~5 % injected provider 500s (`x-fake-scenario: error-500`, relayed as 500),
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,7 +105,29 @@ async def one_request(client: httpx.AsyncClient, url: str, key: str, plan: dict,
         tally.in_flight -= 1
 
 
-async def drive(args: argparse.Namespace, proxy: ProxyProcess, key: str, fakes: FakeProviders) -> tuple[Tally, list]:
+def serve_fakes() -> None:
+    """`soak.py --serve-fakes`: the fake providers in this process; prints their env, runs until killed."""
+    import hypercorn.config
+
+    hypercorn.config.Config.backlog = 2048  # the default 100 overflows when hundreds of requests are in flight
+    fakes = FakeProviders()
+    fakes.start()
+    print(json.dumps(fakes.env()), flush=True)
+    while True:
+        time.sleep(SAMPLE_SECONDS)
+        fakes.reset()  # the fakes remember every request they get; keep this process flat
+
+
+def start_fakes() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    process = subprocess.Popen([sys.executable, __file__, "--serve-fakes"], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise SystemExit("the fake providers did not start")
+    return process, json.loads(line)
+
+
+async def drive(args: argparse.Namespace, proxy: ProxyProcess, key: str) -> tuple[Tally, list]:
     rng = random.Random(args.seed)
     tally = Tally()
     samples: list[tuple[float, int]] = []
@@ -123,7 +147,6 @@ async def drive(args: argparse.Namespace, proxy: ProxyProcess, key: str, fakes: 
                 elapsed = now - start
                 rss = status_kb(worker, "VmRSS")
                 samples.append((elapsed, rss))
-                fakes.reset()  # the fakes remember every request; keep the driver's memory flat too
                 print(
                     f"  t={elapsed:6.0f}s  sent={tally.sent:7d}  in_flight={tally.in_flight:4d}"
                     f"  worker RSS={rss / 1024:6.1f} MB  unexpected={sum(tally.unexpected.values())}",
@@ -150,7 +173,11 @@ def main() -> int:
     parser.add_argument("--error-share", type=float, default=0.05, help="injected provider 500s")
     parser.add_argument("--slow-share", type=float, default=0.005, help="injected upstream timeouts (504)")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fakes:
+        serve_fakes()
+        return 0
 
     started_at = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="lectr-soak-") as tmp:
@@ -158,19 +185,18 @@ def main() -> int:
         print(f"soak: {args.minutes:g} min at {args.rate:g} req/s; embedded Postgres in {folder}", flush=True)
         db = Database.start(folder / "data")
         org_id, key = db.new_org("soak")
-        fakes = FakeProviders()
-        fakes.start()
+        fakes, fakes_env = start_fakes()
         env = {
             "DATABASE_URL": db.url,
             "LECTR_DATA_DIR": str(folder / "proxy"),
             "LECTR_UPSTREAM_TIMEOUT": "2",
             "LECTR_UPSTREAM_CONNECT_TIMEOUT": "2",
             "LECTR_LOG_LEVEL": "WARNING",
-            **fakes.env(),
+            **fakes_env,
         }
         proxy = ProxyProcess(env, folder / "proxy.log", free_port()).start()
         try:
-            tally, samples = trio.run(drive, args, proxy, key, fakes)
+            tally, samples = trio.run(drive, args, proxy, key)
             # Let the writer flush (0.5 s batches), then compare.
             answered = sum(tally.statuses.values())
             deadline = time.monotonic() + 30
@@ -183,7 +209,8 @@ def main() -> int:
             metrics = httpx.get(f"{proxy.url}/metrics", timeout=30).text
         finally:
             code = proxy.stop()
-            fakes.stop()
+            fakes.kill()
+            fakes.wait()
         log_tail = [line for line in proxy.log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
 
     warm = [rss for t, rss in samples if t >= WARM_UP_SECONDS] or [samples[-1][1]]
