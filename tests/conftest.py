@@ -54,6 +54,16 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def disposable_pg(tmp_path: Path) -> Iterator[Any]:
+    """A Postgres of the test's own, which it may stop and start (see tests/pgcontrol.py)."""
+    from tests.pgcontrol import DisposablePostgres
+
+    pg = DisposablePostgres(tmp_path)
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
 def db(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
     with connect(pg_url) as conn:
         yield conn

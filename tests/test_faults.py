@@ -22,9 +22,9 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path, fakes: FakeProviders) -> Any:
+def own_stack(tmp_path: Path, fakes: FakeProviders, disposable_pg: DisposablePostgres) -> Any:
     """A Postgres and a proxy of this test's own, so the test may break them."""
-    pg = DisposablePostgres(tmp_path)
+    pg = disposable_pg
     with connect(pg.url) as conn:
         org, key = create_org(conn, "faults")
     env = proxy_env(pg.url, fakes, tmp_path, LECTR_WRITER_QUEUE_SIZE="50", LECTR_REFRESH_SECONDS="0.5")

@@ -74,8 +74,8 @@ async def test_bad_row_is_kept_aside_and_the_rest_written(pg_url: str, new_org: 
     assert list((tmp_path / "journal").glob("*.rejected"))
 
 
-async def test_outage_spills_to_journal_and_replays(tmp_path: Path) -> None:
-    pg = DisposablePostgres(tmp_path)
+async def test_outage_spills_to_journal_and_replays(tmp_path: Path, disposable_pg: DisposablePostgres) -> None:
+    pg = disposable_pg
     from proxy.db import connect
     from proxy.orgs import create_org
 
@@ -106,8 +106,10 @@ async def test_outage_spills_to_journal_and_replays(tmp_path: Path) -> None:
     assert pg.count("SELECT count(DISTINCT id) FROM events WHERE org_id = %s", (org.id,)) == 550
 
 
-async def test_shutdown_while_postgres_is_down_keeps_events_on_disk(tmp_path: Path) -> None:
-    pg = DisposablePostgres(tmp_path)
+async def test_shutdown_while_postgres_is_down_keeps_events_on_disk(
+    tmp_path: Path, disposable_pg: DisposablePostgres
+) -> None:
+    pg = disposable_pg
     from proxy.db import connect
     from proxy.orgs import create_org
 
