@@ -1,0 +1,211 @@
+"""Operations: health, readiness (with the database going away), Prometheus metrics, retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.db import connect
+from proxy.db.migrate import _month_start, drop_old_partitions, ensure_partitions
+from proxy.orgs import create_org
+from tests.conftest import ProxyProcess, proxy_env
+from tests.fakes import FakeProviders, wait_for
+from tests.pgcontrol import DisposablePostgres
+from tests.security.conftest import PROVIDER_KEY, assert_alive
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)$'
+)
+
+
+def test_healthz_is_200_json(proxy: ProxyProcess) -> None:
+    response = httpx.get(f"{proxy.url}/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_json_when_healthy(proxy: ProxyProcess) -> None:
+    response = httpx.get(f"{proxy.url}/readyz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["database"] is True and body["checks"]["keys_loaded"] is True
+    assert body["checks"]["writer_dropped"] == 0
+
+
+def _parse_metrics(text: str) -> dict[str, float]:
+    samples: dict[str, float] = {}
+    types: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            types[name] = kind
+            continue
+        if line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        samples[match.group(1) + (match.group(2) or "")] = float(match.group(4))
+    for name in samples:
+        base = name.split("{")[0]
+        family = re.sub(r"_(bucket|sum|count)$", "", base)
+        assert base in types or family in types, f"{name} has no # TYPE line"
+    return samples
+
+
+def test_metrics_is_prometheus_text_with_requests_latency_overhead_and_writer(
+    proxy: ProxyProcess, new_org: Any
+) -> None:
+    _, key = new_org("metrics")
+    before = _parse_metrics(httpx.get(f"{proxy.url}/metrics").text)
+    headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    for _ in range(3):
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={}).status_code == 401
+    response = httpx.get(f"{proxy.url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = _parse_metrics(response.text)
+    ok = 'lectr_requests_total{status="200"}'
+    assert after[ok] - before.get(ok, 0) >= 3
+    assert after['lectr_requests_total{status="401"}'] >= 1
+    for histogram in ("lectr_request_seconds", "lectr_overhead_seconds"):
+        assert after[f"{histogram}_count"] - before.get(f"{histogram}_count", 0) >= 4
+        assert after[f'{histogram}_bucket{{le="+Inf"}}'] == after[f"{histogram}_count"]
+        buckets = [v for k, v in after.items() if k.startswith(f"{histogram}_bucket")]
+        assert buckets == sorted(buckets), "histogram buckets must be cumulative"
+    assert after["lectr_overhead_seconds_sum"] <= after["lectr_request_seconds_sum"]
+    for name in (
+        "lectr_writer_queued",
+        "lectr_writer_written_total",
+        "lectr_writer_spilled_total",
+        "lectr_writer_dropped_total",
+        "lectr_writer_healthy",
+    ):
+        assert name in after, name
+    assert after["lectr_writer_dropped_total"] == 0
+    assert after["lectr_writer_healthy"] == 1
+
+
+# -- readiness with the database down --------------------------------------------------------
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, fakes: FakeProviders) -> Iterator[tuple[DisposablePostgres, ProxyProcess, str]]:
+    pg = DisposablePostgres(tmp_path)
+    with connect(pg.url) as conn:
+        _, key = create_org(conn, "ops")
+    proxy = ProxyProcess(proxy_env(pg.url, fakes, tmp_path), tmp_path / "proxy.log").start()
+    yield pg, proxy, key
+    proxy.stop()
+    pg.stop()
+
+
+def test_readyz_is_503_while_the_database_is_down_and_200_when_back(
+    own_stack: tuple[DisposablePostgres, ProxyProcess, str],
+) -> None:
+    pg, proxy, key = own_stack
+    assert httpx.get(f"{proxy.url}/readyz").status_code == 200
+    pg.stop()
+    wait_for(lambda: httpx.get(f"{proxy.url}/readyz", timeout=10).status_code == 503, timeout=20)
+    response = httpx.get(f"{proxy.url}/readyz", timeout=10)
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["status"] == "not ready" and response.json()["checks"]["database"] is False
+    # Alive all the while, and still proxying with the keys it holds in memory.
+    assert_alive(proxy)
+    headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=headers, timeout=30).status_code == 200
+    pg.start()
+    wait_for(lambda: httpx.get(f"{proxy.url}/readyz", timeout=10).status_code == 200, timeout=30)
+    assert httpx.get(f"{proxy.url}/readyz").json()["status"] == "ready"
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def _partitions(conn: Any) -> set[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _month_name(offset: int, around: dt.datetime | None = None) -> str:
+    return f"events_{_month_start(around or dt.datetime.now(dt.UTC), offset):%Y_%m}"
+
+
+def _insert_event(conn: Any, org_id: int, when: dt.datetime) -> None:
+    conn.execute(
+        "INSERT INTO events (org_id, created_at, provider, endpoint, status_code, feature)"
+        " VALUES (%s, %s, 'openai', 'chat/completions', 200, 'retention')",
+        (org_id, when),
+    )
+
+
+@pytest.fixture(scope="module")
+def retention_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DisposablePostgres]:
+    """A Postgres of this module's own: dropping partitions must not touch the shared test database."""
+    pg = DisposablePostgres(tmp_path_factory.mktemp("retention"))
+    yield pg
+    pg.stop()
+
+
+def test_drop_old_partitions_drops_old_months_and_keeps_recent_ones(retention_pg: DisposablePostgres) -> None:
+    with connect(retention_pg.url) as conn:
+        org, _ = create_org(conn, f"retention-{uuid.uuid4().hex[:6]}")
+        present = _partitions(conn)
+        # migrate() made 13 months back and 2 ahead, plus the default partition.
+        assert {_month_name(k) for k in range(-13, 3)} <= present and "events_default" in present
+        now = dt.datetime.now(dt.UTC)
+        for offset in (-12, -4, -3, 0):
+            _insert_event(conn, org.id, _month_start(now, offset) + dt.timedelta(days=1))
+        assert drop_old_partitions(conn, 0) == []  # 0: keep everything
+        assert _partitions(conn) == present
+        dropped = drop_old_partitions(conn, 3)
+        assert set(dropped) == {_month_name(k) for k in range(-13, -3)}
+        remaining = _partitions(conn)
+        assert remaining == present - set(dropped)
+        assert {_month_name(k) for k in range(-3, 3)} <= remaining and "events_default" in remaining
+        months = [
+            r[0]
+            for r in conn.execute(
+                "SELECT date_trunc('month', created_at AT TIME ZONE 'UTC') FROM events WHERE org_id = %s ORDER BY 1",
+                (org.id,),
+            ).fetchall()
+        ]
+        assert [(m.year, m.month) for m in months] == [
+            (_month_start(now, k).year, _month_start(now, k).month) for k in (-3, 0)
+        ]
+        assert drop_old_partitions(conn, 3) == []  # idempotent
+
+
+def test_ensure_partitions_creates_months_and_leaves_busy_default_rows(retention_pg: DisposablePostgres) -> None:
+    with connect(retention_pg.url) as conn:
+        org, _ = create_org(conn, f"partitions-{uuid.uuid4().hex[:6]}")
+        far = dt.datetime(2031, 5, 15, tzinfo=dt.UTC)
+        assert _month_name(0, far) not in _partitions(conn)
+        ensure_partitions(conn, far, months_back=1, months_ahead=1)
+        assert {_month_name(k, far) for k in (-1, 0, 1)} <= _partitions(conn)
+        ensure_partitions(conn, far, months_back=1, months_ahead=1)  # idempotent
+        # A month whose rows already sit in the default partition is left there, and still found.
+        busy = dt.datetime(2033, 2, 10, tzinfo=dt.UTC)
+        _insert_event(conn, org.id, busy)
+        ensure_partitions(conn, busy, months_back=0, months_ahead=1)
+        assert _month_name(0, busy) not in _partitions(conn)
+        assert _month_name(1, busy) in _partitions(conn)
+        count = conn.execute("SELECT count(*) FROM events WHERE org_id = %s AND created_at = %s", (org.id, busy))
+        assert count.fetchone()[0] == 1
