@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,16 +11,15 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.data import DEFAULT_PERIOD, PERIODS, window_end
+from proxy.config import Settings
 
-DEFAULT_PROXY_URL = "http://localhost:8080/v1"
 PERIOD_KEY = "period"
 ROW_HEIGHT = 35  # st.dataframe's default row height, in pixels
 
 
 def proxy_url() -> str:
-    """The proxy's base URL as apps should use it. `lectr up` sets `LECTR_PROXY_URL`; it is a
-    display value for the quickstart, not configuration the dashboard acts on."""
-    return os.environ.get("LECTR_PROXY_URL", "").strip() or DEFAULT_PROXY_URL
+    """The proxy's base URL as apps should use it (`LECTR_PROXY_URL`, set by `lectr up`)."""
+    return Settings.from_env().proxy_url
 
 
 def period() -> str:

@@ -59,6 +59,8 @@ class Settings:
     max_streams: int = 10_000
     retention_months: int = 0
     log_level: str = "INFO"
+    # Where apps reach the proxy, as the dashboard's quickstart shows it (`lectr up` sets it).
+    proxy_url: str = "http://localhost:8080/v1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             max_streams=_int(env, "LECTR_MAX_STREAMS", 10_000),
             retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            proxy_url=env.get("LECTR_PROXY_URL", "").strip() or "http://localhost:8080/v1",
         )
 
     @property

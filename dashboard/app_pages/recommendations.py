@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, routing_editor
 from dashboard import format as fmt
 from dashboard.auth import require_org
 from dashboard.components import header, period
@@ -24,7 +24,7 @@ st.caption(
 )
 
 
-def card(rec: dict[str, Any]) -> None:
+def card(rec: dict[str, Any], index: int) -> None:
     evidence = rec["evidence"]
     with st.container(border=True):
         title, saving = st.columns([3, 1])
@@ -44,6 +44,7 @@ def card(rec: dict[str, Any]) -> None:
             f"{fmt.tokens(evidence['response_tokens_p50'])} tokens · errors {fmt.percent(evidence['error_rate'])} · "
             f"observed {fmt.money(evidence['observed_monthly_cost_usd'])}/month"
         )
+        routing_editor.apply_button(org, rec, index)
 
 
 if not view.cards and view.protected.is_empty():
@@ -52,8 +53,8 @@ if not view.cards and view.protected.is_empty():
     else:
         st.info("Recommendations appear once traffic arrives. Tag it with `X-Lectr-Task` (classification, "
                 "summarisation, extraction, generation, reasoning) for high-confidence cards.")
-for rec in view.cards:
-    card(rec)
+for index, rec in enumerate(view.cards):
+    card(rec, index)
 
 if not view.protected.is_empty():
     st.subheader("Protected")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from dashboard import format as fmt
+from dashboard import routing_editor
 from dashboard.auth import SignedIn, require_org
 from dashboard.components import header, proxy_url
 from dashboard.db import active_key_prefixes, database
@@ -66,8 +67,7 @@ def azure(org: SignedIn) -> None:
 
 def routing_rules(org: SignedIn) -> None:
     st.subheader("Routing rules")
-    st.info("The routing rule editor arrives with routing. Rules will send matching requests (by feature, "
-            "task or model) to another model of the same provider.", icon=":material/alt_route:")
+    routing_editor.editor(org)
 
 
 SECTIONS: list[Callable[[SignedIn], None]] = [integration, org_key, azure, routing_rules]

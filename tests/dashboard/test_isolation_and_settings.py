@@ -95,3 +95,44 @@ def test_signed_out_pages_show_only_sign_in(app_env: None) -> None:
     assert not at.exception
     assert [t.label for t in at.text_input] == ["Org key"]
     assert not at.metric and not at.dataframe
+
+
+def test_routing_rules_editor_adds_toggles_and_deletes(app_env: None, new_org: Any, db: Any) -> None:
+    from proxy.rules import list_rules
+
+    org, key = new_org("routing-ui")
+    at = open_page(sign_in(key), "settings")
+    at.text_input(key="rule_feature").input("classifier")
+    at.selectbox(key="rule_task").select("classification")
+    at.text_input(key="rule_to_model").input("gpt-4o-mini")
+    at.text_input(key="rule_fallbacks").input("gpt-4.1-nano, anthropic:claude-3-5-haiku-latest")
+    at.button(key="FormSubmitter:add_rule-Add rule").click().run()
+    assert not at.exception and not at.error
+    rules = list_rules(db, org.name)
+    assert [(r["match_feature"], r["match_task"], r["to_model"], r["fallbacks"]) for r in rules] == [
+        ("classifier", "classification", "gpt-4o-mini", ["gpt-4.1-nano", "anthropic:claude-3-5-haiku-latest"])]
+    rid = rules[0]["id"]
+    at.toggle(key=f"rule_on_{rid}").set_value(False).run()
+    assert list_rules(db, org.name)[0]["enabled"] is False
+    # An unreachable target is refused with a message, not an exception.
+    at.text_input(key="rule_to_model").input("my-deployment")
+    at.selectbox(key="rule_to_provider").select("azure")
+    at.button(key="FormSubmitter:add_rule-Add rule").click().run()
+    assert at.error and "Azure endpoint" in at.error[0].value and len(list_rules(db, org.name)) == 1
+    at.button(key=f"rule_rm_{rid}").click().run()
+    assert list_rules(db, org.name) == []
+    at.text_input(key="org_fallbacks").input("gpt-4o-mini")
+    at.button(key="FormSubmitter:org_fallbacks-Save fallbacks").click().run()
+    assert db.execute("SELECT fallbacks FROM orgs WHERE id = %s", (org.id,)).fetchone()[0] == ["gpt-4o-mini"]
+
+
+def test_recommendation_card_applies_as_routing_rule(as_demo: AppTest, demo_org: SeededOrg, db: Any) -> None:
+    from proxy.rules import list_rules, remove_rule
+
+    at = open_page(as_demo, "recommendations")
+    assert at.button(key="apply_0")
+    at.button(key="apply_0").click().run()
+    assert not at.exception and at.success
+    rules = list_rules(db, demo_org.name)
+    assert len(rules) == 1 and rules[0]["to_model"] and rules[0]["match_model"]
+    remove_rule(db, demo_org.name, rules[0]["id"])
