@@ -11,10 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from proxy.db import connect
 from proxy.db.migrate import _month_start, drop_old_partitions, ensure_partitions
+from proxy.events import Event
+from proxy.journal import Journal
 from proxy.orgs import create_org
+from proxy.writer import EventWriter
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.pgcontrol import DisposablePostgres
@@ -209,3 +213,44 @@ def test_ensure_partitions_creates_months_and_leaves_busy_default_rows(retention
         assert _month_name(1, busy) in _partitions(conn)
         count = conn.execute("SELECT count(*) FROM events WHERE org_id = %s AND created_at = %s", (org.id, busy))
         assert count.fetchone()[0] == 1
+
+
+# -- the journal shared by several writers -------------------------------------------------------
+
+
+class _RacingJournal(Journal):
+    """A journal folder shared with another worker, which replays and deletes a file between our
+    listing of the folder and our reading of it (what `--workers N` with one LECTR_JOURNAL_DIR,
+    the default, allows)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.calls = 0
+
+    def files(self) -> list[Path]:
+        self.calls += 1
+        if self.calls == 2:  # the first call is the writer's constructor; the second its first flush
+            return [self.folder / "events-1-gone.jsonl"]  # listed, then deleted by the other worker
+        return super().files()
+
+
+def test_a_journal_file_replayed_by_another_worker_never_duplicates_events(
+    retention_pg: DisposablePostgres, tmp_path: Path
+) -> None:
+    with connect(retention_pg.url) as conn:
+        org, _ = create_org(conn, f"journal-race-{uuid.uuid4().hex[:6]}")
+    journal = _RacingJournal(tmp_path / "journal")
+    writer = EventWriter(retention_pg.url, journal, batch_size=100, flush_seconds=0.05, max_backoff=0.2)
+    now = dt.datetime.now(dt.UTC)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for _ in range(3):
+                writer.record(Event(org_id=org.id, created_at=now, provider="openai", endpoint="x", status_code=200))
+            await trio.sleep(1.5)
+            await writer.aclose()
+
+    trio.run(run)
+    count = retention_pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,))
+    assert count == 3, f"3 events recorded, {count} rows written"
