@@ -58,9 +58,13 @@ def percent(share: float | None) -> str:
 
 
 def change(relative: float | None) -> str:
-    """A relative change (`0.25` → `+25.0%`); unknown when there was nothing to compare with."""
+    """A relative change (`0.25` → `+25.0%`); unknown when there was nothing to compare with.
+    Past ten-fold the percentage stops meaning much (a new feature against a handful of calls):
+    it reads as a multiple, `+45×`."""
     if relative is None or _missing(relative):
         return UNKNOWN
+    if relative >= 9:
+        return f"+{relative + 1:,.0f}×"
     return f"{relative * 100:+.1f}%"
 
 

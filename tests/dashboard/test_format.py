@@ -41,6 +41,7 @@ def test_shares_and_changes() -> None:
     assert fmt.change(0.25) == "+25.0%"
     assert fmt.change(-0.031) == "-3.1%"
     assert fmt.change(None) == "—"
+    assert fmt.change(65277.833) == "+65,279×"  # against a near-empty previous period
     assert fmt.delta_points(0.05, 0.02) == "+3.0 pts"
     assert fmt.delta_points(0.05, None) is None
     assert fmt.delta_duration(1200, 1000) == "+200 ms"
