@@ -424,11 +424,13 @@ def test_random_requests_keep_the_invariants(
 
 def test_events_from_random_traffic_are_clean(proxy: ProxyProcess, pg_url: str, sec_org: Any) -> None:
     """After everything above: every stored event of this module's org has clean text fields."""
-    org, _ = sec_org
-    time.sleep(0.5)  # the writer flushes every 0.1 s in the test session
+    org, key = sec_org
+    response = raw_exchange(proxy.port, raw_request(key, headers=b"X-Lectr-Feature: last\xff\x7f\r\n"))
+    assert response.status == 200
+    query = "SELECT feature, task, provider_header, endpoint FROM events WHERE org_id = %s"
     with connect(pg_url) as conn:
-        stored = rows(conn, "SELECT feature, task, provider_header, endpoint FROM events WHERE org_id = %s", (org.id,))
-    assert stored
+        wait_for(lambda: any(r["feature"] == "last\ufffd\ufffd" for r in rows(conn, query, (org.id,))), timeout=15)
+        stored = rows(conn, query, (org.id,))
     for event in stored:
         for column in ("feature", "task", "provider_header"):
             _assert_clean_text(event[column])
