@@ -164,9 +164,19 @@ class Relay:
             event.set_usage(Usage(estimate_tokens(event.request_bytes or 0), output), estimated=True)
 
 
+# An oversized body is read and dropped up to this many times the limit before the 413 goes out:
+# most clients send their whole body before reading the answer, and would otherwise see only a
+# closed connection. Past that, the 413 is sent at once and the connection closed.
+_DRAIN_FACTOR = 4
+
+
 async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
+    """The whole request body, or PayloadTooLarge (after draining what is reasonable to drain)."""
+    too_large: PayloadTooLarge | None = None
     if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        too_large = PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        if declared > limit * _DRAIN_FACTOR:
+            raise too_large
     parts = []
     size = 0
     while True:
@@ -177,10 +187,16 @@ async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-            parts.append(chunk)
+                too_large = too_large or PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+                parts.clear()
+                if size > limit * _DRAIN_FACTOR:
+                    raise too_large
+            else:
+                parts.append(chunk)
         if not message.get("more_body", False):
             break
+    if too_large is not None:
+        raise too_large
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
