@@ -34,9 +34,9 @@ from proxy import body as bodies
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
-from proxy.errors import LectrError, NotFound, Unauthorized
+from proxy.errors import BadRequest, LectrError, NotFound, Unauthorized
 from proxy.events import Event
-from proxy.headers import Incoming, read_request_headers, readable_accept_encoding
+from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, upstream_path
 from proxy.journal import Journal
 from proxy.limits import RateLimiter, StreamSlots
 from proxy.logs import configure_logging
@@ -147,6 +147,7 @@ class Proxy:
                     if incoming.lectr_key is None
                     else "invalid or revoked X-Lectr-Key"
                 )
+            path = upstream_path(scope)
             self.rate_limiter.check(org.id)
             event = Event(
                 org_id=org.id,
@@ -167,7 +168,7 @@ class Proxy:
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
-            attempts = self._attempts(scope, incoming, org, info, raw, found.provider, event)
+            attempts = self._attempts(scope, path, incoming, org, info, raw, found.provider, event)
             if info.stream:
                 self.streams.acquire()
         except LectrError as exc:
@@ -189,6 +190,7 @@ class Proxy:
     def _attempts(
         self,
         scope: Scope,
+        path: str,
         incoming: Incoming,
         org: Org,
         info: bodies.RequestInfo,
@@ -202,7 +204,7 @@ class Proxy:
         routing = self.directory.routing(org.id)
         plan = routing.plan(incoming.feature, incoming.task, info.model, provider) if routing and info.data else None
         if plan is None:
-            request = self._request(scope, incoming, org, info, raw, provider, info.model, own_key)
+            request = self._request(scope, path, incoming, org, info, raw, provider, info.model, own_key)
             return [(Target(provider, info.model or ""), request)]
         event.route_rule_id = plan.rule_id
         attempts: list[tuple[Target, httpx.Request]] = []
@@ -213,7 +215,7 @@ class Proxy:
             if bearer is None:
                 continue
             try:
-                request = self._request(scope, incoming, org, info, raw, target.provider, target.model, bearer)
+                request = self._request(scope, path, incoming, org, info, raw, target.provider, target.model, bearer)
             except LectrError as exc:  # e.g. Azure without an endpoint: skip that target
                 refused = refused or exc
                 continue
@@ -225,13 +227,14 @@ class Proxy:
         return [
             (
                 Target(provider, info.model or ""),
-                self._request(scope, incoming, org, info, raw, provider, info.model, own_key),
+                self._request(scope, path, incoming, org, info, raw, provider, info.model, own_key),
             )
         ]
 
     def _request(
         self,
         scope: Scope,
+        path: str,
         incoming: Incoming,
         org: Org,
         info: bodies.RequestInfo,
@@ -248,7 +251,7 @@ class Proxy:
             special = {**special, b"authorization": bearer or b""}
         target = adapter_for(provider).target(
             self.settings.base_urls.get(provider, ""),
-            scope["path"][4:],
+            path,
             scope["query_string"],
             model,
             org,
@@ -265,7 +268,10 @@ class Proxy:
         encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
         if encoding is not None:
             headers.append((b"accept-encoding", encoding))
-        return self.client.build_request(scope["method"], target.url, headers=headers, content=body)
+        try:
+            return self.client.build_request(scope["method"], target.url, headers=headers, content=body)
+        except httpx.InvalidURL:
+            raise BadRequest("the request path or query string cannot be forwarded") from None
 
     async def _forward(
         self,
@@ -347,9 +353,9 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         checks = {
             "keys_loaded": bool(directory and directory.loaded),
             "database": bool(writer and writer.statistics().healthy and directory and directory.last_error is None),
-            "writer_dropped": writer.statistics().dropped if writer else None,
+            "writer_dropped": writer.statistics().dropped if writer else None,  # reported; see /metrics
         }
-        ready = checks["keys_loaded"] and checks["database"] and checks["writer_dropped"] == 0
+        ready = bool(checks["keys_loaded"] and checks["database"])
         return _json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
     @app.get("/metrics")

@@ -83,11 +83,19 @@ class Event:
             if found is not None:
                 self.cost_usd, self.price_source = found.cost_usd, found.source
 
+    def sanitise(self) -> None:
+        """Text Postgres will store: a NUL (legal in JSON strings, refused by Postgres) becomes U+FFFD."""
+        for name in _TEXT_COLUMNS:
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                setattr(self, name, value.replace("\x00", "\ufffd"))
+
     def finalise(self) -> None:
         """Price the event and give it an id: what it needs before it is kept on disk."""
         if self.id is None:
             self.id = uuid.uuid4()
         self.price()
+        self.sanitise()
 
     def row(self) -> tuple[Any, ...]:
         """All columns, in `COLUMNS` order."""
@@ -100,5 +108,8 @@ class Event:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Event))
 COLUMNS_WITHOUT_ID: tuple[str, ...] = tuple(name for name in COLUMNS if name != "id")
+_TEXT_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(Event) if f.type in ("str | None", "str") and f.name != "request_id"
+)
 _all_columns = attrgetter(*COLUMNS)
 _columns_without_id = attrgetter(*COLUMNS_WITHOUT_ID)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
 
-from proxy.errors import HeaderTooLarge
+from proxy.errors import BadRequest, HeaderTooLarge
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -25,6 +27,24 @@ _REQUEST_OWN = frozenset({b"host", b"content-length", b"authorization", b"accept
 # Encodings we can read back to find usage in a response body.
 _READABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
 _ADAPTER_INPUTS = frozenset({b"authorization", b"x-api-key", b"api-key", b"anthropic-version"})
+
+
+def upstream_path(scope: dict[str, Any]) -> str:
+    """What follows `/v1/`, as the client encoded it, for the upstream URL.
+
+    Refused with 400: control characters (they would end up in the request line) and `.`/`..`
+    segments, also percent-encoded ones (they would climb out of the provider's base path).
+    """
+    path: str = scope["path"]
+    if not path.isprintable():
+        raise BadRequest("the request path contains control characters")
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        raise BadRequest("the request path may not contain '.' or '..' segments")
+    raw: bytes | None = scope.get("raw_path")
+    if raw and raw.startswith(b"/v1/"):
+        return raw[4:].decode("latin-1")
+    return quote(path[4:], safe="/:@!$&'()*+,;=-._~")
 
 
 def clean_text(raw: bytes) -> str:

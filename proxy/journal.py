@@ -39,15 +39,28 @@ class Journal:
         return final
 
     def files(self) -> list[Path]:
+        """Complete journal files, oldest first (another worker may remove one at any moment)."""
         if not self.folder.is_dir():
             return []
-        return sorted(self.folder.glob("events-*.jsonl"), key=lambda p: p.stat().st_mtime)
+        found = []
+        for path in self.folder.glob("events-*.jsonl"):
+            try:
+                found.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue
+        return [path for _, path in sorted(found)]
 
     def has_pending(self) -> bool:
         return bool(self.files())
 
     def pending_rows(self) -> int:
-        return sum(sum(1 for _ in open(path, "rb")) for path in self.files())
+        total = 0
+        for path in self.files():
+            try:
+                total += sum(1 for _ in self.read(path))
+            except FileNotFoundError:
+                continue
+        return total
 
     @staticmethod
     def read(path: Path) -> Iterator[list[Any]]:

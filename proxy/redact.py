@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 # Provider key shapes (OpenAI sk-/sk-proj-, Anthropic sk-ant-, Groq gsk_, Google AIza), bearer
@@ -15,22 +16,29 @@ _SECRET = re.compile(
 _MAX_MESSAGE = 1000
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: Iterable[bytes] = ()) -> str:
+    """The text without the given credentials (and their bearer tokens) or anything key-shaped."""
+    for secret in secrets:
+        value = secret.decode("latin-1")
+        for candidate in (value, value.partition(" ")[2]):
+            if len(candidate) >= 6:
+                text = text.replace(candidate, "[redacted]")
     return _SECRET.sub("[redacted]", text)
 
 
-def error_message(body: Any, status: int) -> tuple[str, str | None]:
-    """(error_type, message) from a provider's error body (OpenAI, Anthropic or Gemini shapes)."""
+def error_message(body: Any, status: int, secrets: Iterable[bytes] = ()) -> tuple[str, str | None]:
+    """(error_type, message) from a provider's error body (OpenAI, Anthropic or Gemini shapes),
+    with the request's own credentials and anything key-shaped removed."""
     if isinstance(body, list) and body:
         body = body[0]  # Gemini sometimes wraps the error object in a list
     error: Any = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str):
-        return f"http_{status}", redact(error)[:_MAX_MESSAGE]
+        return f"http_{status}", redact(error, secrets)[:_MAX_MESSAGE]
     if not isinstance(error, dict):
         return f"http_{status}", None
     kind = error.get("type") or error.get("status") or error.get("code") or f"http_{status}"
     message = error.get("message")
     return (
-        redact(str(kind))[:100],
-        redact(message)[:_MAX_MESSAGE] if isinstance(message, str) else None,
+        redact(str(kind), secrets)[:100],
+        redact(message, secrets)[:_MAX_MESSAGE] if isinstance(message, str) else None,
     )

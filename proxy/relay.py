@@ -28,6 +28,7 @@ _JSON = b"application/json"
 _SSE = b"text/event-stream"
 # Endpoints that consume tokens: when their usage can't be read, it is estimated.
 _TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
 
 
 class Retry(Exception):
@@ -55,11 +56,14 @@ class Relay:
         self.sse: SSEStream | None = None
         self.body: bytes | None = None
         self.content_encoding: bytes | None = None
+        self.secrets: list[bytes] = []
 
     async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any, *, retryable: bool) -> None:
         """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
         (nothing has reached the client yet) instead of being relayed."""
         event = self.event
+        # The credentials this attempt carries: never to be stored, even if the provider echoes them.
+        self.secrets.extend(value for name, value in request.headers.raw if name.lower() in _AUTH_HEADERS)
         t = time.perf_counter()
         try:
             response = await client.send(request, stream=True)
@@ -156,7 +160,7 @@ class Relay:
                 event.response_model = model if isinstance(model, str) else None
                 usage = from_body(parsed)
         if event.status_code >= 400 and event.error_message is None:
-            event.error_type, event.error_message = error_message(parsed, event.status_code)
+            event.error_type, event.error_message = error_message(parsed, event.status_code, self.secrets)
         if usage is not None:
             event.set_usage(usage)
         elif event.endpoint in _TOKEN_ENDPOINTS and (0 < event.status_code < 400 or event.status_code == 499):

@@ -160,56 +160,80 @@ class EventWriter:
         return False
 
     async def _flush(self) -> None:
+        """Write the held batch, then replay the journal; each step commits on its own, so a
+        failure in the replay never makes the batch be written twice."""
         batch = self._pending
+        if batch:
+            try:
+                await trio.to_thread.run_sync(self._write, batch)
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                self._unavailable(exc, len(batch))
+                return
+            except psycopg.Error as exc:
+                # The batch itself is refused (a value Postgres won't take): find the bad rows.
+                log.error(
+                    "a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__
+                )
+                self._drop_connection()
+                rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
+                batch = [event for event in batch if event not in rejected]
+            self._pending = []
+            self._written += len(batch)
         try:
-            replayed = await trio.to_thread.run_sync(self._write, batch)
+            replayed = await trio.to_thread.run_sync(self._replay)
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            self._failures += 1
-            self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
-            if self._healthy:
-                log.warning("Postgres unavailable (%s); holding %d events, retrying", type(exc).__name__, len(batch))
-            self._healthy = False
-            self._drop_connection()
+            self._unavailable(exc, 0)
             return
-        except psycopg.Error as exc:
-            # The batch itself is refused (a value Postgres won't take): find the bad rows.
-            log.error("a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__)
-            self._drop_connection()
-            replayed = 0
-            rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
-            batch = [event for event in batch if event not in rejected]
+        self._written += replayed
+        self._replayed += replayed
         if not self._healthy:
             log.info("Postgres is back; writing resumed")
         self._healthy = True
         self._backoff = 0.0
-        self._written += len(batch) + replayed
-        self._replayed += replayed
-        self._pending = []
 
-    def _write(self, batch: list[Event]) -> int:
-        """Worker thread: price and COPY the batch, then replay the journal. Returns rows replayed."""
+    def _unavailable(self, exc: Exception, held: int) -> None:
+        self._failures += 1
+        self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
+        if self._healthy:
+            log.warning("Postgres unavailable (%s); holding %d events, retrying", type(exc).__name__, held)
+        self._healthy = False
+        self._drop_connection()
+
+    def _write(self, batch: list[Event]) -> None:
+        """Worker thread: price, clean and COPY the batch in one transaction."""
         conn = self._connection()
-        if batch:
-            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
-                for event in batch:
-                    event.price()
-                    copy.write_row(event.row_without_id())
+        with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+            for event in batch:
+                event.price()
+                event.sanitise()
+                copy.write_row(event.row_without_id())
+
+    def _replay(self) -> int:
+        """Worker thread: insert what the journal holds (from any worker sharing it); rows replayed."""
+        files = self._journal.files()
+        if not files:
+            self._journal_files = 0
+            return 0
+        conn = self._connection()
         replayed = 0
-        for path in self._journal.files():
-            rows = list(self._journal.read(path))
+        for path in files:
+            try:
+                rows = list(self._journal.read(path))
+            except FileNotFoundError:
+                continue  # another worker sharing the journal replayed it first
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("CREATE TEMP TABLE replay (LIKE events) ON COMMIT DROP")
                     with cur.copy(_REPLAY_COPY) as copy:
                         for row in rows:
                             copy.write_row(row)
-                    cur.execute(_REPLAY_INSERT)
+                    inserted = cur.execute(_REPLAY_INSERT).rowcount
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
                 log.exception("journal file %s is refused by Postgres; kept aside as .rejected", path.name)
                 path.rename(path.with_suffix(".rejected"))
                 continue
             path.unlink(missing_ok=True)
-            replayed += len(rows)
+            replayed += max(0, inserted)
         self._journal_files = len(self._journal.files())
         return replayed
 
@@ -219,6 +243,7 @@ class EventWriter:
         rejected = []
         for event in batch:
             try:
+                event.sanitise()
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
                     copy.write_row(event.row_without_id())
             except psycopg.Error:

@@ -61,7 +61,10 @@ def test_stream_cut_before_usage_has_no_usage_but_counts_events() -> None:
 
 
 def test_groq_x_groq_usage_is_read_and_kept() -> None:
-    last = b'data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop"}],"x_groq":{"id":"r","usage":{"prompt_tokens":3,"completion_tokens":1}}}\n\n'
+    last = (
+        b'data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop"}],'
+        b'"x_groq":{"id":"r","usage":{"prompt_tokens":3,"completion_tokens":1}}}\n\n'
+    )
     stream = SSEStream(strip=True)
     assert relay(stream, [last]) == last
     assert stream.usage == Usage(3, 1)

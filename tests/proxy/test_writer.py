@@ -62,16 +62,23 @@ async def test_batches_are_written_and_priced(pg_url: str, new_org: Any, tmp_pat
 
 async def test_bad_row_is_kept_aside_and_the_rest_written(pg_url: str, new_org: Any, tmp_path: Path) -> None:
     org, _ = new_org("writer-bad")
-    writer = EventWriter(pg_url, Journal(tmp_path / "journal"), batch_size=10, flush_seconds=0.05)
+    writer = EventWriter(pg_url, Journal(tmp_path / "journal"), batch_size=11, flush_seconds=0.05)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         for i in range(9):
             writer.record(make_event(org.id, i))
-        writer.record(make_event(org.id, 99, feature="nul\x00byte"))  # Postgres refuses NUL in text
+        writer.record(make_event(org.id, 98, feature="nul\x00byte", model="gpt-4o\x00x"))  # cleaned, kept
+        writer.record(make_event(-1, 99))  # no such org: Postgres refuses the row
         await writer.aclose()
     stats = writer.statistics()
-    assert (stats.written, stats.rejected, stats.dropped) == (9, 1, 0)
+    assert (stats.written, stats.rejected, stats.dropped) == (10, 1, 0)
     assert list((tmp_path / "journal").glob("*.rejected"))
+    from proxy.db import connect
+
+    with connect(pg_url) as conn:
+        row = conn.execute("SELECT feature, model FROM events WHERE org_id = %s AND input_tokens = 198",
+                           (org.id,)).fetchone()
+    assert row == ("nul\ufffdbyte", "gpt-4o\ufffdx")
 
 
 async def test_outage_spills_to_journal_and_replays(tmp_path: Path, disposable_pg: DisposablePostgres) -> None:
