@@ -100,3 +100,28 @@ def test_slow_reader_does_not_stall_others(proxy: ProxyProcess, new_org: Any) ->
         for _ in range(20):
             assert httpx.post(url, json=CHAT, headers=headers).status_code == 200
         assert time.monotonic() - started < 10
+
+
+def worker_rss_mb(proxy: ProxyProcess) -> float:
+    import psutil
+
+    assert proxy.process is not None
+    workers = psutil.Process(proxy.process.pid).children(recursive=True)
+    return max(w.memory_info().rss for w in workers if "spawn_main" in " ".join(w.cmdline())) / 2**20
+
+
+def test_a_client_that_never_reads_holds_bounded_memory(proxy: ProxyProcess, new_org: Any) -> None:
+    """The relay reads upstream only as fast as the client takes bytes: a 20 MB stream to a client
+    that reads nothing must not pile up in the proxy (and others are still served)."""
+    _, key = new_org("neverreads")
+    headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    before = worker_rss_mb(proxy)
+    with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=30,
+                      headers={**headers, "x-fake-scenario": "big-stream"}) as stalled:
+        assert stalled.status_code == 200
+        time.sleep(3)  # the upstream would send 20 MB in well under a second
+        during = worker_rss_mb(proxy)
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
+        received = sum(len(part) for part in stalled.iter_raw())
+    assert received > 20_000_000  # and it all arrives once the client reads
+    assert during - before < 12, (before, during)
