@@ -1,6 +1,6 @@
 """The Lectr proxy: `create_app()` (a Hypercorn target) and the path every request takes.
 
-    client ──/v1/...──▶ Proxy.__call__ (raw ASGI, the hot path)
+    client ──/v1/...──▶ Proxy.handle (raw ASGI, the hot path)
                           1. headers: X-Lectr-* consumed, hop-by-hop dropped   (headers.py)
                           2. X-Lectr-Key → org, from memory                     (directory.py)
                           3. body: model, stream, usage option                  (body.py)
@@ -179,13 +179,11 @@ class Proxy:
                 event.latency_ms = (time.perf_counter() - started) * 1000
                 self.writer.record(event)
             return
-        if not info.stream:
-            await self._forward(attempts, event, info, started, receive, send)
-            return
         try:
             await self._forward(attempts, event, info, started, receive, send)
         finally:
-            self.streams.release()
+            if info.stream:
+                self.streams.release()
 
     def _attempts(
         self,
@@ -319,7 +317,10 @@ class Proxy:
         if relay.client_gone and not (relay.final_sent or finished_stream):
             event.status_code = 499
             event.error_type = event.error_type or "client_disconnected"
-        relay.finish()
+        try:
+            relay.finish()
+        except Exception:  # a response we could not read usage from must still become an event
+            log.exception("could not read the response of %s; recording the event without usage", event.endpoint)
         self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
         self.writer.record(event)
 

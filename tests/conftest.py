@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +24,7 @@ import pytest
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.orgs import Org, create_org
+from proxy.up import proxy_command
 from tests.fakes import FakeProviders
 
 
@@ -110,20 +110,7 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--worker-class",
-                "trio",
-                "--config",
-                "python:proxy.hypercorn_config",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "proxy.app:create_app()",
-            ],
+            proxy_command("127.0.0.1", self.port, self.workers),
             env={**os.environ, **self.env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
