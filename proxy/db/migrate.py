@@ -90,9 +90,12 @@ def drop_old_partitions(conn: psycopg.Connection[Any], keep_months: int) -> list
         return []
     cutoff = _month_start(dt.datetime.now(dt.UTC), -keep_months)
     dropped = []
-    for (name,) in conn.execute(_PARTITIONS + " AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'").fetchall():
-        year, month = int(name[7:11]), int(name[12:14])
-        if dt.datetime(year, month, 1, tzinfo=dt.UTC) < cutoff:
-            conn.execute(f"DROP TABLE {name}")  # type: ignore[arg-type]
-            dropped.append(name)
+    # Under the same lock as migrations and partition creation: workers doing this hourly never race.
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        for (name,) in conn.execute(_PARTITIONS + " AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'").fetchall():
+            year, month = int(name[7:11]), int(name[12:14])
+            if dt.datetime(year, month, 1, tzinfo=dt.UTC) < cutoff:
+                conn.execute(f"DROP TABLE {name}")  # type: ignore[arg-type]
+                dropped.append(name)
     return dropped
