@@ -57,13 +57,17 @@ def inspect(body: bytes, content_type: bytes, endpoint: str) -> RequestInfo:
 def with_usage_option(body: bytes, info: RequestInfo) -> bytes:
     """The body with `stream_options.include_usage` set, touching as few bytes as possible."""
     assert info.data is not None
-    options = info.data.get("stream_options")
-    if options is None and "stream_options" not in info.data:
+    if "stream_options" not in info.data:
         start = body.index(b"{") + 1
         return body[:start] + b'"stream_options":{"include_usage":true},' + body[start:]
-    data = dict(info.data)
+    return orjson.dumps(_asking_usage(dict(info.data)))
+
+
+def _asking_usage(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with `stream_options.include_usage` set, keeping the client's other stream options."""
+    options = data.get("stream_options")
     data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps(data)
+    return data
 
 
 def with_model(info: RequestInfo, model: str, add_usage_option: bool) -> bytes:
@@ -71,7 +75,4 @@ def with_model(info: RequestInfo, model: str, add_usage_option: bool) -> bytes:
     assert info.data is not None
     data = dict(info.data)
     data["model"] = model
-    if add_usage_option:
-        options = data.get("stream_options")
-        data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps(data)
+    return orjson.dumps(_asking_usage(data) if add_usage_option else data)

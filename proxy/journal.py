@@ -50,9 +50,6 @@ class Journal:
                 continue
         return [path for _, path in sorted(found)]
 
-    def has_pending(self) -> bool:
-        return bool(self.files())
-
     def pending_rows(self) -> int:
         total = 0
         for path in self.files():

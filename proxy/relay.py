@@ -50,7 +50,6 @@ class Relay:
         self.response_started = False
         # The last body message has been handed to the server: a disconnect now changes nothing.
         self.final_sent = False
-        self.complete = False
         self.client_gone = False
         self.sent_bytes = 0
         self.sse: SSEStream | None = None
@@ -91,7 +90,6 @@ class Relay:
                 await self._relay_whole(response, headers, send)
             else:
                 await self._relay_chunks(response, headers, send)
-            self.complete = True
         except httpx.HTTPError as exc:
             mapped = map_error(exc, event.provider)
             if retryable and not self.response_started:

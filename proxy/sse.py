@@ -60,13 +60,12 @@ class SSEStream:
             if end < 0:
                 break
             kept = self._event(buffer[start:end])
-            if kept is not None:
+            if kept is not None and self.strip:
                 out.append(kept + buffer[end : end + gap])
             start = end + gap
         self._buffer = buffer[start:]
-        if not self.strip:
-            return chunk
-        return b"".join(out)
+        # Pass-through: the chunk goes on untouched (the events were only read).
+        return b"".join(out) if self.strip else chunk
 
     def flush(self) -> bytes:
         """End of stream: whatever trailing bytes are left (an unterminated last event)."""
