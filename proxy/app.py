@@ -31,6 +31,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from proxy import body as bodies
+from proxy import server
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
@@ -330,6 +331,10 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     settings = settings or Settings.from_env()
     configure_logging(settings)
     _no_server_headers()
+    if settings.http1 == "lean":
+        server.install()
+    else:
+        server.uninstall()
     app = QuartTrio("lectr")
     # Give the writer time to drain on shutdown before background tasks are cancelled.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 30

@@ -28,6 +28,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
 
@@ -61,6 +68,8 @@ class Settings:
     log_level: str = "INFO"
     # Where apps reach the proxy, as the dashboard's quickstart shows it (`lectr up` sets it).
     proxy_url: str = "http://localhost:8080/v1"
+    # Who speaks plain HTTP/1.1 inside Hypercorn's worker: "lean" (`proxy/server.py`) or "hypercorn".
+    http1: str = "lean"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +101,7 @@ class Settings:
             retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             proxy_url=env.get("LECTR_PROXY_URL", "").strip() or "http://localhost:8080/v1",
+            http1=_choice(env, "LECTR_HTTP1", ("lean", "hypercorn")),
         )
 
     @property
