@@ -1,12 +1,13 @@
 """The Lectr proxy: `create_app()` (a Hypercorn target) and the path every request takes.
 
-    client ──/v1/...──▶ Proxy.handle (raw ASGI, the hot path)
+    client ──▶ Hypercorn's trio worker, plain HTTP/1.1 spoken by          (server.py)
+           ──/v1/...──▶ Proxy.handle (raw ASGI, the hot path)
                           1. headers: X-Lectr-* consumed, hop-by-hop dropped   (headers.py)
                           2. X-Lectr-Key → org, from memory                     (directory.py)
                           3. body: model, stream, usage option                  (body.py)
                           4. provider: detection / override → adapter           (providers/)
                           5. routing rules / fallbacks pick the attempts        (routing.py)
-                          6. upstream with httpx; response relayed as it comes  (relay.py, sse.py)
+                          6. upstream over h11; response relayed as it comes   (transport.py, relay.py, sse.py)
                           7. one Event handed to the writer, never awaited      (events.py, writer.py)
     anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
 
@@ -24,7 +25,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import trio
 from quart import Response
@@ -47,7 +47,8 @@ from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
 from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.routing import Target
-from proxy.upstream import make_client
+from proxy.transport import LectrTransport, Timeouts, destination
+from proxy.upstream import Outbound, make_transport
 from proxy.writer import EventWriter
 
 log = logging.getLogger("lectr.proxy")
@@ -65,7 +66,8 @@ class Proxy:
         self.streams = StreamSlots(settings.max_streams)
         self.directory: Directory | None = None
         self.writer: EventWriter | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.upstream: LectrTransport | None = None
+        self.timeouts = Timeouts()
         self._cancel_refresh: trio.CancelScope | None = None
 
     # -- lifecycle (before_serving / after_serving) ----------------------------------------
@@ -81,7 +83,7 @@ class Proxy:
         await trio.to_thread.run_sync(prepare)
         # Load the price tables now, not at the writer's first flush under load.
         await trio.to_thread.run_sync(warm_up_prices)
-        self.client = make_client(settings)
+        self.upstream, self.timeouts = make_transport(settings)
         self.directory = Directory(url, settings.refresh_seconds)
         self.writer = EventWriter(
             url,
@@ -110,8 +112,8 @@ class Proxy:
             log.info(
                 "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
             )
-        if self.client is not None:
-            await self.client.aclose()
+        if self.upstream is not None:
+            await self.upstream.aclose()
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class Proxy:
         created_at = dt.datetime.now(dt.UTC)
         endpoint = scope["path"][4:]
         settings = self.settings
-        assert self.directory is not None and self.writer is not None and self.client is not None
+        assert self.directory is not None and self.writer is not None and self.upstream is not None
         event: Event | None = None
         try:
             incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
@@ -196,7 +198,7 @@ class Proxy:
         raw: bytes,
         provider: str,
         event: Event,
-    ) -> list[tuple[Target, httpx.Request]]:
+    ) -> list[tuple[Target, Outbound]]:
         """The upstream requests to try, in order: one, unless routing rules or fallbacks say more."""
         assert self.directory is not None
         own_key = incoming.special.get(b"authorization")
@@ -206,7 +208,7 @@ class Proxy:
             request = self._request(scope, path, incoming, org, info, raw, provider, info.model, own_key)
             return [(Target(provider, info.model or ""), request)]
         event.route_rule_id = plan.rule_id
-        attempts: list[tuple[Target, httpx.Request]] = []
+        attempts: list[tuple[Target, Outbound]] = []
         refused: LectrError | None = None
         for target in plan.targets:
             # A provider key only ever goes to its own provider (see proxy/routing.py).
@@ -241,10 +243,9 @@ class Proxy:
         provider: str,
         model: str | None,
         bearer: bytes | None,
-    ) -> httpx.Request:
+    ) -> Outbound:
         """One upstream request: the adapter's URL and auth, the client's other headers, the body
         (with the usage option we add, and another model when routing says so)."""
-        assert self.client is not None
         special = incoming.special
         if bearer is not special.get(b"authorization"):
             special = {**special, b"authorization": bearer or b""}
@@ -268,13 +269,14 @@ class Proxy:
         if encoding is not None:
             headers.append((b"accept-encoding", encoding))
         try:
-            return self.client.build_request(scope["method"], target.url, headers=headers, content=body)
-        except httpx.InvalidURL:
+            where = destination(target.url)
+        except ValueError:
             raise BadRequest("the request path or query string cannot be forwarded") from None
+        return Outbound(scope["method"].encode("ascii"), where, headers, body)
 
     async def _forward(
         self,
-        attempts: list[tuple[Target, httpx.Request]],
+        attempts: list[tuple[Target, Outbound]],
         event: Event,
         info: bodies.RequestInfo,
         started: float,
@@ -283,19 +285,19 @@ class Proxy:
     ) -> None:
         """Send upstream (falling back while allowed), relay the answer, record the event; cancel
         upstream if the client leaves."""
-        assert self.client is not None and self.writer is not None
+        assert self.upstream is not None and self.writer is not None
         relay = Relay(event, info, started)
         log_parts: list[str] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
             try:
-                for number, (target, request) in enumerate(attempts, 1):
+                for number, (target, outbound) in enumerate(attempts, 1):
                     event.provider = target.provider
                     if len(attempts) > 1 or event.route_rule_id is not None:
                         event.routed_model = target.model
                     event.attempts = number
                     try:
-                        await relay.run(self.client, request, send, retryable=number < len(attempts))
+                        await relay.run(self.upstream, outbound, self.timeouts, send, retryable=number < len(attempts))
                     except Retry as retry:
                         log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
                         continue

@@ -21,7 +21,8 @@ from proxy.events import Event
 from proxy.headers import response_headers
 from proxy.redact import error_message
 from proxy.sse import SSEStream
-from proxy.upstream import map_error
+from proxy.transport import LectrTransport, Reply, Timeouts
+from proxy.upstream import Outbound, map_error
 from proxy.usage import Usage, estimate_tokens, from_body
 
 _JSON = b"application/json"
@@ -57,15 +58,17 @@ class Relay:
         self.content_encoding: bytes | None = None
         self.secrets: list[bytes] = []
 
-    async def run(self, client: httpx.AsyncClient, request: httpx.Request, send: Any, *, retryable: bool) -> None:
+    async def run(
+        self, transport: LectrTransport, outbound: Outbound, timeouts: Timeouts, send: Any, *, retryable: bool
+    ) -> None:
         """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
         (nothing has reached the client yet) instead of being relayed."""
         event = self.event
         # The credentials this attempt carries: never to be stored, even if the provider echoes them.
-        self.secrets.extend(value for name, value in request.headers.raw if name.lower() in _AUTH_HEADERS)
+        self.secrets.extend(value for name, value in outbound.headers if name.lower() in _AUTH_HEADERS)
         t = time.perf_counter()
         try:
-            response = await client.send(request, stream=True)
+            response = await transport.open(outbound.method, outbound.where, outbound.headers, outbound.body, timeouts)
         except httpx.HTTPError as exc:
             self.upstream_seconds += time.perf_counter() - t
             mapped = map_error(exc, event.provider)
@@ -78,9 +81,9 @@ class Relay:
             raise Retry(response.status_code)
         try:
             event.status_code = response.status_code
-            raw_headers = response.headers.raw
-            content_type = response.headers.get("content-type", "").encode("latin-1").lower()
-            self.content_encoding = response.headers.get("content-encoding", "").encode("latin-1").lower() or None
+            raw_headers = response.headers
+            content_type = response.header(b"content-type").lower()
+            self.content_encoding = response.header(b"content-encoding").lower() or None
             is_sse = _SSE in content_type
             strip = is_sse and self.info.add_usage_option
             if is_sse:
@@ -105,7 +108,7 @@ class Relay:
         finally:
             await response.aclose()
 
-    async def _relay_whole(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    async def _relay_whole(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         t = time.perf_counter()
         chunks = [chunk async for chunk in response.aiter_raw()]
         self.upstream_seconds += time.perf_counter() - t
@@ -117,7 +120,7 @@ class Relay:
         self.final_sent = True
         await send_final(send, self.body)
 
-    async def _relay_chunks(self, response: httpx.Response, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    async def _relay_chunks(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         self.response_started = True
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         sse = self.sse
@@ -179,7 +182,7 @@ async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
         too_large = PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
         if declared > limit * _DRAIN_FACTOR:
             raise too_large
-    parts = []
+    parts: list[bytes] = []
     size = 0
     while True:
         message = await receive()

@@ -364,6 +364,7 @@ class Connection:
 
     async def _flush_head(self) -> None:
         head, self.head = self.head, None
+        assert head is not None
         await self._write(self.h11.send(head))
 
     async def _write(self, data: bytes) -> None:

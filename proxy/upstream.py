@@ -1,31 +1,37 @@
-"""The shared httpx client (one per worker) and the mapping of its errors to ours."""
+"""The upstream side: one transport per worker, what one request to a provider is, and the mapping
+of upstream failures to our errors."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import httpx
 
 from proxy.config import Settings
 from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from proxy.transport import LectrTransport
+from proxy.transport import Destination, LectrTransport, Timeouts
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
-    """A client sized for thousands of concurrent streams, with no default headers of its own.
+class Outbound(NamedTuple):
+    """One request to send to a provider, exactly as it will go out (Host and length are added)."""
 
-    It runs on `LectrTransport` (h11 + trio, O(1) pool) instead of httpcore's pool, whose per-request
-    scan of all connections cost ~2.5 ms CPU per request and stalled at 2,000 streams (see PERFORMANCE.md).
+    method: bytes
+    where: Destination
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def make_transport(settings: Settings) -> tuple[LectrTransport, Timeouts]:
+    """A transport sized for thousands of concurrent streams, and the timeouts to use with it.
+
+    `LectrTransport` (h11 + trio, O(1) pool) replaced httpx's client and httpcore's pool, whose
+    per-request scan of all connections cost ~2.5 ms CPU per request and stalled at 2,000 streams;
+    the proxy calls it without an `httpx.AsyncClient` around it (see docs/PERFORMANCE.md).
     """
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.upstream_timeout,
-        write=settings.upstream_timeout,
-        pool=settings.connect_timeout,
+    timeouts = Timeouts(
+        connect=settings.connect_timeout, read=settings.upstream_timeout, write=settings.upstream_timeout
     )
-    transport = LectrTransport(max_idle_per_origin=1000, idle_expiry=60)
-    client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
-    # httpx would add User-Agent, Accept and Accept-Encoding of its own: the provider must see the client's.
-    client.headers = httpx.Headers()
-    return client
+    return LectrTransport(max_idle_per_origin=1000, idle_expiry=60), timeouts
 
 
 def map_error(exc: httpx.HTTPError, provider: str) -> UpstreamError:
