@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from math import inf
 from typing import Any
 from urllib.parse import unquote
 
@@ -134,7 +133,7 @@ class Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
         self.idle = _Idle.of(context)
-        self.read_timeout = config.read_timeout or inf
+        self.read_timeout: float | None = config.read_timeout or None
         self.requests = 0
         self.handoff: bytes | None = None
         socket = stream.socket
@@ -200,9 +199,12 @@ class Connection:
 
     async def _recv(self) -> bytes:
         try:
-            with trio.fail_after(self.read_timeout):
+            if self.read_timeout is None:
                 return await self.stream.receive_some(MAX_RECV)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            with trio.move_on_after(self.read_timeout):
+                return await self.stream.receive_some(MAX_RECV)
+            return b""  # Hypercorn's read_timeout: treated as the client leaving
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
 
     def _recycle(self) -> bool:
