@@ -19,6 +19,7 @@ on every call without giving us anything we use there.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import time
 import uuid
@@ -47,7 +48,7 @@ from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
 from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.routing import Target
-from proxy.transport import LectrTransport, Timeouts, destination
+from proxy.transport import Alive, LectrTransport, Timeouts, destination
 from proxy.upstream import Outbound, make_transport
 from proxy.writer import EventWriter
 
@@ -96,6 +97,11 @@ class Proxy:
         await nursery.start(self.writer.run)
         self._cancel_refresh = trio.CancelScope()
         await nursery.start(self._refresh_forever, self._cancel_refresh)
+        # Everything loaded so far (price tables, Quart, the libraries) lives as long as the worker:
+        # keep it out of the collector's full passes, which otherwise walk ~90,000 objects and stop
+        # every request for ~50 ms each time (the p99 at 50 in flight; docs/PERFORMANCE.md).
+        gc.collect()
+        gc.freeze()
 
     async def _refresh_forever(self, scope: trio.CancelScope, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         assert self.directory is not None
@@ -183,7 +189,7 @@ class Proxy:
                 self.writer.record(event)
             return
         try:
-            await self._forward(attempts, event, info, started, receive, send)
+            await self._forward(attempts, event, info, started, scope, receive, send)
         finally:
             if info.stream:
                 self.streams.release()
@@ -280,52 +286,77 @@ class Proxy:
         event: Event,
         info: bodies.RequestInfo,
         started: float,
+        scope: Scope,
         receive: Any,
         send: Any,
     ) -> None:
         """Send upstream (falling back while allowed), relay the answer, record the event; cancel
         upstream if the client leaves."""
-        assert self.upstream is not None and self.writer is not None
+        assert self.writer is not None
         relay = Relay(event, info, started)
         log_parts: list[str] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
-            try:
-                for number, (target, outbound) in enumerate(attempts, 1):
-                    event.provider = target.provider
-                    if len(attempts) > 1 or event.route_rule_id is not None:
-                        event.routed_model = target.model
-                    event.attempts = number
-                    try:
-                        await relay.run(self.upstream, outbound, self.timeouts, send, retryable=number < len(attempts))
-                    except Retry as retry:
-                        log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
-                        continue
-                    except LectrError as exc:
-                        log_parts.append(f"{target.model}@{target.provider}:{exc.status}")
-                        raise
-                    log_parts.append(f"{target.model}@{target.provider}:{event.status_code}")
-                    break
-            except LectrError as exc:
-                if not relay.response_started:
-                    relay.final_sent = True
-                    await send_error(send, exc)
-                    event.status_code = exc.status
-                event.error_type, event.error_message = exc.code, exc.message
-            finally:
-                nursery.cancel_scope.cancel()
+        alive = scope.get("extensions", {}).get(server.CLIENT_ALIVE)
+        if alive is not None and not info.stream:
+            # A whole answer on our HTTP/1.1 server: the transport asks `alive` while it waits on the
+            # provider, instead of a watcher task per request (~25 % of a request's CPU; PERFORMANCE.md).
+            await self._attempt(attempts, relay, log_parts, send, alive)
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
+                try:
+                    await self._attempt(attempts, relay, log_parts, send, None)
+                finally:
+                    nursery.cancel_scope.cancel()
         if len(log_parts) > 1 or event.route_rule_id is not None:
             event.attempt_log = " ".join(log_parts)
         finished_stream = relay.sse is not None and relay.sse.done
         if relay.client_gone and not (relay.final_sent or finished_stream):
             event.status_code = 499
-            event.error_type = event.error_type or "client_disconnected"
+            if event.error_type is None:
+                event.error_type = "client_disconnected"
+                event.error_message = "the client closed the connection before the answer was complete"
         try:
             relay.finish()
         except Exception:  # a response we could not read usage from must still become an event
             log.exception("could not read the response of %s; recording the event without usage", event.endpoint)
         self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
         self.writer.record(event)
+
+    async def _attempt(
+        self,
+        attempts: list[tuple[Target, Outbound]],
+        relay: Relay,
+        log_parts: list[str],
+        send: Any,
+        alive: Alive | None,
+    ) -> None:
+        """The attempts in order until one is relayed; an error of ours goes to the client as JSON."""
+        assert self.upstream is not None
+        event = relay.event
+        try:
+            for number, (target, outbound) in enumerate(attempts, 1):
+                event.provider = target.provider
+                if len(attempts) > 1 or event.route_rule_id is not None:
+                    event.routed_model = target.model
+                event.attempts = number
+                try:
+                    await relay.run(
+                        self.upstream, outbound, self.timeouts, send, retryable=number < len(attempts), alive=alive
+                    )
+                except Retry as retry:
+                    log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
+                    continue
+                except LectrError as exc:
+                    log_parts.append(f"{target.model}@{target.provider}:{exc.status}")
+                    raise
+                log_parts.append(f"{target.model}@{target.provider}:{event.status_code}")
+                break
+        except LectrError as exc:
+            if not relay.response_started:
+                relay.final_sent = True
+                await send_error(send, exc)
+                event.status_code = exc.status
+            event.error_type, event.error_message = exc.code, exc.message
 
 
 def create_app(settings: Settings | None = None) -> QuartTrio:

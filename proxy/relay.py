@@ -21,7 +21,7 @@ from proxy.events import Event
 from proxy.headers import response_headers
 from proxy.redact import error_message
 from proxy.sse import SSEStream
-from proxy.transport import LectrTransport, Reply, Timeouts
+from proxy.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
 from proxy.upstream import Outbound, map_error
 from proxy.usage import Usage, estimate_tokens, from_body
 
@@ -59,16 +59,31 @@ class Relay:
         self.secrets: list[bytes] = []
 
     async def run(
-        self, transport: LectrTransport, outbound: Outbound, timeouts: Timeouts, send: Any, *, retryable: bool
+        self,
+        transport: LectrTransport,
+        outbound: Outbound,
+        timeouts: Timeouts,
+        send: Any,
+        *,
+        retryable: bool,
+        alive: Alive | None = None,
     ) -> None:
         """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
-        (nothing has reached the client yet) instead of being relayed."""
+        (nothing has reached the client yet) instead of being relayed. With `alive`, a client
+        that left while the provider was answering is noticed (`client_gone`) and the exchange
+        dropped."""
         event = self.event
         # The credentials this attempt carries: never to be stored, even if the provider echoes them.
         self.secrets.extend(value for name, value in outbound.headers if name.lower() in _AUTH_HEADERS)
         t = time.perf_counter()
         try:
-            response = await transport.open(outbound.method, outbound.where, outbound.headers, outbound.body, timeouts)
+            response = await transport.open(
+                outbound.method, outbound.where, outbound.headers, outbound.body, timeouts, alive=alive
+            )
+        except Abandoned:
+            self.upstream_seconds += time.perf_counter() - t
+            self.client_gone = True
+            return
         except httpx.HTTPError as exc:
             self.upstream_seconds += time.perf_counter() - t
             mapped = map_error(exc, event.provider)
@@ -93,6 +108,8 @@ class Relay:
                 await self._relay_whole(response, headers, send)
             else:
                 await self._relay_chunks(response, headers, send)
+        except Abandoned:  # only before anything was sent: whole answers are read before relaying
+            self.client_gone = True
         except httpx.HTTPError as exc:
             mapped = map_error(exc, event.provider)
             if retryable and not self.response_started:

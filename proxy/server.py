@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from socket import MSG_PEEK
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +44,9 @@ COALESCE_LIMIT = 2**14
 _DISCONNECT = {"type": "http.disconnect"}
 _BODY_END = {"type": "http.request", "body": b"", "more_body": False}
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# The scope extension our server adds: `await scope["extensions"][CLIENT_ALIVE]()` tells, without
+# waiting, whether the client is still connected (proxy/app.py polls it instead of a watcher task).
+CLIENT_ALIVE = "lectr.client_alive"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -264,7 +268,7 @@ class Connection:
             "client": self.client,
             "server": self.server,
             "state": self.state.copy(),
-            "extensions": {},
+            "extensions": {CLIENT_ALIVE: self.client_alive},
         }
         await self.context.mark_request()
         try:
@@ -291,6 +295,21 @@ class Connection:
             self.h11.receive_data(data)  # the next request; h11 keeps it for the next cycle
         await trio.sleep_forever()  # a client far ahead of us: stop reading until this answer ends
         raise AssertionError
+
+    async def client_alive(self) -> bool:
+        """Whether the client is still there, without waiting: EOF (or a reset) means it left;
+        bytes waiting (the rest of the body, a pipelined request) mean it is still there."""
+        if self.gone:
+            return False
+        socket = self.stream.socket
+        try:
+            if not socket.is_readable():
+                return True
+            still_there = bool(await socket.recv(1, MSG_PEEK))
+        except OSError:
+            still_there = False
+        self.gone = not still_there
+        return still_there
 
     async def _receive_body(self) -> dict[str, Any]:
         connection = self.h11

@@ -134,3 +134,24 @@ def test_no_provider_key_in_any_table_or_log(proxy: ProxyProcess, db: Any, org: 
         assert key not in dump, table  # org keys: hashes only
     logs = proxy.logs()
     assert PROVIDER_KEY not in logs and key not in logs and "secret prompt text" not in logs
+
+
+def test_a_client_leaving_before_a_whole_answer_cancels_upstream_and_is_a_499(
+    proxy: ProxyProcess, db: Any, org: Any, fakes: FakeProviders
+) -> None:
+    """No watcher task for non-streamed answers: the transport asks the server, while it waits on the
+    provider, whether the client is still there (proxy/transport.py `ALIVE_POLL`)."""
+    org_, key = org
+    headers = {
+        "X-Lectr-Key": key,
+        "Authorization": f"Bearer {PROVIDER_KEY}",
+        "x-fake-scenario": "slow",
+        "x-fake-id": "left-early",
+    }
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=chat, headers=headers, timeout=httpx.Timeout(5, read=0.3))
+    wait_for(lambda: "left-early" in fakes["openai"].cancelled, timeout=5)
+    [row] = events(db, org_.id, 1)
+    assert row["status_code"] == 499 and row["error_type"] == "client_disconnected"
+    assert row["latency_ms"] < 2000  # noticed within a poll, long before the upstream timeout (2 s)

@@ -318,3 +318,27 @@ def test_install_leaves_tls_and_access_logs_to_hypercorn() -> None:
         assert run.TCPServer is TCPServer
     finally:
         run.TCPServer = original
+
+
+async def test_the_client_alive_extension_tells_without_waiting() -> None:
+    seen: list[bool] = []
+    done = trio.Event()
+
+    async def polls(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        alive = scope["extensions"][server.CLIENT_ALIVE]
+        await receive()
+        seen.append(await alive())
+        with trio.fail_after(5):
+            while await alive():
+                await trio.sleep(0.01)
+        seen.append(False)
+        done.set()
+
+    async with serving(polls) as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        await trio.sleep(0.1)
+        await stream.aclose()
+        with trio.fail_after(5):
+            await done.wait()
+    assert seen == [True, False]
