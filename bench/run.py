@@ -450,7 +450,8 @@ def workers2_scenario(run: Run) -> None:
 
 
 def floor_scenario(run: Run) -> None:
-    """The stack's own floor: Hypercorn's trio worker answering by itself, and a bare httpx relay."""
+    """The stack's own floor: Hypercorn's trio worker answering by itself (with its own HTTP/1.1
+    protocol code and with ours), a bare httpx relay, and a bare h11 relay on our handler."""
     import subprocess
 
     from harness import ROOT, process_tree
@@ -462,9 +463,10 @@ def floor_scenario(run: Run) -> None:
     base1 = _load(run, f"http://127.0.0.1:{run.upstream.fast_port}{path}", 1, body_file, "", "")
     base50 = _load(run, f"http://127.0.0.1:{run.upstream.fast_port}{path}", 50, body_file, "", "")
     for app, label in (
-        ("static", "Hypercorn alone, canned answer"),
-        ("relay", "Hypercorn + httpx relay, no Lectr"),
-        ("relay_h11", "Hypercorn + bare h11 relay, no pool scan"),
+        ("floor_apps:static", "Hypercorn alone, canned answer"),
+        ("floor_lean:static", "Hypercorn worker + Lectr's HTTP/1.1 handler, canned answer"),
+        ("floor_apps:relay", "Hypercorn + httpx relay, no Lectr"),
+        ("floor_lean:relay_h11", "Lectr's HTTP/1.1 handler + bare h11 relay, no Lectr logic"),
     ):
         port = free_port()
         env = {
@@ -483,7 +485,7 @@ def floor_scenario(run: Run) -> None:
                 "python:proxy.hypercorn_config",
                 "--bind",
                 f"127.0.0.1:{port}",
-                f"floor_apps:{app}",
+                app,
             ],
             env=env,
             cwd=ROOT,

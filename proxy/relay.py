@@ -150,16 +150,27 @@ class Relay:
                 self.upstream_seconds += time.perf_counter() - t
                 break
             self.upstream_seconds += time.perf_counter() - t
-            out = sse.feed(chunk) if sse is not None else chunk
-            if out:
-                if self.sent_bytes == 0:
-                    self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-                self.sent_bytes += len(out)
+            if sse is None:
+                await self._send_chunk(send, chunk)
+                continue
+            if self.sent_bytes == 0 and 0 <= (cut := chunk.find(b"\n\n")) < len(chunk) - 2:
+                cut += 2
+                # The first event goes out on its own: the first token does not wait for the rest
+                # of a read that brought many events at once.
+                await self._send_chunk(send, sse.feed(chunk[:cut]))
+                chunk = chunk[cut:]
+            await self._send_chunk(send, sse.feed(chunk))
         tail = sse.flush() if sse is not None else b""
         self.sent_bytes += len(tail)
         self.final_sent = True
         await send_final(send, tail)
+
+    async def _send_chunk(self, send: Any, out: bytes) -> None:
+        if out:
+            if self.sent_bytes == 0:
+                self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+            self.sent_bytes += len(out)
 
     def finish(self) -> None:
         """Fill the event from what was relayed (after the client has its answer)."""

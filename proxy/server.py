@@ -41,6 +41,9 @@ MAX_RECV = 2**16
 MAX_PIPELINED = 2**16
 # Above this, a body is written after the head rather than copied into one buffer with it.
 COALESCE_LIMIT = 2**14
+# A body the app did not read (it answered early) is read and dropped up to this size and time.
+DRAIN_LIMIT = 2**22
+DRAIN_SECONDS = 10.0
 _DISCONNECT = {"type": "http.disconnect"}
 _BODY_END = {"type": "http.request", "body": b"", "more_body": False}
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -154,6 +157,7 @@ class Connection:
         self.suppress_body = False
         self.pipelined = 0
         self.pending: Any = None  # an h11 event read ahead while reading the body
+        self.request_headers: Any = ()
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class Connection:
         self.head = self.pending = None
         self.pipelined = 0
         self.method = method = request.method.decode("ascii").upper()
+        self.request_headers = request.headers
         raw_path, _, query_string = request.target.partition(b"?")
         scope = {
             "type": "http",
@@ -279,6 +284,31 @@ class Connection:
             await self._answer(LectrError("The server could not answer this request."))
         elif not self.ended:
             self.must_close = True
+        elif not self.body_done and not self.gone and not self.must_close:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """The app answered without reading the whole body (an early error such as a 401): read the
+        rest, so the connection can take the next request and a close cannot reset the answer."""
+        if self.h11.they_are_waiting_for_100_continue:
+            self.must_close = True  # the client will not send a body it was not invited to send
+            return
+        drained = 0
+        with trio.move_on_after(DRAIN_SECONDS):
+            while not self.body_done and not self.gone and drained <= DRAIN_LIMIT:
+                message = await self._receive_body()
+                drained += len(message.get("body", b""))
+        if not self.body_done:
+            self.must_close = True
+
+    def _body_fits_drain(self) -> bool:
+        """Whether the rest of an unread request body is small enough to drain after the answer."""
+        if self.h11.they_are_waiting_for_100_continue:
+            return False
+        for name, value in self.request_headers:
+            if name == b"content-length":
+                return int(value) <= DRAIN_LIMIT
+        return False  # chunked: no telling
 
     async def receive(self) -> dict[str, Any]:
         if self.gone or self.ended:
@@ -358,7 +388,9 @@ class Connection:
             self.started = True
             status = int(message["status"])
             headers = build_and_validate_headers(message.get("headers", []))
-            if self.requests >= self.config.keep_alive_max_requests:
+            if not self.body_done and self.h11.their_state is h11.SEND_BODY and not self._body_fits_drain():
+                self.must_close = True  # answering early, with more body coming than we would drain
+            if self.must_close or self.requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
             self.suppress_body = self.method == "HEAD" or status in (204, 304) or status < 200
             self.head = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))

@@ -342,3 +342,30 @@ async def test_the_client_alive_extension_tells_without_waiting() -> None:
         with trio.fail_after(5):
             await done.wait()
     assert seen == [True, False]
+
+
+async def test_an_early_answer_drains_the_unread_body_and_keeps_the_connection() -> None:
+    async def early(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b'{"error":"no"}'
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"14")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async with serving(early) as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000)
+        await stream.send_all(b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nb")
+        got = responses(await read_until_closed(stream))
+    assert [head.status_code for head, _ in got] == [401, 401]  # the second request was served too
+    assert (b"connection", b"close") not in list(got[0][0].headers)
+
+
+async def test_an_early_answer_to_a_huge_body_says_it_will_close() -> None:
+    async def early(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(early) as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\nabc")
+        [(head, _)] = responses(await read_until_closed(stream))
+    assert head.status_code == 413 and (b"connection", b"close") in list(head.headers)
