@@ -31,6 +31,7 @@ import analytics
 from analytics.commands import RECOMMEND_DAYS, recommend, report
 from proxy.config import Settings
 from proxy.db import connect, database_url, ensure_partitions, migrate
+from proxy.db.connection import stop_embedded
 from proxy.orgs import create_org
 
 # (provider, model, response_model, feature, task, typical prompt tokens, typical response tokens,
@@ -197,9 +198,12 @@ def main() -> None:
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="lectr-bench-") as tmp:
         url = settings.database_url or database_url(Settings(data_dir=Path(tmp)))
-        with connect(url) as conn:
-            migrate(conn)
-            results = run(conn, args.rows, args.days, args.repeat)
+        try:
+            with connect(url) as conn:
+                migrate(conn)
+                results = run(conn, args.rows, args.days, args.repeat)
+        finally:
+            stop_embedded(Path(tmp))
     print("\n| step | best | median |\n|---|---:|---:|")
     for name, best, median in results:
         print(f"| {name} | {best:.2f} s | {median:.2f} s |")

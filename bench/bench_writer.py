@@ -19,6 +19,7 @@ import trio
 
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
+from proxy.db.connection import stop_embedded
 from proxy.events import Event
 from proxy.journal import Journal
 from proxy.orgs import create_org
@@ -96,13 +97,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("DATABASE_URL") or database_url(Settings(data_dir=Path(tmp)))
-        with connect(url) as conn:
-            migrate(conn)
-            org, _ = create_org(conn, f"bench-writer-{time.time_ns()}")
-        rate = trio.run(throughput, url, org.id, args.events, Path(tmp) / "journal")
-        build, record = record_cost(Path(tmp))
-        with connect(url) as conn:
-            rows = conn.execute("SELECT count(*), count(cost_usd) FROM events WHERE org_id = %s", (org.id,)).fetchone()
+        try:
+            with connect(url) as conn:
+                migrate(conn)
+                org, _ = create_org(conn, f"bench-writer-{time.time_ns()}")
+            rate = trio.run(throughput, url, org.id, args.events, Path(tmp) / "journal")
+            build, record = record_cost(Path(tmp))
+            with connect(url) as conn:
+                query = "SELECT count(*), count(cost_usd) FROM events WHERE org_id = %s"
+                rows = conn.execute(query, (org.id,)).fetchone()
+        finally:
+            stop_embedded(Path(tmp))
     print(f"events written:            {rows[0]:,} ({rows[1]:,} priced)")
     print(f"writer throughput:         {rate:,.0f} events/s (target >= 20,000)")
     print(f"hot path, Event(...):      {build:.2f} us")

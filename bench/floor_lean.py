@@ -4,6 +4,7 @@ connection handler (`proxy/server.py`) installed, as `create_app()` does for the
 from __future__ import annotations
 
 from floor_apps import relay_h11, static
+
 from proxy import server
 
 server.install()

@@ -38,6 +38,8 @@ from harness import (  # noqa: E402
 from probes import concurrent_streams, ttfb_probe  # noqa: E402
 from upstream import STREAM_CHUNKS, Upstream, free_port  # noqa: E402
 
+from proxy.db.connection import stop_embedded  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "out"
 SCENARIOS = ("chat", "stream", "paced", "embeddings", "body100k", "workers2", "floor")
 PACED_STREAMS = 2000
@@ -607,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.results["profile"] = profile_all(run)
         finally:
             upstream.stop()
+            stop_embedded(work / "pg")
     info = machine()
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = render(run)

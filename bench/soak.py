@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import Database, ProxyProcess, python_workers, status_kb  # noqa: E402
+from proxy.db.connection import stop_embedded  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.fakes import FakeProviders  # noqa: E402
 
@@ -211,6 +212,7 @@ def main() -> int:
             code = proxy.stop()
             fakes.kill()
             fakes.wait()
+            stop_embedded(folder / "data")
         log_tail = [line for line in proxy.log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
 
     warm = [rss for t, rss in samples if t >= WARM_UP_SECONDS] or [samples[-1][1]]

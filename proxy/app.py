@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ class Proxy:
                 provider_header=incoming.provider,
                 feature=incoming.feature,
                 task=incoming.task,
-                request_id=uuid.uuid4().hex,
+                request_id=os.urandom(16).hex(),  # uuid4's bytes, without building a UUID
             )
             raw = await read_body(receive, incoming.content_length, settings.max_body_bytes)
             event.request_bytes = len(raw)

@@ -20,6 +20,7 @@ from proxy.errors import LectrError, PayloadTooLarge
 from proxy.events import Event
 from proxy.headers import response_headers
 from proxy.redact import error_message
+from proxy.server import HEADERS_CHECKED
 from proxy.sse import SSEStream
 from proxy.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
 from proxy.upstream import Outbound, map_error
@@ -30,6 +31,9 @@ _SSE = b"text/event-stream"
 # Endpoints that consume tokens: when their usage can't be read, it is estimated.
 _TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
+# Relayed headers were parsed (so validated) by h11 on the way in; our server need not check them
+# again (proxy/server.py, `HEADERS_CHECKED`).
+CHECKED = {HEADERS_CHECKED: True}
 
 
 class Retry(Exception):
@@ -78,7 +82,7 @@ class Relay:
         t = time.perf_counter()
         try:
             response = await transport.open(
-                outbound.method, outbound.where, outbound.headers, outbound.body, timeouts, alive=alive
+                outbound.method, outbound.where, outbound.headers, outbound.body, timeouts, alive=alive, checked=True
             )
         except Abandoned:
             self.upstream_seconds += time.perf_counter() - t
@@ -131,7 +135,7 @@ class Relay:
         self.upstream_seconds += time.perf_counter() - t
         self.body = b"".join(chunks)
         self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED})
         self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
         self.sent_bytes = len(self.body)
         self.final_sent = True
@@ -139,7 +143,7 @@ class Relay:
 
     async def _relay_chunks(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED})
         sse = self.sse
         chunks = response.aiter_raw()
         while True:

@@ -50,6 +50,9 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The scope extension our server adds: `await scope["extensions"][CLIENT_ALIVE]()` tells, without
 # waiting, whether the client is still connected (proxy/app.py polls it instead of a watcher task).
 CLIENT_ALIVE = "lectr.client_alive"
+# An `http.response.start` key: the headers came out of an HTTP parser (relayed from a provider),
+# so the validation h11 and Hypercorn would run on them again (~17 µs for 10 headers) is skipped.
+HEADERS_CHECKED = "lectr.headers_checked"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -387,13 +390,16 @@ class Connection:
         if kind == "http.response.start" and not self.started:
             self.started = True
             status = int(message["status"])
-            headers = build_and_validate_headers(message.get("headers", []))
+            checked = message.get(HEADERS_CHECKED, False)
+            headers = list(message["headers"]) if checked else build_and_validate_headers(message.get("headers", []))
             if not self.body_done and self.h11.their_state is h11.SEND_BODY and not self._body_fits_drain():
                 self.must_close = True  # answering early, with more body coming than we would drain
             if self.must_close or self.requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
             self.suppress_body = self.method == "HEAD" or status in (204, 304) or status < 200
-            self.head = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+            self.head = h11.Response(
+                status_code=status, headers=headers, reason=_REASONS.get(status, b""), _parsed=checked
+            )
             if not any(name == b"content-length" for name, _ in headers):
                 await self._flush_head()  # a stream: the client sees the headers at once
         elif kind == "http.response.body" and self.started and not self.ended:

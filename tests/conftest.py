@@ -23,6 +23,7 @@ import pytest
 
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
+from proxy.db.connection import stop_embedded
 from proxy.orgs import Org, create_org
 from proxy.up import proxy_command
 from tests.fakes import FakeProviders
@@ -36,7 +37,10 @@ def pg_server_url() -> Iterator[str]:
         yield external
         return
     with tempfile.TemporaryDirectory(prefix="lectr-test-pg-") as tmp:
-        yield database_url(Settings(data_dir=Path(tmp)))
+        try:
+            yield database_url(Settings(data_dir=Path(tmp)))
+        finally:
+            stop_embedded(Path(tmp))  # before the directory goes, or the server outlives the run
 
 
 @pytest.fixture(scope="session")

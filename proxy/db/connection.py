@@ -36,6 +36,14 @@ def _embedded_url(data_dir: Path) -> str:
     return str(server.get_uri())
 
 
+def stop_embedded(data_dir: Path) -> None:
+    """Let go of the embedded Postgres in `data_dir/pg`; the last process to let go stops it.
+    For callers that remove the directory themselves (pgserver's own exit hook would find it gone)."""
+    server = _embedded.pop((data_dir / "pg").resolve(), None)
+    if server is not None:
+        server.cleanup()
+
+
 def database_url(settings: Settings) -> str:
     """The libpq URL to use: `DATABASE_URL`, or the embedded server's."""
     if settings.database_url:
