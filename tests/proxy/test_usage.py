@@ -78,3 +78,54 @@ def test_groq_stream_chunk_usage_in_x_groq() -> None:
 def test_responses_stream_completed_event() -> None:
     event = {"type": "response.completed", "response": {"usage": {"input_tokens": 5, "output_tokens": 1}}}
     assert from_body(event) == Usage(5, 1)
+
+
+def test_embeddings_summary_reads_model_and_usage_without_the_vectors() -> None:
+    import orjson
+
+    from proxy.relay import embeddings_summary
+
+    vectors = [{"object": "embedding", "index": i, "embedding": [0.001 * j for j in range(1536)]} for i in range(2)]
+    body = orjson.dumps(
+        {
+            "object": "list",
+            "data": vectors,
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 17, "total_tokens": 17},
+        }
+    )
+    assert embeddings_summary(body) == {
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 17, "total_tokens": 17},
+    }
+    spaced = body.replace(b'"usage":{', b'"usage" : {').replace(b'"model":"', b'"model": "')
+    assert embeddings_summary(spaced) is None  # not the shape we look for: the whole parse decides
+    assert embeddings_summary(body[:-30]) is None  # truncated usage: not guessed
+    assert embeddings_summary(b'{"usage":{"prompt_tokens":1},"model":"m"}') is None  # small: parsed whole
+
+
+def test_a_big_embeddings_answer_gets_exact_usage_in_its_event() -> None:
+    import datetime as dt
+
+    import orjson
+
+    from proxy.body import RequestInfo
+    from proxy.events import Event
+    from proxy.relay import Relay
+
+    data = [{"object": "embedding", "index": 0, "embedding": [0.5] * 3072}]
+    body = orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "model": "text-embedding-3-large",
+            "usage": {"prompt_tokens": 9, "total_tokens": 9},
+        }
+    )
+    event = Event(
+        org_id=1, created_at=dt.datetime.now(dt.UTC), provider="openai", endpoint="embeddings", status_code=200
+    )
+    relay = Relay(event, RequestInfo(), 0.0)
+    relay.body = body
+    relay.finish()
+    assert (event.input_tokens, event.response_model, event.usage_estimated) == (9, "text-embedding-3-large", False)
