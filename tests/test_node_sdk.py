@@ -20,13 +20,12 @@ def test_node_openai_sdk_quickstart(proxy: ProxyProcess, fakes: FakeProviders, n
     npm, node = shutil.which("npm"), shutil.which("node")
     assert npm and node, "the Node quickstart test needs node and npm on PATH"
     if not (NODE_DIR / "node_modules" / "openai").is_dir():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True,
-                       timeout=300)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True, timeout=300)
     _, key = new_org("node")
     fakes.reset()
     env = {**os.environ, "OPENAI_API_KEY": PROVIDER_KEY, "LECTR_KEY": key, "LECTR_BASE_URL": f"{proxy.url}/v1"}
-    done = subprocess.run([node, "quickstart.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run([node, "quickstart.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"text": CONTENT, "streamed": CONTENT, "unauthorized": 401}
     assert fakes["openai"].received[-1].headers["authorization"] == f"Bearer {PROVIDER_KEY}"
