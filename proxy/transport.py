@@ -1,4 +1,4 @@
-"""A lean httpx transport: HTTP/1.1 over h11 and trio streams, with a LIFO stack of idle connections.
+"""A lean httpx transport: HTTP/1.1 over trio streams, with a LIFO stack of idle connections.
 
 Why: httpx's default transport (httpcore 1.0) cost ~2.5 ms CPU per request here, and its pool walks
 every open connection (with an `is_idle` pass per idle one) on each request start and response
@@ -6,7 +6,7 @@ close: O(n^2) per event, which stalled the worker at 2,000 open streams (docs/PE
 This transport keeps only what the proxy needs:
 
 - per origin (scheme, host, port) a stack of idle connections; a request takes the top one, checks
-  that one only (h11 state idle, socket not readable, not past `idle_expiry`) and returns it when
+  that one only (last answer ended cleanly, socket not readable, not past `idle_expiry`) and returns it when
   the response body has been read to the end; extras above `max_idle_per_origin` are closed.
   Nothing ever scans all connections.
 - a request whose *reused* connection turns out dead before any response byte (the server closed
@@ -24,6 +24,10 @@ machinery cost ~15 % of the proxy's CPU per request, and a shared cookie jar has
 multi-tenant proxy), no `httpx.Request`/`Response` objects. `handle_async_request` keeps the
 transport usable under `httpx.AsyncClient(transport=...)`, on the same code.
 
+Responses are parsed by httptools (llhttp, Node's parser, in C), one parser per answer; requests
+are written here (validated unless the headers came out of a parser already). h11 did both before
+and cost ~110 µs per exchange, the largest single item in the profile after the server's own.
+
 No HTTP/2, no proxies, no request-body streaming (bodies are sent in one piece).
 """
 
@@ -38,7 +42,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-import h11
+import httptools
 import httpx
 import trio
 
@@ -122,19 +126,20 @@ async def _within(seconds: float | None, operation: Awaitable[Any]) -> Any:
 
 
 class _Connection:
-    """One upstream HTTP/1.1 connection: the trio stream, its h11 state and its socket."""
+    """One upstream HTTP/1.1 connection: the trio stream, its socket, and whether it may be reused."""
 
-    __slots__ = ("stream", "socket", "h11", "idle_since")
+    __slots__ = ("stream", "socket", "reusable", "idle_since")
 
     def __init__(self, stream: trio.abc.Stream, socket: Any) -> None:
         self.stream = stream
         self.socket = socket  # the trio socket under any TLS layer: for liveness checks and closing
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.reusable = False  # set when a response ended cleanly on a keep-alive connection
         self.idle_since = 0.0
 
     def usable(self) -> bool:
-        """Ready for a new request: both sides idle and nothing (EOF, stray bytes) waiting to be read."""
-        if self.h11.our_state is not h11.IDLE or self.h11.their_state is not h11.IDLE:
+        """Ready for a new request: the last exchange ended cleanly and nothing (EOF, stray bytes)
+        waits to be read."""
+        if not self.reusable:
             return False
         try:
             return self.socket.fileno() != -1 and not self.socket.is_readable()
@@ -206,17 +211,12 @@ class LectrTransport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    def _release(self, conn: _Connection, origin: Origin) -> None:
-        """After a complete response: back on the stack if h11 can start a new cycle, else closed."""
-        h = conn.h11
-        if self._closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+    def _release(self, conn: _Connection, origin: Origin, response: _Response) -> None:
+        """After a complete response: back on the stack if the connection stays open, else closed."""
+        if self._closed or not response.complete or not response.keep_alive:
             conn.close()
             return
-        try:
-            h.start_next_cycle()
-        except h11.LocalProtocolError:
-            conn.close()
-            return
+        conn.reusable = True
         now = conn.idle_since = trio.current_time()
         stack = self._idle.get(origin)
         if stack is None:
@@ -297,47 +297,37 @@ class LectrTransport(httpx.AsyncBaseTransport):
         raise httpx's exception types (`request` only labels them); `Abandoned` if `alive` (asked
         every `ALIVE_POLL` seconds while waiting) says the answer is no longer wanted. `checked`
         says the headers were validated already (they come out of an HTTP parser)."""
-        try:
-            # `checked`: the headers come out of an HTTP parser (a client's request), so h11's
-            # per-header validation (~2 µs each) is skipped; framing and Host are still checked.
-            event = h11.Request(
-                method=method, target=where.target, headers=_headers(headers, where.host, method, body), _parsed=checked
-            )
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc  # type: ignore[arg-type]
+        head = _request_head(method, where, headers, body, checked, request)
         origin = where.origin
-        head: h11.Response | None = None
+        response: _Response | None = None
+        skip_body = method == b"HEAD"
         conn = self._take(origin)
         if conn is not None:
             try:
-                head = await self._exchange(conn, request, event, body, timeouts, alive, reused=True)
+                response = await self._exchange(conn, request, head + body, skip_body, timeouts, alive, reused=True)
             except _Stale:  # closed by the server while idle: once more, on a new connection
                 conn.close()
-        if head is None:
+        if response is None:
             conn = await self._connect(request, origin, timeouts.connect)
-            head = await self._exchange(conn, request, event, body, timeouts, alive, reused=False)
+            response = await self._exchange(conn, request, head + body, skip_body, timeouts, alive, reused=False)
         assert conn is not None
-        return Reply(head, _ResponseStream(self, conn, origin, request, timeouts.read, alive))
+        return Reply(response, _ResponseStream(self, conn, origin, response, request, timeouts.read, alive))
 
     async def _exchange(
         self,
         conn: _Connection,
         request: httpx.Request | None,
-        event: h11.Request,
-        body: bytes,
+        data: bytes,
+        skip_body: bool,
         timeouts: Timeouts,
         alive: Alive | None,
         *,
         reused: bool,
-    ) -> h11.Response:
+    ) -> _Response:
         """Send the request, read the response head. On a `reused` connection, failing before any
         response byte raises `_Stale`; any other failure closes `conn` and raises an httpx error."""
-        h = conn.h11
+        conn.reusable = False
         try:
-            data = h.send(event)
-            if body:
-                data += h.send(h11.Data(data=body))
-            data += h.send(h11.EndOfMessage())
             try:
                 await _within(timeouts.write, conn.stream.send_all(data))
             except trio.TooSlowError as exc:
@@ -346,38 +336,25 @@ class LectrTransport(httpx.AsyncBaseTransport):
                 if reused:
                     raise _Stale from exc
                 raise httpx.WriteError(f"sending the request failed: {exc}", request=request) from exc
-            read_timeout = timeouts.read
+            response = _Response(skip_body)
             seen = False
-            while True:
-                got = h.next_event()
-                if got is h11.NEED_DATA:
-                    try:
-                        chunk = await conn.receive(read_timeout, alive)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        if reused and not seen:
-                            raise _Stale from exc
-                        raise httpx.ReadError(f"reading the response failed: {exc}", request=request) from exc
-                    if not chunk and not seen:
-                        if reused:
-                            raise _Stale
-                        raise httpx.RemoteProtocolError(
-                            "server disconnected without sending a response", request=request
-                        )
-                    seen = True
-                    h.receive_data(chunk)
-                elif type(got) is h11.Response:
-                    return got
-                elif type(got) is not h11.InformationalResponse:  # ConnectionClosed, PAUSED
-                    raise httpx.RemoteProtocolError(f"unexpected {type(got).__name__} from server", request=request)
+            while not response.head_done:
+                try:
+                    chunk = await conn.receive(timeouts.read, alive)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    if reused and not seen:
+                        raise _Stale from exc
+                    raise httpx.ReadError(f"reading the response failed: {exc}", request=request) from exc
+                if not chunk:
+                    if reused and not seen:
+                        raise _Stale
+                    raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
+                seen = True
+                response.feed(chunk, request)
+            return response
         except trio.TooSlowError as exc:
             conn.close()
             raise httpx.ReadTimeout("timed out waiting for the response", request=request) from exc
-        except h11.RemoteProtocolError as exc:
-            conn.close()
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except h11.LocalProtocolError as exc:
-            conn.close()
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc
         except BaseException:  # httpx errors, _Stale, cancellation: the connection is in an unknown state
             conn.close()
             raise
@@ -415,10 +392,10 @@ class Reply:
 
     __slots__ = ("status_code", "reason", "headers", "body")
 
-    def __init__(self, head: h11.Response, body: _ResponseStream) -> None:
-        self.status_code = head.status_code
-        self.reason = head.reason
-        self.headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
+    def __init__(self, response: _Response, body: _ResponseStream) -> None:
+        self.status_code = response.status
+        self.reason = response.reason
+        self.headers: list[tuple[bytes, bytes]] = response.headers
         self.body = body
 
     def header(self, name: bytes) -> bytes:
@@ -444,6 +421,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         transport: LectrTransport,
         conn: _Connection,
         origin: Origin,
+        response: _Response,
         request: httpx.Request | None,
         timeout: float | None,
         alive: Alive | None = None,
@@ -452,6 +430,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._transport = transport
         self._conn: _Connection | None = conn
         self._origin = origin
+        self._response = response
         self._request = request
         self._timeout = timeout
 
@@ -459,32 +438,33 @@ class _ResponseStream(httpx.AsyncByteStream):
         conn = self._conn
         if conn is None:
             return
-        h = conn.h11
+        response = self._response
+        chunks = response.chunks
         request = self._request
         try:
             while True:
-                event = h.next_event()
-                if event is h11.NEED_DATA:
-                    h.receive_data(await conn.receive(self._timeout, self._alive))
-                elif type(event) is h11.Data:
-                    yield bytes(event.data)
-                elif type(event) is h11.EndOfMessage:
+                while chunks:
+                    yield chunks.popleft()
+                if response.complete:
                     self._conn = None
-                    self._transport._release(conn, self._origin)
+                    self._transport._release(conn, self._origin, response)
                     return
-                else:  # PAUSED (a protocol switch) or ConnectionClosed: nothing more to read here
-                    self._close()
-                    return
+                data = await conn.receive(self._timeout, self._alive)
+                if not data:
+                    if response.ends_at_close:  # no length and not chunked: the close is its end
+                        self._close()
+                        return
+                    raise httpx.RemoteProtocolError(
+                        "peer closed connection without sending complete message body", request=request
+                    )
+                response.feed(data, request)
         except trio.TooSlowError as exc:
             self._close()
             raise httpx.ReadTimeout("timed out waiting for the response body", request=request) from exc
-        except h11.RemoteProtocolError as exc:
-            self._close()
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._close()
             raise httpx.ReadError(f"reading the response body failed: {exc}", request=request) from exc
-        except Abandoned:
+        except BaseException:  # protocol errors, Abandoned, cancellation
             self._close()
             raise
 
@@ -501,15 +481,117 @@ class _ResponseStream(httpx.AsyncByteStream):
         conn = self._conn
         if conn is None:
             return
+        self._conn = None
+        if self._response.complete:
+            self._transport._release(conn, self._origin, self._response)
+        else:
+            conn.close()
+
+
+class _Response:
+    """One response as httptools (llhttp, in C) parses it: the head, then body pieces as they come."""
+
+    __slots__ = (
+        "parser",
+        "status",
+        "reason",
+        "headers",
+        "head_done",
+        "chunks",
+        "complete",
+        "keep_alive",
+        "ends_at_close",
+        "skip_body",
+    )
+
+    def __init__(self, skip_body: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.chunks: deque[bytes] = deque()
+        self.complete = False
+        self.keep_alive = False
+        self.ends_at_close = False
+        self.skip_body = skip_body  # the answer to a HEAD request: a head only, whatever it says
+
+    def feed(self, data: bytes, request: httpx.Request | None) -> None:
+        if self.complete:
+            return  # bytes after a complete answer (after a HEAD's head): the connection is not reused
         try:
-            while True:
-                event = conn.h11.next_event()
-                if type(event) is h11.EndOfMessage:
-                    self._conn = None
-                    self._transport._release(conn, self._origin)
-                    return
-                if type(event) is not h11.Data:  # NEED_DATA, PAUSED, ConnectionClosed
-                    break
-        except h11.ProtocolError:
-            pass
-        self._close()
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            raise httpx.RemoteProtocolError("the server switched protocols", request=request) from exc
+        except httptools.HttpParserError as exc:
+            raise httpx.RemoteProtocolError(f"malformed response: {exc}", request=request) from exc
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the final one follows
+        self.status = status
+        self.head_done = True
+        framed = status in (204, 304) or self.skip_body
+        keep_alive = parser.get_http_version() == "1.1"
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or lower == b"transfer-encoding":
+                framed = True
+            elif lower == b"connection":
+                tokens = value.lower()
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+        self.ends_at_close = not framed
+        # After a HEAD's head the next answer gets a fresh parser; a server that sent a body anyway
+        # leaves bytes waiting, and `usable()` then drops the connection.
+        self.keep_alive = keep_alive and framed
+        if self.skip_body:
+            self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.head_done:
+            self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.complete = True
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+def _request_head(
+    method: bytes,
+    where: Destination,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    checked: bool,
+    request: httpx.Request | None,
+) -> bytes:
+    """The request line and headers, with Host and the body's framing. Unless `checked` (headers that
+    came out of an HTTP parser), every name and value is validated: no header injection."""
+    lines = [b"%b %b HTTP/1.1\r\n" % (method, where.target)]
+    for name, value in _headers(headers, where.host, method, body):
+        if not checked and not (_TOKEN.fullmatch(name) and _FIELD_VALUE.fullmatch(value)):
+            raise httpx.LocalProtocolError(f"invalid request header {name[:40]!r}", request=request)
+        lines.append(b"%b: %b\r\n" % (name, value))
+    if not checked and not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(where.target)):
+        raise httpx.LocalProtocolError("invalid request line", request=request)
+    lines.append(b"\r\n")
+    return b"".join(lines)
