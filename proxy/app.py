@@ -7,7 +7,7 @@
                           3. body: model, stream, usage option                  (body.py)
                           4. provider: detection / override → adapter           (providers/)
                           5. routing rules / fallbacks pick the attempts        (routing.py)
-                          6. upstream over h11; response relayed as it comes   (transport.py, relay.py, sse.py)
+                          6. upstream over HTTP/1.1; answer relayed as it comes (transport.py, relay.py, sse.py)
                           7. one Event handed to the writer, never awaited      (events.py, writer.py)
     anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
 

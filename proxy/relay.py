@@ -32,7 +32,7 @@ _SSE = b"text/event-stream"
 # Endpoints that consume tokens: when their usage can't be read, it is estimated.
 _TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
-# Relayed headers were parsed (so validated) by h11 on the way in; our server need not check them
+# Relayed headers were parsed (so validated) on the way in; our server need not check them
 # again (proxy/server.py, `HEADERS_CHECKED`).
 CHECKED = {HEADERS_CHECKED: True}
 
