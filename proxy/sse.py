@@ -36,6 +36,11 @@ def _data(event: bytes) -> bytes | None:
     return payload
 
 
+def _lf_boundary(buffer: bytes, start: int) -> tuple[int, int]:
+    end = buffer.find(b"\n\n", start)
+    return (end, 2) if end >= 0 else (-1, 0)
+
+
 class SSEStream:
     """Feed it upstream chunks; it returns what to forward and remembers what it learnt."""
 
@@ -55,8 +60,11 @@ class SSEStream:
         buffer = self._buffer + chunk if self._buffer else chunk
         out: list[bytes] = []
         start = 0
+        # Providers end events with LF LF; only a buffer with a CR needs the CRLF search as well
+        # (which, done per event, rescanned the rest of the buffer each time).
+        boundary = self._boundary if b"\r" in buffer else _lf_boundary
         while True:
-            end, gap = self._boundary(buffer, start)
+            end, gap = boundary(buffer, start)
             if end < 0:
                 break
             kept = self._event(buffer[start:end])
