@@ -21,7 +21,7 @@ from proxy.errors import LectrError, PayloadTooLarge
 from proxy.events import Event
 from proxy.headers import response_headers
 from proxy.redact import error_message
-from proxy.server import HEADERS_CHECKED
+from proxy.server import HEAD_WITH_BODY, HEADERS_CHECKED
 from proxy.sse import SSEStream
 from proxy.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
 from proxy.upstream import Outbound, map_error
@@ -144,7 +144,10 @@ class Relay:
 
     async def _relay_chunks(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED})
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED}
+        if response.has_body_ready():
+            start[HEAD_WITH_BODY] = True  # the first bytes are here: one write for the head and them
+        await send(start)
         sse = self.sse
         chunks = response.aiter_raw()
         while True:
@@ -155,20 +158,28 @@ class Relay:
                 self.upstream_seconds += time.perf_counter() - t
                 break
             self.upstream_seconds += time.perf_counter() - t
-            if sse is None:
-                await self._send_chunk(send, chunk)
-                continue
-            if self.sent_bytes == 0 and 0 <= (cut := chunk.find(b"\n\n")) < len(chunk) - 2:
-                cut += 2
-                # The first event goes out on its own: the first token does not wait for the rest
-                # of a read that brought many events at once.
-                await self._send_chunk(send, sse.feed(chunk[:cut]))
-                chunk = chunk[cut:]
-            await self._send_chunk(send, sse.feed(chunk))
-        tail = sse.flush() if sse is not None else b""
-        self.sent_bytes += len(tail)
+            if sse is not None:
+                if self.sent_bytes == 0 and 0 <= (cut := chunk.find(b"\n\n")) < len(chunk) - 2:
+                    cut += 2
+                    # The first event goes out on its own: the first token does not wait for the rest
+                    # of a read that brought many events at once.
+                    await self._send_chunk(send, sse.feed(chunk[:cut]))
+                    chunk = chunk[cut:]
+                chunk = sse.feed(chunk)
+            if response.is_finished():  # that was the last of it: one write for it and the end
+                await self._send_last(send, chunk)
+                return
+            await self._send_chunk(send, chunk)
+        await self._send_last(send, b"")
+
+    async def _send_last(self, send: Any, out: bytes) -> None:
+        tail = self.sse.flush() if self.sse is not None else b""
+        out += tail
+        if out and self.sent_bytes == 0:
+            self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+        self.sent_bytes += len(out)
         self.final_sent = True
-        await send_final(send, tail)
+        await send_final(send, out)
 
     async def _send_chunk(self, send: Any, out: bytes) -> None:
         if out:

@@ -56,6 +56,9 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The scope extension our server adds: `await scope["extensions"][CLIENT_ALIVE]()` tells, without
 # waiting, whether the client is still connected (proxy/app.py polls it instead of a watcher task).
 CLIENT_ALIVE = "lectr.client_alive"
+# An `http.response.start` key: the first body message follows at once, so a stream's head need
+# not be written on its own (one write instead of two).
+HEAD_WITH_BODY = "lectr.head_with_body"
 # An `http.response.start` key: the headers came out of an HTTP parser (relayed from a provider),
 # so the validation h11 and Hypercorn would run on them again (~17 µs for 10 headers) is skipped.
 HEADERS_CHECKED = "lectr.headers_checked"
@@ -507,7 +510,7 @@ class Connection:
                 kept.append((b"connection", b"close"))
             self.head = _status_line(status) + _head_lines(kept)
             self.started = True
-            if self.framing is _CHUNKED:
+            if self.framing is _CHUNKED and not message.get(HEAD_WITH_BODY, False):
                 await self._flush_head()  # a stream: the client sees the headers at once
         elif kind == "http.response.body" and self.started and not self.ended:
             body = message.get("body", b"")

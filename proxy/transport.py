@@ -408,6 +408,16 @@ class Reply:
     def aiter_raw(self) -> AsyncIterator[bytes]:
         return self.body.__aiter__()
 
+    def has_body_ready(self) -> bool:
+        """Whether body bytes (or the end) arrived with the head: reading on will not wait."""
+        response = self.body._response
+        return bool(response.chunks) or response.complete
+
+    def is_finished(self) -> bool:
+        """Whether everything has arrived and been handed out: nothing more will come."""
+        response = self.body._response
+        return response.complete and not response.chunks
+
     async def aclose(self) -> None:
         await self.body.aclose()
 
