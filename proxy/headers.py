@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from proxy.errors import BadRequest, HeaderTooLarge
+
+# RFC 9110's field syntax, for headers that did not come out of a parser: a token for the name, no
+# control character but TAB in the value (so no CR/LF: no header injection).
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+def valid_field(name: bytes, value: bytes) -> bool:
+    return TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
+
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(

@@ -27,7 +27,6 @@ oversized head) are JSON in the proxy's one shape.
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from http import HTTPStatus
 from socket import MSG_PEEK
@@ -39,6 +38,7 @@ import trio
 from hypercorn.utils import parse_socket_addr
 
 from proxy.errors import BadRequest, HeaderTooLarge, LectrError
+from proxy.headers import valid_field
 
 log = logging.getLogger("lectr.server")
 
@@ -562,8 +562,6 @@ _END = object()
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 _MALFORMED = "Malformed HTTP request (request line, headers or framing); nothing was forwarded."
 _STATUS_LINES = {status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus}
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
 
 
 def _status_line(status: int) -> bytes:
@@ -580,7 +578,7 @@ def _validated(headers: Any) -> list[tuple[bytes, bytes]]:
     out = []
     for name, value in headers:
         name, value = bytes(name), bytes(value).strip()
-        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+        if not valid_field(name, value):
             raise ValueError(f"invalid response header {name[:40]!r}")
         out.append((name, value))
     return out

@@ -46,6 +46,8 @@ import httptools
 import httpx
 import trio
 
+from proxy.headers import TOKEN, valid_field
+
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _FRAMING = (b"content-length", b"transfer-encoding")
@@ -582,10 +584,6 @@ class _Response:
             self.complete = True
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-
-
 def _request_head(
     method: bytes,
     where: Destination,
@@ -598,10 +596,10 @@ def _request_head(
     came out of an HTTP parser), every name and value is validated: no header injection."""
     lines = [b"%b %b HTTP/1.1\r\n" % (method, where.target)]
     for name, value in _headers(headers, where.host, method, body):
-        if not checked and not (_TOKEN.fullmatch(name) and _FIELD_VALUE.fullmatch(value)):
+        if not checked and not valid_field(name, value):
             raise httpx.LocalProtocolError(f"invalid request header {name[:40]!r}", request=request)
         lines.append(b"%b: %b\r\n" % (name, value))
-    if not checked and not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(where.target)):
+    if not checked and not (TOKEN.fullmatch(method) and _TARGET.fullmatch(where.target)):
         raise httpx.LocalProtocolError("invalid request line", request=request)
     lines.append(b"\r\n")
     return b"".join(lines)
