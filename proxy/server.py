@@ -216,6 +216,9 @@ class _Parser:
     def on_headers_complete(self) -> None:
         request = self.current
         assert request is not None
+        self.in_head = False
+        if self.error is not None:
+            return  # a request pipelined after a bad one: the error is answered first, then we close
         parser = self.parser
         request.method = parser.get_method()
         request.target = self.url
@@ -231,7 +234,6 @@ class _Parser:
                 request.chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 request.expect_continue = request.version == "1.1"
-        self.in_head = False
         if (hosts != 1 and request.version == "1.1") or hosts > 1 or not request.target.isascii():
             self.error = BadRequest(_MALFORMED)
             return
