@@ -366,3 +366,34 @@ def test_gzip_response_passes_through(proxy: ProxyProcess, fakes: FakeProviders,
     assert response.json()["choices"][0]["message"]["content"] == CONTENT
     # br is not something we can read usage from, so upstream was offered gzip only.
     assert fakes["openai"].received[-1].headers["accept-encoding"] == "gzip"
+
+
+def test_hypercorns_own_http1_code_still_serves_the_proxy(
+    pg_url: str, fakes: FakeProviders, org: Any, tmp_path: Any
+) -> None:
+    """`LECTR_HTTP1=hypercorn` (the off switch for proxy/server.py): the same answers, byte for byte,
+    with Hypercorn's own protocol code and the disconnect watcher on every request."""
+    from tests.conftest import proxy_env
+
+    _, key = org
+    server = ProxyProcess(proxy_env(pg_url, fakes, tmp_path, LECTR_HTTP1="hypercorn"), tmp_path / "proxy.log").start()
+    try:
+        client = client_for(server, key)
+        reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == CONTENT
+        assert httpx.post(f"{server.url}/v1/chat/completions", json={}).status_code == 401
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == CONTENT
+        raw = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"},
+        )
+        assert raw.content == fakes["openai"].last_body and "server" not in raw.headers
+        # Which code answered: Hypercorn's h11 sends no reason phrase, proxy/server.py sends "OK".
+        assert raw.reason_phrase == ""
+        assert httpx.get(f"{server.url}/healthz").reason_phrase == ""
+    finally:
+        server.stop()
