@@ -66,7 +66,7 @@ class EventWriter:
         journal: Journal,
         *,
         batch_size: int = 5000,
-        flush_seconds: float = 0.5,
+        flush_seconds: float = 0.1,
         queue_size: int = 100_000,
         retention_months: int = 0,
         max_backoff: float = 5.0,
