@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import httpx
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.orgs import create_org
+from proxy.up import proxy_command
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -148,20 +148,7 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--worker-class",
-                "trio",
-                "--config",
-                "python:proxy.hypercorn_config",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "proxy.app:create_app()",
-            ],
+            proxy_command("127.0.0.1", self.port, self.workers),
             env={**os.environ, **self.env},
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import Database, ProxyProcess, python_workers, status_kb  # noqa: E402
+from bench.upstream import free_port  # noqa: E402
 from proxy.db.connection import stop_embedded  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 from tests.fakes import FakeProviders  # noqa: E402
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "llama-3.1-8b-instant", "gemini-1.5-flash")
@@ -202,11 +202,11 @@ def main() -> int:
             answered = sum(tally.statuses.values())
             deadline = time.monotonic() + 30
             while True:
-                events = sum(db.event_counts(org_id).values())
+                by_status_db = db.event_counts(org_id)
+                events = sum(by_status_db.values())
                 if events >= answered or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            by_status_db = db.event_counts(org_id)
             metrics = httpx.get(f"{proxy.url}/metrics", timeout=30).text
         finally:
             code = proxy.stop()

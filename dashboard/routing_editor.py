@@ -11,13 +11,12 @@ from typing import Any
 
 import streamlit as st
 
+from analytics import TASKS
 from dashboard.auth import SignedIn
 from dashboard.db import database
 from proxy.orgs import OrgError
 from proxy.providers import PROVIDERS
 from proxy.rules import add_rule, list_rules, remove_rule, set_enabled, set_fallbacks
-
-TASKS = ("classification", "summarisation", "extraction", "generation", "reasoning")
 
 
 def _describe(rule: dict[str, Any]) -> str:

@@ -101,14 +101,13 @@ class Relay:
             raise Retry(response.status_code)
         try:
             event.status_code = response.status_code
-            raw_headers = response.headers
             content_type = response.header(b"content-type").lower()
             self.content_encoding = response.header(b"content-encoding").lower() or None
             is_sse = _SSE in content_type
             strip = is_sse and self.info.add_usage_option
             if is_sse:
                 self.sse = SSEStream(strip=strip)
-            headers = response_headers(raw_headers, drop_length=strip)
+            headers = response_headers(response.headers, drop_length=strip)
             if _JSON in content_type and not is_sse:
                 await self._relay_whole(response, headers, send)
             else:
@@ -150,6 +149,7 @@ class Relay:
         await send(start)
         sse = self.sse
         chunks = response.aiter_raw()
+        chunk = b""
         while True:
             t = time.perf_counter()
             try:
@@ -163,30 +163,26 @@ class Relay:
                     cut += 2
                     # The first event goes out on its own: the first token does not wait for the rest
                     # of a read that brought many events at once.
-                    await self._send_chunk(send, sse.feed(chunk[:cut]))
+                    await self._send_body(send, sse.feed(chunk[:cut]))
                     chunk = chunk[cut:]
                 chunk = sse.feed(chunk)
             if response.is_finished():  # that was the last of it: one write for it and the end
-                await self._send_last(send, chunk)
-                return
-            await self._send_chunk(send, chunk)
-        await self._send_last(send, b"")
+                break
+            await self._send_body(send, chunk)
+            chunk = b""
+        tail = sse.flush() if sse is not None else b""
+        await self._send_body(send, chunk + tail, last=True)
 
-    async def _send_last(self, send: Any, out: bytes) -> None:
-        tail = self.sse.flush() if self.sse is not None else b""
-        out += tail
+    async def _send_body(self, send: Any, out: bytes, *, last: bool = False) -> None:
+        """Relay bytes (the first ones set the time to first token); `last` ends the response."""
         if out and self.sent_bytes == 0:
             self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
         self.sent_bytes += len(out)
-        self.final_sent = True
-        await send_final(send, out)
-
-    async def _send_chunk(self, send: Any, out: bytes) -> None:
-        if out:
-            if self.sent_bytes == 0:
-                self.event.ttft_ms = (time.perf_counter() - self.started) * 1000
+        if last:
+            self.final_sent = True
+            await send_final(send, out)
+        elif out:
             await send({"type": "http.response.body", "body": out, "more_body": True})
-            self.sent_bytes += len(out)
 
     def finish(self) -> None:
         """Fill the event from what was relayed (after the client has its answer)."""

@@ -395,10 +395,8 @@ class Connection:
 
     async def _drain(self) -> None:
         """The app answered without reading the whole body (an early error such as a 401): read the
-        rest, so the connection can take the next request and a close cannot reset the answer."""
-        if self.request.expect_continue and not self.continued:
-            self.must_close = True  # the client will not send a body it was not invited to send
-            return
+        rest, so the connection can take the next request and a close cannot reset the answer.
+        (`send` already chose to close instead when the rest may be large or never come.)"""
         drained = 0
         with trio.move_on_after(DRAIN_SECONDS):
             while not self.body_done and not self.gone and drained <= DRAIN_LIMIT:
