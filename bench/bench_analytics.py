@@ -173,7 +173,8 @@ def run(conn: psycopg.Connection[Any], rows: int, days: int, repeat: int) -> lis
     del frame
     results = []
     for name, fn in [
-        ("report --days 7 --json (7 days + cost of the 7 before)", lambda: report(conn, org.name, days=7, as_json=True)),
+        ("report --days 7 --json (7 days + cost of the 7 before)",
+         lambda: report(conn, org.name, days=7, as_json=True)),
         (f"recommend --json (loads {RECOMMEND_DAYS} days)", lambda: recommend(conn, org.name, as_json=True)),
         ("report + recommend, end to end",
          lambda: (report(conn, org.name, days=7, as_json=True), recommend(conn, org.name, as_json=True))),

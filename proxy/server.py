@@ -92,7 +92,7 @@ def uninstall(hypercorn_run: Any = None) -> None:
 
 async def serve_connection(app: Any, config: Any, context: Any, state: Any, stream: Any, stock: Any) -> None:
     """Serve one connection; never let a failure here reach the worker's listener nursery."""
-    handoff = None
+    handoff = connection = None
     try:
         connection = Connection(app, config, context, state, stream)
         handoff = await connection.run()
@@ -101,6 +101,8 @@ async def serve_connection(app: Any, config: Any, context: Any, state: Any, stre
     except Exception:
         log.exception("HTTP/1.1 connection failed")
     finally:
+        if connection is not None:
+            connection.parser.release()
         if handoff is None:
             await _close(stream)
     if handoff is not None:
@@ -171,7 +173,7 @@ class _Parser:
     """httptools' callbacks, turned into a queue of events: a request head, body pieces, its end."""
 
     def __init__(self, max_head: int) -> None:
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.events: deque[Any] = deque()  # _Request | bytes | _END
         self.current: _Request | None = None
         self.url = b""
@@ -181,14 +183,21 @@ class _Parser:
         self.error: LectrError | None = None  # what to answer once the queued events are used up
         self.eof = False
 
+    def release(self) -> None:
+        """Drop the C parser, which holds our callbacks as we hold it: a cycle that would otherwise
+        wait for the garbage collector (one per connection; see `transport._Response._done`)."""
+        self.parser = None
+        self.events.clear()
+
     def feed(self, data: bytes) -> None:
-        if self.error is not None:
+        parser = self.parser
+        if self.error is not None or parser is None:
             return
         if not data:
             self.eof = True
             return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             if self.current is not None:
                 self.current.upgrade = True  # answered over HTTP/1.1, then the connection closes
@@ -220,6 +229,7 @@ class _Parser:
         if self.error is not None:
             return  # a request pipelined after a bad one: the error is answered first, then we close
         parser = self.parser
+        assert parser is not None  # callbacks run inside `feed`
         request.method = parser.get_method()
         request.target = self.url
         request.version = parser.get_http_version()
