@@ -41,11 +41,20 @@ _SHAPES: list[tuple[str, str, str, str | None, str | None, int, int, float | Non
     ("openai", "gpt-4o", "gpt-4o-2024-08-06", "chat", "generation", 1800, 350, 2.5e-6, 1e-5, 15),
     ("openai", "gpt-4.1", "gpt-4.1-2025-04-14", "search-summary", "summarisation", 6000, 250, 2e-6, 8e-6, 10),
     ("openai", "o3", "o3-2025-04-16", "planner", "reasoning", 2500, 1500, 2e-6, 8e-6, 5),
-    ("anthropic", "claude-3-opus-20240229", "claude-3-opus-20240229", "contract-extract", "extraction",
-     4000, 900, 1.5e-5, 7.5e-5, 6),
+    (
+        "anthropic",
+        "claude-3-opus-20240229",
+        "claude-3-opus-20240229",
+        "contract-extract",
+        "extraction",
+        4000,
+        900,
+        1.5e-5,
+        7.5e-5,
+        6,
+    ),
     ("anthropic", "claude-sonnet-4-20250514", "claude-sonnet-4-20250514", "chat", None, 1500, 300, 3e-6, 1.5e-5, 10),
-    ("groq", "llama-3.1-70b-versatile", "llama-3.1-70b-versatile", "autocomplete", None, 300, 20,
-     5.9e-7, 7.9e-7, 12),
+    ("groq", "llama-3.1-70b-versatile", "llama-3.1-70b-versatile", "autocomplete", None, 300, 20, 5.9e-7, 7.9e-7, 12),
     ("gemini", "gemini-2.5-pro", "gemini-2.5-pro", "digest", "summarisation", 9000, 400, 1.25e-6, 1e-5, 6),
     ("azure", "prod-gpt4o", "gpt-4o-2024-08-06", "ticket-classifier", "classification", 600, 8, 2.5e-6, 1e-5, 8),
     ("openai", "ft:gpt-4o-mini:acme", "ft:gpt-4o-mini:acme", None, "misc", 500, 100, None, None, 4),
@@ -64,8 +73,18 @@ def synthetic_events(n: int, org_id: int, end: dt.datetime, days: int, seed: int
     rng = np.random.default_rng(seed)
     shapes = pl.DataFrame(
         _SHAPES,
-        schema=["provider", "model", "response_model", "feature", "task", "prompt", "response",
-                "price_in", "price_out", "weight"],
+        schema=[
+            "provider",
+            "model",
+            "response_model",
+            "feature",
+            "task",
+            "prompt",
+            "response",
+            "price_in",
+            "price_out",
+            "weight",
+        ],
         orient="row",
     ).with_row_index("shape")
     weights = shapes["weight"].to_numpy().astype(float)
@@ -76,8 +95,7 @@ def synthetic_events(n: int, org_id: int, end: dt.datetime, days: int, seed: int
         {
             "shape": rng.choice(len(_SHAPES), size=n, p=weights / weights.sum()).astype(np.uint32),
             "id": [uuid.uuid4().hex for _ in range(n)],
-            "created_at": np.datetime64(end.replace(tzinfo=None), "us")
-            - (seconds * 1e6).astype("timedelta64[us]"),
+            "created_at": np.datetime64(end.replace(tzinfo=None), "us") - (seconds * 1e6).astype("timedelta64[us]"),
             "status_code": status,
             "stream": stream,
             "prompt_noise": rng.lognormal(0, 0.4, n),
@@ -93,35 +111,35 @@ def synthetic_events(n: int, org_id: int, end: dt.datetime, days: int, seed: int
     prompt = (pl.col("prompt") * pl.col("prompt_noise")).round().cast(pl.Int32)
     response = (pl.col("response") * pl.col("response_noise")).round().cast(pl.Int32)
     upstream = 200 + pl.col("response") * pl.col("response_noise") * pl.col("speed")
-    return (
-        noise.join(shapes, on="shape", how="left")
-        .select(
-            "id",
-            pl.lit(org_id, pl.Int64).alias("org_id"),
-            pl.col("created_at").dt.replace_time_zone("UTC"),
-            pl.lit(None, pl.String).alias("request_id"),
-            "provider",
-            pl.when(pl.col("provider") == "azure").then(pl.lit("azure")).alias("provider_header"),
-            pl.col("model").str.starts_with("ft:").alias("provider_unknown"),
-            "model",
-            "response_model",
-            "feature",
-            "task",
-            pl.lit("chat/completions").alias("endpoint"),
-            "stream",
-            "status_code",
-            pl.when(pl.col("status_code") == 504).then(pl.lit("timeout"))
-            .when(~ok).then(pl.lit("upstream_error")).alias("error_type"),
-            (upstream + pl.col("overhead")).alias("latency_ms"),
-            pl.when(pl.col("stream")).then(pl.col("ttft")).alias("ttft_ms"),
-            upstream.alias("upstream_ms"),
-            pl.when(ok).then(prompt).alias("input_tokens"),
-            pl.when(ok).then(response).alias("output_tokens"),
-            pl.when(ok).then((prompt * pl.col("cached_share")).round().cast(pl.Int32)).alias("cached_input_tokens"),
-            pl.lit(False).alias("usage_estimated"),
-            pl.when(ok).then(prompt * pl.col("price_in") + response * pl.col("price_out")).alias("cost_usd"),
-            "message_count",
-        )
+    return noise.join(shapes, on="shape", how="left").select(
+        "id",
+        pl.lit(org_id, pl.Int64).alias("org_id"),
+        pl.col("created_at").dt.replace_time_zone("UTC"),
+        pl.lit(None, pl.String).alias("request_id"),
+        "provider",
+        pl.when(pl.col("provider") == "azure").then(pl.lit("azure")).alias("provider_header"),
+        pl.col("model").str.starts_with("ft:").alias("provider_unknown"),
+        "model",
+        "response_model",
+        "feature",
+        "task",
+        pl.lit("chat/completions").alias("endpoint"),
+        "stream",
+        "status_code",
+        pl.when(pl.col("status_code") == 504)
+        .then(pl.lit("timeout"))
+        .when(~ok)
+        .then(pl.lit("upstream_error"))
+        .alias("error_type"),
+        (upstream + pl.col("overhead")).alias("latency_ms"),
+        pl.when(pl.col("stream")).then(pl.col("ttft")).alias("ttft_ms"),
+        upstream.alias("upstream_ms"),
+        pl.when(ok).then(prompt).alias("input_tokens"),
+        pl.when(ok).then(response).alias("output_tokens"),
+        pl.when(ok).then((prompt * pl.col("cached_share")).round().cast(pl.Int32)).alias("cached_input_tokens"),
+        pl.lit(False).alias("usage_estimated"),
+        pl.when(ok).then(prompt * pl.col("price_in") + response * pl.col("price_out")).alias("cost_usd"),
+        "message_count",
     )
 
 
@@ -148,12 +166,18 @@ def dashboard(conn: psycopg.Connection[Any], org_id: int, days: int) -> None:
     now = dt.datetime.now(dt.UTC)
     events = analytics.load_events(conn, org_id, now - dt.timedelta(days=days), now)
     current, previous = analytics.split_periods(events, now - dt.timedelta(days=days / 2), now)
-    pl.collect_all([
-        analytics.by_feature(current, previous), analytics.by_model(current, previous),
-        analytics.by_provider(current, previous), analytics.timeseries(current, "1d"),
-        analytics.cost_by_provider(current, "1d"), analytics.provider_health(events, now),
-        analytics.untagged_share(current), analytics.unpriced(current),
-    ])
+    pl.collect_all(
+        [
+            analytics.by_feature(current, previous),
+            analytics.by_model(current, previous),
+            analytics.by_provider(current, previous),
+            analytics.timeseries(current, "1d"),
+            analytics.cost_by_provider(current, "1d"),
+            analytics.provider_health(events, now),
+            analytics.untagged_share(current),
+            analytics.unpriced(current),
+        ]
+    )
     analytics.recommendations(events, days)
 
 
@@ -166,21 +190,29 @@ def run(conn: psycopg.Connection[Any], rows: int, days: int, repeat: int) -> lis
     generated = time.perf_counter()
     insert(conn, frame)
     conn.execute("ANALYZE events")
-    print(f"setup: {rows:,} events over {days} days generated in {generated - started:.1f} s,"
-          f" copied in {time.perf_counter() - generated:.1f} s")
+    print(
+        f"setup: {rows:,} events over {days} days generated in {generated - started:.1f} s,"
+        f" copied in {time.perf_counter() - generated:.1f} s"
+    )
     # Other work on the machine skews every figure; say how busy it was.
     print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     del frame
     results = []
     for name, fn in [
-        ("report --days 7 --json (7 days + cost of the 7 before)",
-         lambda: report(conn, org.name, days=7, as_json=True)),
+        (
+            "report --days 7 --json (7 days + cost of the 7 before)",
+            lambda: report(conn, org.name, days=7, as_json=True),
+        ),
         (f"recommend --json (loads {RECOMMEND_DAYS} days)", lambda: recommend(conn, org.name, as_json=True)),
-        ("report + recommend, end to end",
-         lambda: (report(conn, org.name, days=7, as_json=True), recommend(conn, org.name, as_json=True))),
+        (
+            "report + recommend, end to end",
+            lambda: (report(conn, org.name, days=7, as_json=True), recommend(conn, org.name, as_json=True)),
+        ),
         (f"dashboard: one {RECOMMEND_DAYS}-day load, all figures + cards", lambda: dashboard(conn, org.id, 14)),
-        (f"load only, {days} days, analytics columns", lambda: analytics.load_events(
-            conn, org.id, end - dt.timedelta(days=days), end).collect()),
+        (
+            f"load only, {days} days, analytics columns",
+            lambda: analytics.load_events(conn, org.id, end - dt.timedelta(days=days), end).collect(),
+        ),
         (f"dashboard over all {days} days (every row)", lambda: dashboard(conn, org.id, days)),
     ]:
         best, median = timed(fn, repeat)

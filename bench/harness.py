@@ -35,6 +35,24 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def distribution(raw: dict[int, int]) -> dict[str, float]:
+    """p50/p90/p99/p99.9, mean and max (µs) of a {µs: count} histogram."""
+    total = sum(raw.values())
+    if not total:
+        return {"p50": 0, "p90": 0, "p99": 0, "p999": 0, "mean": 0.0, "max": 0, "n": 0}
+    ordered = sorted(raw.items())
+    out: dict[str, float] = {"n": total, "max": ordered[-1][0]}
+    out["mean"] = sum(us * count for us, count in ordered) / total
+    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)):
+        need, seen = q * total, 0
+        for us, count in ordered:
+            seen += count
+            if seen >= need:
+                out[name] = us
+                break
+    return out
+
+
 # -- /proc ------------------------------------------------------------------------------------
 
 
@@ -64,6 +82,14 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / _TICKS
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (steal counts as busy:
+    the cores were not ours)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 def status_kb(pid: int, field: str) -> int:
@@ -219,9 +245,17 @@ def wrk(
     mode: str = "",
     threads: int = 1,
     timeout: float = 10.0,
+    timed: bool = False,
 ) -> dict[str, Any]:
-    """Run wrk with bench/wrk.lua; returns its BENCH_JSON summary (latencies in µs)."""
-    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_KEY": key, "BENCH_MODE": mode}
+    """Run wrk with bench/wrk.lua; returns its BENCH_JSON summary (latencies in µs). `timed` adds
+    "raw_us", each request's own latency as {µs: count} (wrk.lua says why wrk's differ)."""
+    env = {
+        **os.environ,
+        "BENCH_BODY": str(body_file),
+        "BENCH_KEY": key,
+        "BENCH_MODE": mode,
+        "BENCH_TIMED": "1" if timed else "",
+    }
     command = [
         "wrk",
         "-t",
@@ -238,11 +272,18 @@ def wrk(
         url,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
+    raw: dict[int, int] = {}
     for line in done.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
+        if line.startswith("BENCH_HIST "):
+            for pair in filter(None, line[len("BENCH_HIST ") :].split(",")):
+                us, count = pair.split(":")
+                raw[int(us)] = raw.get(int(us), 0) + int(count)
+        elif line.startswith("BENCH_JSON "):
             result: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
             result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
             result["error_total"] = sum(result["errors"].values())
             result["connections"] = connections
+            if timed:
+                result["raw_us"] = raw
             return result
     raise SystemExit(f"wrk gave no summary:\n{done.stdout}\n{done.stderr}")

@@ -65,7 +65,8 @@ class _Response:
         raw = bytes(self.buffer[self.header_end :])
         if not self.chunked:
             return raw
-        out, pos = [], 0
+        out: list[bytes] = []
+        pos = 0
         while True:
             line_end = raw.index(b"\r\n", pos)
             size = int(raw[pos:line_end].split(b";")[0], 16)
