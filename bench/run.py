@@ -275,7 +275,7 @@ def wrk_scenario(run: Run, name: str, path: str, body: bytes, *, mode: str = "",
                 }
             base, prox = out[f"c{connections}"]["baseline"], out[f"c{connections}"]["proxy"]
             client_ok += prox["requests"] - prox["errors"]["status"]
-            cutoff += connections
+            cutoff += connections * prox.get("rounds", 1)  # each wrk run may leave its last requests unread
             errors += prox["error_total"]
             if base["error_total"]:
                 run.problems.append(f"{name}: baseline c{connections} had errors {base['errors']}")

@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -295,16 +296,18 @@ class Proxy:
         assert self.writer is not None
         relay = Relay(event, info, started)
         log_parts: list[str] = []
-        alive = scope.get("extensions", {}).get(server.CLIENT_ALIVE)
-        if alive is not None and not info.stream:
-            # A whole answer on our HTTP/1.1 server: the transport asks `alive` while it waits on the
-            # provider, instead of a watcher task per request (~25 % of a request's CPU; PERFORMANCE.md).
-            await self._attempt(attempts, relay, log_parts, send, alive)
+        extensions = scope.get("extensions") or {}
+        alive, gone = extensions.get(server.CLIENT_ALIVE), extensions.get(server.CLIENT_GONE)
+        if alive is not None and gone is not None:
+            # Our HTTP/1.1 server: the transport asks `alive` while it waits on the provider, and a
+            # stream checks `gone` after each chunk, instead of a watcher task per request (~25 % of
+            # a whole answer's CPU, ~90 µs a stream; docs/PERFORMANCE.md).
+            await self._attempt(attempts, relay, log_parts, send, alive, gone)
         else:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
                 try:
-                    await self._attempt(attempts, relay, log_parts, send, None)
+                    await self._attempt(attempts, relay, log_parts, send, None, None)
                 finally:
                     nursery.cancel_scope.cancel()
         if len(log_parts) > 1 or event.route_rule_id is not None:
@@ -329,6 +332,7 @@ class Proxy:
         log_parts: list[str],
         send: Any,
         alive: Alive | None,
+        gone: Callable[[], bool] | None,
     ) -> None:
         """The attempts in order until one is relayed; an error of ours goes to the client as JSON."""
         assert self.upstream is not None
@@ -341,7 +345,13 @@ class Proxy:
                 event.attempts = number
                 try:
                     await relay.run(
-                        self.upstream, outbound, self.timeouts, send, retryable=number < len(attempts), alive=alive
+                        self.upstream,
+                        outbound,
+                        self.timeouts,
+                        send,
+                        retryable=number < len(attempts),
+                        alive=alive,
+                        gone=gone,
                     )
                 except Retry as retry:
                     log_parts.append(f"{target.model}@{target.provider}:{retry.status}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -72,11 +73,12 @@ class Relay:
         *,
         retryable: bool,
         alive: Alive | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> None:
         """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
-        (nothing has reached the client yet) instead of being relayed. With `alive`, a client
-        that left while the provider was answering is noticed (`client_gone`) and the exchange
-        dropped."""
+        (nothing has reached the client yet) instead of being relayed. With `alive` (asked while
+        waiting on the provider) and `gone` (checked after each chunk relayed), a client that left
+        is noticed (`client_gone`) and the exchange dropped: the provider sees the disconnect."""
         event = self.event
         # The credentials this attempt carries: never to be stored, even if the provider echoes them.
         self.secrets.extend(value for name, value in outbound.headers if name.lower() in _AUTH_HEADERS)
@@ -111,8 +113,8 @@ class Relay:
             if _JSON in content_type and not is_sse:
                 await self._relay_whole(response, headers, send)
             else:
-                await self._relay_chunks(response, headers, send)
-        except Abandoned:  # only before anything was sent: whole answers are read before relaying
+                await self._relay_chunks(response, headers, send, gone)
+        except Abandoned:  # while waiting on the provider (a whole answer, or between stream chunks)
             self.client_gone = True
         except httpx.HTTPError as exc:
             mapped = map_error(exc, event.provider)
@@ -141,7 +143,9 @@ class Relay:
         self.final_sent = True
         await send_final(send, self.body)
 
-    async def _relay_chunks(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    async def _relay_chunks(
+        self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any, gone: Callable[[], bool] | None
+    ) -> None:
         self.response_started = True
         start = {"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED}
         if response.has_body_ready():
@@ -170,6 +174,9 @@ class Relay:
                 break
             await self._send_body(send, chunk)
             chunk = b""
+            if gone is not None and gone():
+                self.client_gone = True  # `run` closes the upstream connection on the way out
+                return
         tail = sse.flush() if sse is not None else b""
         await self._send_body(send, chunk + tail, last=True)
 

@@ -56,6 +56,9 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The scope extension our server adds: `await scope["extensions"][CLIENT_ALIVE]()` tells, without
 # waiting, whether the client is still connected (proxy/app.py polls it instead of a watcher task).
 CLIENT_ALIVE = "lectr.client_alive"
+# And `scope["extensions"][CLIENT_GONE]()`, a plain call: whether a write to the client has failed
+# (or CLIENT_ALIVE found it gone). A stream checks it after each chunk it relays.
+CLIENT_GONE = "lectr.client_gone"
 # An `http.response.start` key: the first body message follows at once, so a stream's head need
 # not be written on its own (one write instead of two).
 HEAD_WITH_BODY = "lectr.head_with_body"
@@ -389,7 +392,7 @@ class Connection:
             "client": self.client,
             "server": self.server,
             "state": self.state.copy(),
-            "extensions": {CLIENT_ALIVE: self.client_alive},
+            "extensions": {CLIENT_ALIVE: self.client_alive, CLIENT_GONE: self.client_gone},
         }
         await self.context.mark_request()
         try:
@@ -465,6 +468,9 @@ class Connection:
                 self.gone = True
                 return _DISCONNECT
             parser.feed(data)
+
+    def client_gone(self) -> bool:
+        return self.gone
 
     async def client_alive(self) -> bool:
         """Whether the client is still there, without waiting: EOF (or a reset) means it left;

@@ -13,7 +13,8 @@ its error body when it is wrong, its usage quirks, and its SSE framing:
 
 A test steers a fake through the `x-fake-scenario` request header (forwarded by the proxy like
 any other): `error-500`, `error-429`, `slow` (sleeps past any short timeout), `reset-mid-stream`,
-`slow-stream` (one chunk every 50 ms), `big-stream` (~20 MB), `gzip`. With `x-fake-fail-model: M` the scenario in
+`slow-stream` (one chunk every 50 ms), `stall-stream` (the first chunk, then 10 s of silence),
+`big-stream` (~20 MB), `gzip`. With `x-fake-fail-model: M` the scenario in
 `x-fake-fail-with` (default `error-500`) applies only to requests for model M (for fallbacks).
 """
 
@@ -340,6 +341,8 @@ class FakeProvider:
         plan: list[tuple[float, bytes | None]] = [(step, e) for e in events]
         if scenario == "reset-mid-stream":
             plan = [*plan[:3], (0.0, None)]
+        if scenario == "stall-stream":  # a model "thinking" between tokens
+            plan = [plan[0], (10.0, plan[1][1]), *plan[2:]]
         if scenario == "big-stream":  # ~20 MB of content chunks, as fast as the reader takes them
             filler = chunk([{"index": 0, "delta": {"content": "x" * 10_000}, "finish_reason": None}], per_chunk_usage)
             plan = [*plan[:1], *[(0.0, filler)] * 2000, *plan[1:]]

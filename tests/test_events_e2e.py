@@ -155,3 +155,25 @@ def test_a_client_leaving_before_a_whole_answer_cancels_upstream_and_is_a_499(
     [row] = events(db, org_.id, 1)
     assert row["status_code"] == 499 and row["error_type"] == "client_disconnected"
     assert row["latency_ms"] < 2000  # noticed within a poll, long before the upstream timeout (2 s)
+
+
+def test_a_client_leaving_a_silent_stream_cancels_upstream_and_is_a_499(
+    proxy: ProxyProcess, db: Any, org: Any, fakes: FakeProviders
+) -> None:
+    """No watcher task for streams either: while the provider is silent between chunks the transport
+    asks the server whether the client is still there; after a chunk the relay checks whether the
+    write to the client failed. Here the client leaves during a 10 s silence."""
+    org_, key = org
+    headers = {
+        "X-Lectr-Key": key,
+        "Authorization": f"Bearer {PROVIDER_KEY}",
+        "x-fake-scenario": "stall-stream",
+        "x-fake-id": "left-mid-stream",
+    }
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=chat, headers=headers) as response:
+        assert next(response.iter_raw()).startswith(b"data: ")
+    wait_for(lambda: "left-mid-stream" in fakes["openai"].cancelled, timeout=5)
+    [row] = events(db, org_.id, 1)
+    assert row["status_code"] == 499 and row["error_type"] == "client_disconnected" and row["stream"] is True
+    assert row["latency_ms"] < 3000  # noticed within a poll, long before the provider speaks again
