@@ -62,8 +62,8 @@ class SSEStream:
                 for event in events:
                     self._event(event)
                 return chunk  # pass-through: the chunk goes on untouched (the events were only read)
-            kept = [edited for event in events if (edited := self._event(event)) is not None]
-            return b"\n\n".join(kept) + b"\n\n" if kept else b""
+            forwarded = [edited for event in events if (edited := self._event(event)) is not None]
+            return b"\n\n".join(forwarded) + b"\n\n" if forwarded else b""
         out: list[bytes] = []
         start = 0
         boundary = self._boundary
