@@ -85,7 +85,7 @@ class Directory:
         rows = self._conn.execute(_LOAD).fetchall()
         keys = {row[0]: (row[0], Org(row[1], row[2], row[3], row[4])) for row in rows}
         rules, fallbacks = load_all(self._conn)
-        by_org: dict[int, list[tuple[object, ...]]] = {}
+        by_org: dict[int, list[tuple[Any, ...]]] = {}
         for rule in rules:
             by_org.setdefault(rule[0], []).append(tuple(rule[1:]))
         routing = {

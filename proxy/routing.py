@@ -14,6 +14,7 @@ without it, that target is skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.providers import PROVIDERS, detect
 
@@ -108,7 +109,7 @@ def _dedupe(targets: tuple[Target, ...]) -> tuple[Target, ...]:
     return tuple(seen)
 
 
-def build(rows: list[tuple[object, ...]], fallbacks: list[str] | None) -> OrgRouting:
+def build(rows: list[tuple[Any, ...]], fallbacks: list[str] | None) -> OrgRouting:
     """An org's routing from its rule rows: (id, priority, enabled, feature, task, model, provider,
     to_model, to_provider, fallbacks)."""
     rules = []
@@ -116,14 +117,14 @@ def build(rows: list[tuple[object, ...]], fallbacks: list[str] | None) -> OrgRou
         to = parse_target(str(to_model), str(to_provider) if to_provider else None)
         rules.append(
             Rule(
-                id=int(rid),  # type: ignore[call-overload]
-                priority=int(priority),  # type: ignore[call-overload]
-                feature=feature or None,  # type: ignore[arg-type]
-                task=task or None,  # type: ignore[arg-type]
-                model=model or None,  # type: ignore[arg-type]
-                provider=provider or None,  # type: ignore[arg-type]
+                id=int(rid),
+                priority=int(priority),
+                feature=feature or None,
+                task=task or None,
+                model=model or None,
+                provider=provider or None,
                 to=to,
-                fallbacks=tuple(parse_target(str(f)) for f in (rule_fallbacks or ())),  # type: ignore[attr-defined]
+                fallbacks=tuple(parse_target(str(f)) for f in (rule_fallbacks or ())),
                 enabled=bool(enabled),
             )
         )
