@@ -5,9 +5,11 @@
 Needs `nginx`, its echo module and `wrk` (`apt-get install -y nginx libnginx-mod-http-echo wrk`);
 installs nothing. Every scenario starts a fresh proxy (one Hypercorn trio worker unless stated,
 event writer on, embedded Postgres) and a fresh org, measures the baseline (wrk straight at nginx
-with the same request) and the proxy back to back, then checks its own honesty: events written
-== requests the proxy answered, zero client errors. Prints a table; writes bench/out/results.json
-and bench/out/results.md. `--profile` adds py-spy profiles of the proxy under load (see profile.py).
+with the same request) and the proxy (at 1 in flight in alternating 1 s rounds, each request timed
+by the client; at 50 in flight back to back), then checks its own honesty: events written ==
+requests the proxy answered, zero client errors. Prints a table; writes bench/out/results.json
+and bench/out/results.md. `--profile` adds py-spy profiles of the proxy under load (see
+profile_proxy.py).
 """
 
 from __future__ import annotations
