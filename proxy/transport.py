@@ -542,20 +542,25 @@ class _Response:
     # httptools callbacks
     def on_message_begin(self) -> None:
         if self.complete:
-            return  # bytes after a complete answer: ignored here, and the connection is not reused
+            # A second answer in the bytes after a complete one (a misbehaving server): ignored,
+            # and the connection is not reused.
+            self.keep_alive = False
+            return
         self.reason = b""
         self.headers = []
 
     def on_status(self, status: bytes) -> None:
-        self.reason += status
+        if not self.complete:
+            self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.complete:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         if parser is None:
-            return  # a second answer in the bytes after a complete one (see on_message_begin)
+            return  # a second answer after a complete one (see on_message_begin)
         status = parser.get_status_code()
         if status < 200:
             return  # an interim answer (100 Continue): the final one follows
@@ -581,7 +586,7 @@ class _Response:
             self._done()
 
     def on_body(self, body: bytes) -> None:
-        if self.head_done:
+        if self.head_done and not self.complete:
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:

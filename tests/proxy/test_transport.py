@@ -291,6 +291,28 @@ async def test_finished_answers_leave_nothing_for_the_garbage_collector(fakes: F
         gc.enable()
         await transport.aclose()
 
+
+async def test_a_second_answer_to_one_request_is_ignored_and_the_connection_dropped() -> None:
+    async def handler(server: Server, stream: trio.SocketStream, conn: h11.Connection, number: int) -> None:
+        while (request := await read_request(server, stream, conn)) is not None:
+            if request.target == b"/double":  # two answers to one request, in one write
+                await stream.send_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-answer: first\r\n\r\nfirst"
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-answer: second\r\n\r\nsecond"
+                )
+                conn = h11.Connection(h11.SERVER)  # and the connection stays open for more
+                continue
+            await respond(stream, conn, 200, b"after")
+            conn.start_next_cycle()
+
+    transport = LectrTransport()
+    async with serve(handler) as server, client(transport) as http:
+        double = await http.get(f"{server.url}/double")
+        assert double.content == b"first" and double.headers.get_list("x-answer") == ["first"]
+        assert (await http.get(f"{server.url}/after")).content == b"after"
+        assert transport.connections_opened == 2  # the connection that misbehaved was not reused
+
+
 # -- bodies: framing, no-body responses, size, incremental delivery ----------------------------------------
 
 
