@@ -136,18 +136,23 @@ def test_no_provider_key_in_any_table_or_log(proxy: ProxyProcess, db: Any, org: 
     assert PROVIDER_KEY not in logs and key not in logs and "secret prompt text" not in logs
 
 
+def fake_headers(key: str, scenario: str, fake_id: str) -> dict[str, str]:
+    """Our key, the provider's, and what the fake provider should do (`x-fake-id` names the request)."""
+    return {
+        "X-Lectr-Key": key,
+        "Authorization": f"Bearer {PROVIDER_KEY}",
+        "x-fake-scenario": scenario,
+        "x-fake-id": fake_id,
+    }
+
+
 def test_a_client_leaving_before_a_whole_answer_cancels_upstream_and_is_a_499(
     proxy: ProxyProcess, db: Any, org: Any, fakes: FakeProviders
 ) -> None:
     """No watcher task for non-streamed answers: the transport asks the server, while it waits on the
     provider, whether the client is still there (proxy/transport.py `ALIVE_POLL`)."""
     org_, key = org
-    headers = {
-        "X-Lectr-Key": key,
-        "Authorization": f"Bearer {PROVIDER_KEY}",
-        "x-fake-scenario": "slow",
-        "x-fake-id": "left-early",
-    }
+    headers = fake_headers(key, "slow", "left-early")
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{proxy.url}/v1/chat/completions", json=chat, headers=headers, timeout=httpx.Timeout(5, read=0.3))
@@ -164,12 +169,7 @@ def test_a_client_leaving_a_silent_stream_cancels_upstream_and_is_a_499(
     asks the server whether the client is still there; after a chunk the relay checks whether the
     write to the client failed. Here the client leaves during a 10 s silence."""
     org_, key = org
-    headers = {
-        "X-Lectr-Key": key,
-        "Authorization": f"Bearer {PROVIDER_KEY}",
-        "x-fake-scenario": "stall-stream",
-        "x-fake-id": "left-mid-stream",
-    }
+    headers = fake_headers(key, "stall-stream", "left-mid-stream")
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=chat, headers=headers) as response:
         assert next(response.iter_raw()).startswith(b"data: ")
