@@ -56,7 +56,7 @@ class Settings:
     refresh_seconds: float = 2.0
     # Event writer: flush when this many events are queued or the oldest is this old.
     writer_batch_size: int = 5000
-    # Small, frequent flushes: each one holds the GIL briefly (p99 at 1 in flight, bench/README.md).
+    # Small, frequent flushes: rows reach Postgres within ~0.1 s, each flush a short COPY.
     writer_flush_seconds: float = 0.1
     # Events held in memory while Postgres is unreachable, before spilling to the journal.
     writer_queue_size: int = 100_000

@@ -31,11 +31,12 @@ from proxy.journal import Journal
 log = logging.getLogger("lectr.writer")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
-# The fast path lets Postgres generate ids; rows from the journal bring their own (see journal.py).
+# Both COPYs let Postgres generate ids; rows from the journal bring their own (see journal.py).
+# Text, for the row-by-row retry of a refused batch:
 _COPY = f"COPY events ({', '.join(COLUMNS_WITHOUT_ID)}) FROM STDIN"
 # The fast path: binary COPY with the columns' types set up front (psycopg then picks each value's
-# dumper once per column, not per value): ~4 µs a row against ~10-17 µs in text, all of it time the
-# writer thread holds the GIL while requests wait (the p99 at 1 in flight; bench/README.md).
+# dumper once per column, not per value): ~4 µs a row against ~10-17 µs in text, CPU the writer
+# thread spends holding the GIL.
 _BINARY_COPY = f"COPY events ({', '.join(COLUMNS_WITHOUT_ID)}) FROM STDIN (FORMAT BINARY)"
 _COLUMN_TYPES = (
     "SELECT attname, atttypid::int FROM pg_attribute "
@@ -172,9 +173,8 @@ class EventWriter:
         return False
 
     def _prepare(self, event: Event) -> Event:
-        """Price and clean an event as it arrives, on the event loop, a few µs at a time: done in the
-        flush thread, it held the GIL in one burst per flush, and requests waited (p99 at 1 in flight,
-        docs/PERFORMANCE.md)."""
+        """Price and clean an event as it arrives, on the event loop, a few µs at a time, rather than
+        a whole batch at once in the flush thread while holding the GIL (docs/PERFORMANCE.md)."""
         try:
             event.price()
         except Exception:  # a price we cannot compute must not cost the event
@@ -268,7 +268,6 @@ class EventWriter:
         rejected = []
         for event in batch:
             try:
-                event.sanitise()
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
                     copy.write_row(event.row_without_id())
             except psycopg.Error:
