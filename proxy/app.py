@@ -184,6 +184,9 @@ class Proxy:
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
+            if found.provider == "azure" and not org.azure_endpoint and incoming.lectr_key:
+                # Set a moment ago (`lectr org azure`)? Look once more before refusing.
+                org = await self.directory.authenticate_reloaded(incoming.lectr_key) or org
             attempts = self._attempts(scope, path, incoming, org, info, raw, found.provider, event)
             if info.stream:
                 self.streams.acquire()

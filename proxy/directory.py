@@ -2,7 +2,8 @@
 
 The hot path authenticates with one SHA-256 and one dictionary lookup, never a query. Each
 worker reloads the whole directory every `refresh_seconds` (2 s by default), so a revoked key
-stops working, and a new key or Azure endpoint starts working, within that time everywhere.
+stops working, and routing rules apply, within that time everywhere. A new key, or an Azure
+endpoint set a moment ago, works at once: the request that needs it waits for one fresh reload.
 When Postgres is unreachable the last good directory stays in use.
 """
 
@@ -65,6 +66,13 @@ class Directory:
         org = self.authenticate(key)
         if org is not None or not key:
             return org
+        return await self.authenticate_reloaded(key)
+
+    async def authenticate_reloaded(self, key: bytes) -> Org | None:
+        """`authenticate` in a directory loaded after this call, for a request the directory in
+        hand cannot serve (an unknown key, an org whose Azure endpoint was set a moment ago).
+        Reloads are shared by concurrent callers and at most one per `_MISS_RELOAD_SECONDS` starts.
+        """
         asked_at = trio.current_time()
         while self._last_reload < asked_at or self._reloading is not None:
             if self._reloading is not None:

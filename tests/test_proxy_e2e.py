@@ -217,17 +217,25 @@ def test_revoked_key_stops_working_within_5_seconds(
     client_for(proxy, new_key).models.list()
 
 
-def test_azure_without_endpoint_is_400_with_instructions(
-    proxy: ProxyProcess, fakes: FakeProviders, new_org: Any
+def test_azure_without_endpoint_is_400_with_instructions_and_works_once_set(
+    proxy: ProxyProcess, fakes: FakeProviders, db: Any, new_org: Any
 ) -> None:
     org, key = new_org("noazure")
     fakes.reset()
     client = client_for(proxy, key, **{"X-Lectr-Provider": "azure"})
+    messages = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="gpt-4o", messages=messages)
     body = caught.value.response.json()
     assert "lectr org azure" in body["error"]["message"]
     assert all(not fake.received for fake in fakes.fakes.values())
+
+    # The key is known to the proxy now; the endpoint set next must work on the very next request,
+    # not after the next periodic reload (2 s).
+    set_azure(db, org.name, fakes["azure"].base_url, "2024-02-01")
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages)
+    assert reply.choices[0].message.content == CONTENT
+    assert fakes["azure"].received[-1].path.startswith("/openai/deployments/gpt-4o/chat/completions")
 
 
 @pytest.mark.parametrize(
