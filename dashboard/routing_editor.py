@@ -16,17 +16,14 @@ from dashboard.auth import SignedIn
 from dashboard.db import database
 from proxy.orgs import OrgError
 from proxy.providers import PROVIDERS
-from proxy.rules import add_rule, list_rules, remove_rule, set_enabled, set_fallbacks
+from proxy.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_enabled, set_fallbacks
 
 
 def _describe(rule: dict[str, Any]) -> str:
-    when = [f"{label} = `{rule[column]}`" for label, column in
-            (("feature", "match_feature"), ("task", "match_task"), ("model", "match_model"),
-             ("provider", "match_provider")) if rule[column]]
-    target = f"{rule['to_provider'] + ':' if rule['to_provider'] else ''}{rule['to_model']}"
-    fallbacks = f" · fallbacks: {', '.join(f'`{f}`' for f in rule['fallbacks'])}" if rule["fallbacks"] else ""
-    return f"**#{rule['id']}** (priority {rule['priority']}) · when {' and '.join(when) or 'any request'} → " \
-           f"`{target}`{fallbacks}"
+    conditions, target, fallbacks = rule_parts(rule)
+    when = " and ".join(f"{label} = `{value}`" for label, value in conditions) or "any request"
+    also = f" · fallbacks: {', '.join(f'`{f}`' for f in fallbacks)}" if fallbacks else ""
+    return f"**#{rule['id']}** (priority {rule['priority']}) · when {when} → `{target}`{also}"
 
 
 def _split(text: str) -> list[str]:
@@ -63,12 +60,12 @@ def editor(org: SignedIn) -> None:
 
     with database().read() as conn:
         rules = list_rules(conn, org.name)
-        fallbacks = conn.execute("SELECT fallbacks FROM orgs WHERE id = %s", (org.id,)).fetchone()
+        fallbacks = get_fallbacks(conn, org.name)
     if not rules:
         st.info("No routing rules yet.", icon=":material/alt_route:")
     for rule in rules:
-        text, toggle, delete = st.columns([6, 1, 1], vertical_alignment="center")
-        text.markdown(_describe(rule))
+        described, toggle, delete = st.columns([6, 1, 1], vertical_alignment="center")
+        described.markdown(_describe(rule))
         enabled = toggle.toggle("On", value=bool(rule["enabled"]), key=f"rule_on_{rule['id']}")
         if enabled != bool(rule["enabled"]):
             _write(lambda conn, r=rule, e=enabled: set_enabled(conn, org.name, r["id"], e))
@@ -79,7 +76,7 @@ def editor(org: SignedIn) -> None:
 
     with st.form("org_fallbacks", border=True):
         st.markdown("**Default fallbacks** for requests no rule matches")
-        value = ", ".join(fallbacks[0]) if fallbacks else ""
+        value = ", ".join(fallbacks)
         text = st.text_input("Fallback models, in order", value=value, key="org_fallbacks")
         saved = st.form_submit_button("Save fallbacks")
     if saved and _write(lambda conn: set_fallbacks(conn, org.name, _split(text))):

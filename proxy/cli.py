@@ -70,7 +70,7 @@ def cmd_route_add(args: argparse.Namespace, conn: psycopg.Connection[Any], setti
 
 
 def cmd_route_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.rules import list_rules
+    from proxy.rules import list_rules, rule_parts
 
     rules = list_rules(conn, args.name)
     if args.json:
@@ -81,25 +81,11 @@ def cmd_route_list(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
         return 0
     print(f"{'id':>5} {'prio':>5} {'on':>3}  {'when':<50} → target (fallbacks)")
     for rule in rules:
-        when = (
-            ", ".join(
-                f"{label}={rule[column]}"
-                for label, column in (
-                    ("feature", "match_feature"),
-                    ("task", "match_task"),
-                    ("model", "match_model"),
-                    ("provider", "match_provider"),
-                )
-                if rule[column]
-            )
-            or "any request"
-        )
-        target = f"{rule['to_provider'] + ':' if rule['to_provider'] else ''}{rule['to_model']}"
-        fallbacks = f" ({', '.join(rule['fallbacks'])})" if rule["fallbacks"] else ""
-        print(
-            f"{rule['id']:>5} {rule['priority']:>5} {'yes' if rule['enabled'] else 'no':>3}  {when:<50} → "
-            f"{target}{fallbacks}"
-        )
+        conditions, target, fallbacks = rule_parts(rule)
+        when = ", ".join(f"{label}={value}" for label, value in conditions) or "any request"
+        also = f" ({', '.join(fallbacks)})" if fallbacks else ""
+        on = "yes" if rule["enabled"] else "no"
+        print(f"{rule['id']:>5} {rule['priority']:>5} {on:>3}  {when:<50} → {target}{also}")
     return 0
 
 

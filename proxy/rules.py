@@ -108,6 +108,29 @@ def set_enabled(conn: psycopg.Connection[Any], org_name: str, rule_id: int, enab
         raise OrgError(f"org {org_name!r} has no routing rule {rule_id}")
 
 
+_CONDITIONS = (
+    ("feature", "match_feature"),
+    ("task", "match_task"),
+    ("model", "match_model"),
+    ("provider", "match_provider"),
+)
+
+
+def rule_parts(rule: dict[str, Any]) -> tuple[list[tuple[str, str]], str, list[str]]:
+    """A rule (as `list_rules` gives it) for people: its conditions as (label, value), its target
+    as `provider:model` (or `model`) and its fallbacks; the CLI and the dashboard lay them out."""
+    when = [(label, rule[column]) for label, column in _CONDITIONS if rule[column]]
+    target = f"{rule['to_provider'] + ':' if rule['to_provider'] else ''}{rule['to_model']}"
+    return when, target, list(rule["fallbacks"] or [])
+
+
+def get_fallbacks(conn: psycopg.Connection[Any], org_name: str) -> list[str]:
+    """The org's default fallbacks (empty when none)."""
+    org = get_org(conn, org_name)
+    row = conn.execute("SELECT fallbacks FROM orgs WHERE id = %s", (org.id,)).fetchone()
+    return list(row[0]) if row and row[0] else []
+
+
 def set_fallbacks(conn: psycopg.Connection[Any], org_name: str, fallbacks: list[str]) -> None:
     """The org's default fallbacks, for requests no rule matches."""
     org = get_org(conn, org_name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -19,6 +21,15 @@ _PARTITIONS = (
 )
 
 
+@contextmanager
+def _locked(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction holding Lectr's schema lock: migrations, partition creation and retention
+    from every worker and command take turns."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        yield
+
+
 def _migration_files() -> list[tuple[int, str, str]]:
     folder = resources.files("proxy.db") / "migrations"
     found = []
@@ -32,8 +43,7 @@ def _migration_files() -> list[tuple[int, str, str]]:
 def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply pending migrations under an advisory lock; return the names applied."""
     applied: list[str] = []
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+    with _locked(conn):
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
@@ -70,8 +80,7 @@ def ensure_partitions(
         name = f"events_{start:%Y_%m}"
         if name in existing:
             continue
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        with _locked(conn):
             busy = conn.execute(
                 "SELECT 1 FROM events_default WHERE created_at >= %s AND created_at < %s LIMIT 1",
                 (start, end),
@@ -91,8 +100,7 @@ def drop_old_partitions(conn: psycopg.Connection[Any], keep_months: int) -> list
     cutoff = _month_start(dt.datetime.now(dt.UTC), -keep_months)
     dropped = []
     # Under the same lock as migrations and partition creation: workers doing this hourly never race.
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+    with _locked(conn):
         for (name,) in conn.execute(_PARTITIONS + " AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'").fetchall():
             year, month = int(name[7:11]), int(name[12:14])
             if dt.datetime(year, month, 1, tzinfo=dt.UTC) < cutoff:

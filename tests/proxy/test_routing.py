@@ -8,7 +8,7 @@ import pytest
 
 from proxy.orgs import OrgError, set_azure
 from proxy.routing import MAX_ATTEMPTS, OrgRouting, Target, build, parse_target
-from proxy.rules import add_rule, list_rules, remove_rule
+from proxy.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_fallbacks
 
 
 def rule(
@@ -92,6 +92,32 @@ def test_rules_store_is_scoped_to_the_org(db: Any, new_org: Any) -> None:
         remove_rule(db, b.name, rid)  # another org's rule is "not found"
     remove_rule(db, a.name, rid)
     assert list_rules(db, a.name) == []
+
+
+def test_rules_and_fallbacks_read_back_for_people(db: Any, new_org: Any) -> None:
+    org, _ = new_org("route-read")
+    add_rule(
+        db,
+        org.name,
+        feature="summary",
+        task="classification",
+        to_model="claude-3-5-haiku-latest",
+        to_provider="anthropic",
+        fallbacks=["gpt-4o-mini", "groq:llama-3.1-8b-instant"],
+    )
+    add_rule(db, org.name, to_model="gpt-4o-mini", priority=5)
+    first, second = list_rules(db, org.name)
+    assert rule_parts(first) == ([], "gpt-4o-mini", [])
+    assert rule_parts(second) == (
+        [("feature", "summary"), ("task", "classification")],
+        "anthropic:claude-3-5-haiku-latest",
+        ["gpt-4o-mini", "groq:llama-3.1-8b-instant"],
+    )
+    assert get_fallbacks(db, org.name) == []
+    set_fallbacks(db, org.name, ["gpt-4o-mini", "gemini-1.5-flash"])
+    assert get_fallbacks(db, org.name) == ["gpt-4o-mini", "gemini-1.5-flash"]
+    with pytest.raises(OrgError):
+        get_fallbacks(db, "no-such-org-anywhere")
 
 
 def test_guard_rails(db: Any, new_org: Any) -> None:
