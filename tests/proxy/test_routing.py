@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,6 +123,27 @@ def test_rules_and_fallbacks_read_back_for_people(db: Any, new_org: Any) -> None
     assert get_fallbacks(db, org.name) == ["gpt-4o-mini", "gemini-1.5-flash"]
     with pytest.raises(OrgError):
         get_fallbacks(db, "no-such-org-anywhere")
+
+
+def test_lectr_route_commands(db: Any, new_org: Any, pg_url: str, tmp_path: Path) -> None:
+    org, _ = new_org("route-cli")
+    env = {**os.environ, "DATABASE_URL": pg_url, "LECTR_DATA_DIR": str(tmp_path)}
+
+    def lectr(*args: str) -> str:
+        command = [str(Path(sys.executable).parent / "lectr"), "route", *args]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rid = int(lectr("add", org.name, "--feature", "summary", "--to-model", "gpt-4o-mini", "--fallback", "gpt-4o"))
+    listed = lectr("list", org.name)
+    assert f"{rid:>5}   100 yes  feature=summary" in listed and "→ gpt-4o-mini (gpt-4o)" in listed
+    assert [r["id"] for r in json.loads(lectr("list", org.name, "--json"))] == [rid]
+    fallbacks = ["claude-3-5-haiku-latest", "gpt-4o-mini"]
+    assert "claude-3-5-haiku-latest, gpt-4o-mini" in lectr("fallbacks", org.name, *fallbacks)
+    assert get_fallbacks(db, org.name) == fallbacks
+    lectr("rm", org.name, str(rid))
+    assert "has no routing rules" in lectr("list", org.name)
 
 
 def test_guard_rails(db: Any, new_org: Any) -> None:
