@@ -133,7 +133,9 @@ class Relay:
 
     async def _relay_whole(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
         t = time.perf_counter()
-        chunks = [chunk async for chunk in response.aiter_raw()]
+        chunks = []
+        while chunk := await response.receive():
+            chunks.append(chunk)
         self.upstream_seconds += time.perf_counter() - t
         self.body = b"".join(chunks)
         self.response_started = True
@@ -152,16 +154,12 @@ class Relay:
             start[HEAD_WITH_BODY] = True  # the first bytes are here: one write for the head and them
         await send(start)
         sse = self.sse
-        chunks = response.aiter_raw()
-        chunk = b""
         while True:
             t = time.perf_counter()
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                self.upstream_seconds += time.perf_counter() - t
-                break
+            chunk = await response.receive()
             self.upstream_seconds += time.perf_counter() - t
+            if not chunk:
+                break
             if sse is not None:
                 if self.sent_bytes == 0 and 0 <= (cut := chunk.find(b"\n\n")) < len(chunk) - 2:
                     cut += 2

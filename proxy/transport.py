@@ -390,7 +390,8 @@ def _headers(headers: list[tuple[bytes, bytes]], host: bytes, method: bytes, bod
 
 
 class Reply:
-    """A response head, and its body as raw bytes to read (`aiter_raw`) and close (`aclose`)."""
+    """A response head, and its body as raw bytes to read (`receive`, or `aiter_raw`) and close
+    (`aclose`)."""
 
     __slots__ = ("status_code", "reason", "headers", "body")
 
@@ -406,6 +407,10 @@ class Reply:
             if key.lower() == name:
                 return value
         return b""
+
+    async def receive(self) -> bytes:
+        """The next body bytes as they arrive; b"" at the end."""
+        return await self.body.receive()
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
         return self.body.__aiter__()
@@ -446,26 +451,29 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._request = request
         self._timeout = timeout
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def receive(self) -> bytes:
+        """The next body bytes as they arrive; b"" once the body is over (the connection is then
+        back in the pool). A plain method, not an async generator: a stream left unfinished (the
+        relay stops at the last byte) leaves nothing for trio's generator finaliser to do."""
         conn = self._conn
         if conn is None:
-            return
+            return b""
         response = self._response
         chunks = response.chunks
         request = self._request
         try:
             while True:
-                while chunks:
-                    yield chunks.popleft()
+                if chunks:
+                    return chunks.popleft()
                 if response.complete:
                     self._conn = None
                     self._transport._release(conn, self._origin, response)
-                    return
+                    return b""
                 data = await conn.receive(self._timeout, self._alive)
                 if not data:
                     if response.ends_at_close:  # no length and not chunked: the close is its end
                         self._close()
-                        return
+                        return b""
                     raise httpx.RemoteProtocolError(
                         "peer closed connection without sending complete message body", request=request
                     )
@@ -479,6 +487,10 @@ class _ResponseStream(httpx.AsyncByteStream):
         except BaseException:  # protocol errors, Abandoned, cancellation
             self._close()
             raise
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.receive():
+            yield chunk
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -586,7 +598,7 @@ class _Response:
             self._done()
 
     def on_body(self, body: bytes) -> None:
-        if self.head_done and not self.complete:
+        if body and self.head_done and not self.complete:
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:
