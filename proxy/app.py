@@ -43,7 +43,7 @@ from proxy.headers import Incoming, read_request_headers, readable_accept_encodi
 from proxy.journal import Journal
 from proxy.limits import RateLimiter, StreamSlots
 from proxy.logs import configure_logging
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, SharedMetrics, render
 from proxy.orgs import Org
 from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
@@ -65,13 +65,14 @@ class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.shared_metrics = SharedMetrics(settings.data_dir / "metrics")
         self.rate_limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.streams = StreamSlots(settings.max_streams)
         self.directory: Directory | None = None
         self.writer: EventWriter | None = None
         self.upstream: LectrTransport | None = None
         self.timeouts = Timeouts()
-        self._cancel_refresh: trio.CancelScope | None = None
+        self._background: list[trio.CancelScope] = []  # the tasks cancelled at stop
 
     # -- lifecycle (before_serving / after_serving) ----------------------------------------
 
@@ -97,8 +98,9 @@ class Proxy:
             retention_months=settings.retention_months,
         )
         await nursery.start(self.writer.run)
-        self._cancel_refresh = trio.CancelScope()
-        await nursery.start(self._refresh_forever, self._cancel_refresh)
+        await nursery.start(self._refresh_forever)
+        await trio.to_thread.run_sync(self.shared_metrics.prepare)
+        nursery.start_soon(self._publish_metrics_forever)
         # Everything loaded so far (price tables, Quart, the libraries) lives as long as the worker:
         # keep it out of the collector's full passes, which otherwise walk ~90,000 objects and stop
         # every request for ~50 ms each time (the p99 at 50 in flight; docs/PERFORMANCE.md).
@@ -110,21 +112,45 @@ class Proxy:
         # that ~0.1 %, each pass a few ms.
         gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
 
-    async def _refresh_forever(self, scope: trio.CancelScope, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _refresh_forever(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         assert self.directory is not None
-        with scope:
+        with self._cancel_at_stop():
             await self.directory.run(task_status=task_status)
+
+    async def _publish_metrics_forever(self) -> None:
+        """This worker's figures for `/metrics` on the others, every second (a small file write)."""
+        with self._cancel_at_stop():
+            while True:
+                self.publish_metrics()
+                await trio.sleep(1)
+
+    def _cancel_at_stop(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        self._background.append(scope)
+        return scope
+
+    def publish_metrics(self) -> dict[str, Any]:
+        snapshot = self.metrics.snapshot(self.writer.statistics() if self.writer else None)
+        self.shared_metrics.publish(snapshot)
+        return snapshot
+
+    async def render_metrics(self) -> str:
+        """Prometheus text for every worker of this server (proxy/metrics.py)."""
+        own = self.publish_metrics()
+        snapshots, live = await trio.to_thread.run_sync(self.shared_metrics.collect, own)
+        return render(snapshots, live)
 
     async def stop(self) -> None:
         log.info("shutting down: draining the event writer")
-        if self._cancel_refresh is not None:
-            self._cancel_refresh.cancel()
+        for scope in self._background:
+            scope.cancel()
         if self.writer is not None:
             await self.writer.aclose()
             stats = self.writer.statistics()
             log.info(
                 "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
             )
+        self.publish_metrics()  # the last figures: this worker's requests stay counted in /metrics
         if self.upstream is not None:
             await self.upstream.aclose()
 
@@ -418,7 +444,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        text = proxy.metrics.render(proxy.writer.statistics() if proxy.writer else None)
+        text = await proxy.render_metrics()
         return Response(text, 200, {"content-type": "text/plain; version=0.0.4"})
 
     @app.errorhandler(404)

@@ -1,12 +1,30 @@
-"""Prometheus metrics for one worker: requests, latency, the proxy's own overhead, the writer."""
+"""Prometheus metrics: requests, latency, the proxy's own overhead, the writer.
+
+Each worker counts its own requests in memory (a list increment on the hot path) and publishes a
+snapshot every second to `<data dir>/metrics/<server pid>/<worker pid>.json`. `/metrics`, whichever
+worker answers it, adds up the snapshots of every worker of its server: with `--workers N` a scrape
+sees the whole server, not one worker at random. A worker that exits keeps its snapshot (its
+requests stay counted, so counters never go down while the server runs); its gauges (queue,
+health) stop counting. Another server on the same data directory has its own folder; folders of
+servers that are gone are removed at start.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
     from proxy.writer import WriterStatistics
+
+log = logging.getLogger("lectr.metrics")
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -23,6 +41,17 @@ class _Histogram:
         self.counts[bisect_left(_BUCKETS, value)] += 1
         self.total += value
         self.count += 1
+
+    def add(self, other: list[Any]) -> None:
+        """Add a snapshot's `[counts, total, count]`."""
+        counts, total, count = other
+        if len(counts) == len(self.counts):
+            self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+            self.total += total
+            self.count += count
+
+    def snapshot(self) -> list[Any]:
+        return [self.counts, self.total, self.count]
 
     def render(self, name: str) -> list[str]:
         lines, running = [f"# TYPE {name} histogram"], 0
@@ -46,25 +75,120 @@ class Metrics:
         self.latency.observe(latency)
         self.overhead.observe(max(0.0, latency - upstream))
 
-    def render(self, writer: WriterStatistics | None) -> str:
-        lines = ["# TYPE lectr_requests_total counter"]
-        for status, count in sorted(self.requests.items()):
-            lines.append(f'lectr_requests_total{{status="{status}"}} {count}')
-        lines += self.latency.render("lectr_request_seconds")
-        lines += self.overhead.render("lectr_overhead_seconds")
-        if writer is not None:
-            for name, value in (
-                ("queued", writer.queued),
-                ("written", writer.written),
-                ("spilled", writer.spilled),
-                ("replayed", writer.replayed),
-                ("dropped", writer.dropped),
-                ("rejected", writer.rejected),
-                ("failures", writer.failures),
-                ("healthy", int(writer.healthy)),
-            ):
-                kind = "gauge" if name in ("queued", "healthy") else "counter"
-                metric = f"lectr_writer_{name}" + ("_total" if kind == "counter" else "")
-                lines.append(f"# TYPE {metric} {kind}")
-                lines.append(f"{metric} {value}")
-        return "\n".join(lines) + "\n"
+    def snapshot(self, writer: WriterStatistics | None) -> dict[str, Any]:
+        return {
+            "requests": {str(status): n for status, n in self.requests.items()},
+            "latency": self.latency.snapshot(),
+            "overhead": self.overhead.snapshot(),
+            "writer": asdict(writer) if writer is not None else None,
+        }
+
+
+_KEYS = frozenset({"requests", "latency", "overhead", "writer"})
+_WRITER_COUNTERS = ("written", "spilled", "replayed", "dropped", "rejected", "failures")
+
+
+def render(snapshots: list[dict[str, Any]], live: int) -> str:
+    """Prometheus text for the sum of the workers' snapshots (the live ones first: `live` of them)."""
+    requests: dict[int, int] = {}
+    latency, overhead = _Histogram(), _Histogram()
+    writer: dict[str, int] = dict.fromkeys(_WRITER_COUNTERS, 0)
+    queued, healthy, writers = 0, 1, 0
+    for index, snapshot in enumerate(snapshots):
+        for status, count in snapshot["requests"].items():
+            requests[int(status)] = requests.get(int(status), 0) + count
+        latency.add(snapshot["latency"])
+        overhead.add(snapshot["overhead"])
+        stats = snapshot.get("writer")
+        if stats is None:
+            continue
+        writers += 1
+        for name in _WRITER_COUNTERS:
+            writer[name] += stats[name]
+        if index < live:  # a gauge is about the workers running now
+            queued += stats["queued"]
+            healthy = min(healthy, int(stats["healthy"]))
+    lines = ["# TYPE lectr_workers gauge", f"lectr_workers {live}", "# TYPE lectr_requests_total counter"]
+    for status, count in sorted(requests.items()):
+        lines.append(f'lectr_requests_total{{status="{status}"}} {count}')
+    lines += latency.render("lectr_request_seconds")
+    lines += overhead.render("lectr_overhead_seconds")
+    if writers:
+        values = {"queued": queued, **writer, "healthy": healthy}
+        for name in ("queued", "written", "spilled", "replayed", "dropped", "rejected", "failures", "healthy"):
+            kind = "gauge" if name in ("queued", "healthy") else "counter"
+            metric = f"lectr_writer_{name}" + ("_total" if kind == "counter" else "")
+            lines.append(f"# TYPE {metric} {kind}")
+            lines.append(f"{metric} {values[name]}")
+    return "\n".join(lines) + "\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedMetrics:
+    """The snapshots of one server's workers, in a folder of the data directory (see the module
+    docstring). Every failure to write or read degrades to this worker's figures, with a warning."""
+
+    def __init__(self, root: Path, server_pid: int | None = None, pid: int | None = None) -> None:
+        self.server_pid = os.getppid() if server_pid is None else server_pid
+        self.pid = os.getpid() if pid is None else pid
+        self.root = root
+        self.folder = root / str(self.server_pid)
+        self._warned = False
+
+    def prepare(self) -> None:
+        """Create our folder; remove those of servers that are gone."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for entry in self.root.iterdir():
+                if entry.name.isdigit() and entry != self.folder and not _alive(int(entry.name)):
+                    shutil.rmtree(entry, ignore_errors=True)
+        except OSError as exc:
+            self._warn(exc)
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        path = self.folder / f"{self.pid}.json"
+        temporary = path.with_suffix(".tmp")
+        try:
+            try:
+                temporary.write_bytes(orjson.dumps(snapshot))
+            except FileNotFoundError:  # not prepared, or removed under us
+                self.folder.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(orjson.dumps(snapshot))
+            temporary.replace(path)  # readers see the old snapshot or the new one, never half
+        except OSError as exc:
+            self._warn(exc)
+
+    def collect(self, own: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """Every worker's snapshot (ours as given, live workers first) and how many are live."""
+        live: list[dict[str, Any]] = [own]
+        gone: list[dict[str, Any]] = []
+        try:
+            paths = list(self.folder.glob("*.json"))
+        except OSError as exc:
+            self._warn(exc)
+            return live, 1
+        for path in paths:
+            if not path.stem.isdigit() or int(path.stem) == self.pid:
+                continue
+            try:
+                snapshot = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # removed or being replaced just now: the next scrape has it
+            if not isinstance(snapshot, dict) or not _KEYS <= snapshot.keys():
+                continue
+            (live if _alive(int(path.stem)) else gone).append(snapshot)
+        return live + gone, len(live)
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("metrics of other workers unavailable (%s): /metrics shows this worker's", type(exc).__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -254,3 +255,51 @@ def test_a_journal_file_replayed_by_another_worker_never_duplicates_events(
     trio.run(run)
     count = retention_pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,))
     assert count == 3, f"3 events recorded, {count} rows written"
+
+
+# -- metrics with more than one worker --------------------------------------------------------
+
+
+def test_metrics_add_up_every_worker_whichever_answers(
+    pg_url: str, fakes: FakeProviders, new_org: Any, tmp_path: Path
+) -> None:
+    server = ProxyProcess(proxy_env(pg_url, fakes, tmp_path), tmp_path / "proxy.log", workers=2).start()
+    try:
+        _, key = new_org("metrics-workers")
+        headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+        sent = 0
+
+        async def one_round() -> None:
+            nonlocal sent
+
+            async def post() -> None:
+                nonlocal sent
+                # A connection per request, 16 at once: both workers take some.
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                    response = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+                assert response.status_code == 200
+                sent += 1
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(16):
+                    nursery.start_soon(post)
+
+        def per_worker() -> dict[str, int]:
+            files = list((tmp_path / "metrics").glob("*/*.json"))
+            return {f.stem: sum(json.loads(f.read_text())["requests"].values()) for f in files}
+
+        for _ in range(10):
+            trio.run(one_round)
+            counts = per_worker()
+            if len(counts) == 2 and all(counts.values()):
+                break
+        counts = wait_for(lambda: (c := per_worker()) and sum(c.values()) >= sent and c, timeout=10)
+        assert len(counts) == 2 and all(counts.values()), counts  # each worker answered some requests
+        for _ in range(12):  # new connections: either worker answers the scrape
+            scraped = _parse_metrics(httpx.get(f"{server.url}/metrics").text)
+            assert scraped["lectr_workers"] == 2
+            assert scraped['lectr_requests_total{status="200"}'] == sent
+            assert scraped["lectr_request_seconds_count"] == sent
+            assert scraped["lectr_writer_dropped_total"] == 0 and scraped["lectr_writer_healthy"] == 1
+    finally:
+        server.stop()
