@@ -118,10 +118,11 @@ class Proxy:
             await self.directory.run(task_status=task_status)
 
     async def _publish_metrics_forever(self) -> None:
-        """This worker's figures for `/metrics` on the others, every second (a small file write)."""
+        """This worker's figures for `/metrics` on the others, every second (a small file, written
+        in a thread: a slow disk never holds up the event loop)."""
         with self._cancel_at_stop():
             while True:
-                self.publish_metrics()
+                await self.publish_metrics()
                 await trio.sleep(1)
 
     def _cancel_at_stop(self) -> trio.CancelScope:
@@ -129,14 +130,14 @@ class Proxy:
         self._background.append(scope)
         return scope
 
-    def publish_metrics(self) -> dict[str, Any]:
+    async def publish_metrics(self) -> dict[str, Any]:
         snapshot = self.metrics.snapshot(self.writer.statistics() if self.writer else None)
-        self.shared_metrics.publish(snapshot)
+        await trio.to_thread.run_sync(self.shared_metrics.publish, snapshot)
         return snapshot
 
     async def render_metrics(self) -> str:
         """Prometheus text for every worker of this server (proxy/metrics.py)."""
-        own = self.publish_metrics()
+        own = await self.publish_metrics()
         snapshots, live = await trio.to_thread.run_sync(self.shared_metrics.collect, own)
         return render(snapshots, live)
 
@@ -150,7 +151,7 @@ class Proxy:
             log.info(
                 "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
             )
-        self.publish_metrics()  # the last figures: this worker's requests stay counted in /metrics
+        await self.publish_metrics()  # the last figures: this worker's requests stay counted in /metrics
         if self.upstream is not None:
             await self.upstream.aclose()
 
