@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Database, ProxyProcess, wrk  # noqa: E402
 from run import EMBEDDINGS, Run, _load, _merge, big_body, chat_body  # noqa: E402
-from upstream import Upstream, free_port  # noqa: E402
+from upstream import Upstream  # noqa: E402
 
 from proxy.db.connection import stop_embedded  # noqa: E402
 
@@ -64,17 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             run = Run(argparse.Namespace(duration=1), db, upstream, work)
             body_file = run.body_file("ab", body)
             for side, extra in sides.items():
-                _, key = db.new_org(f"ab-{side}")
-                data = work / f"proxy-{side}"
-                data.mkdir()
-                env = {
-                    "DATABASE_URL": db.url,
-                    "LECTR_DATA_DIR": str(data),
-                    "LECTR_OPENAI_BASE_URL": upstream.fast_url,
-                    "LECTR_LOG_LEVEL": "INFO",
-                    **extra,
-                }
-                proxies[side] = (ProxyProcess(env, data / "proxy.log", free_port(), 1).start(), key)
+                proxy, _, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra)
+                proxies[side] = (proxy, key)
             for proxy, key in proxies.values():  # warm up: pools, first flushes
                 wrk(proxy.url + path, connections=50, duration=1, body_file=body_file, key=key, mode=mode)
             base = f"http://127.0.0.1:{upstream.fast_port}{path}"

@@ -98,7 +98,9 @@ class Run:
     results: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def start_proxy(self, name: str, base_url: str, workers: int = 1) -> tuple[ProxyProcess, int, str]:
+    def start_proxy(
+        self, name: str, base_url: str, workers: int = 1, extra_env: dict[str, str] | None = None
+    ) -> tuple[ProxyProcess, int, str]:
         org_id, key = self.db.new_org(name)
         data = self.work / f"proxy-{name}"
         data.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,7 @@ class Run:
             "LECTR_DATA_DIR": str(data),
             "LECTR_OPENAI_BASE_URL": base_url,
             "LECTR_LOG_LEVEL": "INFO",
+            **(extra_env or {}),
         }
         proxy = ProxyProcess(env, data / "proxy.log", free_port(), workers).start()
         return proxy, org_id, key

@@ -115,7 +115,7 @@ def render(snapshots: list[dict[str, Any]], live: int) -> str:
     lines += overhead.render("lectr_overhead_seconds")
     if writers:
         values = {"queued": queued, **writer, "healthy": healthy}
-        for name in ("queued", "written", "spilled", "replayed", "dropped", "rejected", "failures", "healthy"):
+        for name in ("queued", *_WRITER_COUNTERS, "healthy"):
             kind = "gauge" if name in ("queued", "healthy") else "counter"
             metric = f"lectr_writer_{name}" + ("_total" if kind == "counter" else "")
             lines.append(f"# TYPE {metric} {kind}")

@@ -168,7 +168,6 @@ class Relay:
             if response.is_finished():  # that was the last of it: one write for it and the end
                 break
             await self._send_body(send, chunk)
-            chunk = b""
             if gone is not None and gone():
                 self.client_gone = True  # `run` closes the upstream connection on the way out
                 return
