@@ -101,11 +101,6 @@ def test_demo_generate_report_and_recommend(db: psycopg.Connection[Any]) -> None
     assert events.filter(pl.col("stream"))["ttft_ms"].null_count() < events["stream"].sum()
     assert events["created_at"].min() >= now - dt.timedelta(days=3, minutes=1)
 
-    again = generate(db, days=1, per_day=100)
-    assert again != key and org_for_key(db, key) is None  # a new key each run, the old one revoked
-    fewer = load_events(db, org_id, now - dt.timedelta(days=4), dt.datetime.now(dt.UTC)).collect()
-    assert 0 < fewer.height < events.height  # old events replaced
-
     rows = json.loads(report(db, "demo", days=7, as_json=True))
     assert rows and {"feature", "requests", "cost_usd", "share", "change", "latency_ms_avg", "latency_ms_p95",
                      "error_rate"} <= set(rows[0])
@@ -125,6 +120,13 @@ def test_demo_generate_report_and_recommend(db: psycopg.Connection[Any]) -> None
         assert isinstance(card["monthly_saving_usd"], float)
         assert isinstance(card["evidence"]["requests"], int)
     assert "protected: planner" in recommend(db, "demo")
+
+    # Last, on the 3-day traffic above: a second run's single weekend day may hold no `planner`
+    # request at all (4 % of ~45 requests), which made the protected-feature check above flaky.
+    again = generate(db, days=1, per_day=100)
+    assert again != key and org_for_key(db, key) is None  # a new key each run, the old one revoked
+    fewer = load_events(db, org_id, now - dt.timedelta(days=4), dt.datetime.now(dt.UTC)).collect()
+    assert 0 < fewer.height < events.height  # old events replaced
 
 
 def test_commands_refuse_unknown_orgs(db: psycopg.Connection[Any]) -> None:
