@@ -56,8 +56,10 @@ class Settings:
     refresh_seconds: float = 2.0
     # Event writer: flush when this many events are queued or the oldest is this old.
     writer_batch_size: int = 5000
-    # Small, frequent flushes: rows reach Postgres within ~0.1 s, each flush a short COPY.
-    writer_flush_seconds: float = 0.1
+    # A batch goes at once when traffic pauses (proxy/writer.py); under steady traffic once a
+    # second (each flush disturbs the requests it meets: docs/PERFORMANCE.md step 16). Held
+    # events are mirrored in the spool, so a worker killed outright loses none of them.
+    writer_flush_seconds: float = 1.0
     # Events held in memory while Postgres is unreachable, before spilling to the journal.
     writer_queue_size: int = 100_000
     journal_dir: Path | None = None
@@ -93,7 +95,7 @@ class Settings:
             max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES", 16 * 1024),
             refresh_seconds=_float(env, "LECTR_REFRESH_SECONDS", 2.0),
             writer_batch_size=_int(env, "LECTR_WRITER_BATCH_SIZE", 5000),
-            writer_flush_seconds=_float(env, "LECTR_WRITER_FLUSH_SECONDS", 0.1),
+            writer_flush_seconds=_float(env, "LECTR_WRITER_FLUSH_SECONDS", 1.0),
             writer_queue_size=_int(env, "LECTR_WRITER_QUEUE_SIZE", 100_000),
             journal_dir=Path(journal) if journal else None,
             rate_limit_rps=_float(env, "LECTR_RATE_LIMIT_RPS", 0.0),

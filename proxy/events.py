@@ -101,15 +101,9 @@ class Event:
         """All columns, in `COLUMNS` order."""
         return _all_columns(self)
 
-    def row_without_id(self) -> tuple[Any, ...]:
-        """All columns but `id` (Postgres generates it), in `COLUMNS_WITHOUT_ID` order."""
-        return _columns_without_id(self)
-
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Event))
-COLUMNS_WITHOUT_ID: tuple[str, ...] = tuple(name for name in COLUMNS if name != "id")
 _TEXT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in fields(Event) if f.type in ("str | None", "str") and f.name != "request_id"
 )
 _all_columns = attrgetter(*COLUMNS)
-_columns_without_id = attrgetter(*COLUMNS_WITHOUT_ID)

@@ -20,6 +20,11 @@ def _default(value: Any) -> Any:
     return str(value)  # Decimal (cost) and anything else exotic, as text Postgres can parse
 
 
+def encode(row: Sequence[Any]) -> bytes:
+    """One journal line: the row's columns (`COLUMNS` order) as a JSON array, and a newline."""
+    return orjson.dumps(row, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
 class Journal:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -31,8 +36,7 @@ class Journal:
         tmp = final.with_suffix(".jsonl.tmp")
         with open(tmp, "wb") as out:
             for row in rows:
-                out.write(orjson.dumps(row, default=_default))
-                out.write(b"\n")
+                out.write(encode(row))
             out.flush()
             os.fsync(out.fileno())
         tmp.rename(final)

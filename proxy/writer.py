@@ -2,8 +2,11 @@
 
 Requests call `record(event)`, a plain function that never blocks: it puts the event on a
 bounded memory channel. The writer task (started in the app's nursery) takes events off the
-channel, prices them, and flushes them in batches with COPY, by size or by age, through a
-blocking psycopg connection driven in a worker thread (`trio.to_thread`).
+channel, prices them, mirrors them in this worker's spool file (`proxy.spool`: a worker killed
+outright loses nothing it had taken), and flushes them in batches with COPY through a blocking
+psycopg connection driven in a worker thread (`trio.to_thread`). A batch goes when it is full,
+when it is `flush_seconds` old (1 s), or as soon as traffic pauses for a tick (50 ms): a steady
+stream of requests sees one flush a second, a quiet one sees its events in Postgres at once.
 
 When Postgres is unreachable the writer keeps taking events into memory, retrying with
 exponential backoff; once `queue_size` events are held it spills them to the on-disk journal
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +29,20 @@ import trio
 
 from proxy.db import connect, ensure_partitions
 from proxy.db.migrate import drop_old_partitions
-from proxy.events import COLUMNS, COLUMNS_WITHOUT_ID, Event
-from proxy.journal import Journal
+from proxy.events import COLUMNS, Event
+from proxy.journal import Journal, encode
+from proxy.spool import Spool
 
 log = logging.getLogger("lectr.writer")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
-# Both COPYs let Postgres generate ids; rows from the journal bring their own (see journal.py).
-# Text, for the row-by-row retry of a refused batch:
-_COPY = f"COPY events ({', '.join(COLUMNS_WITHOUT_ID)}) FROM STDIN"
+# Every row brings its id, given when the writer takes the event (the spool's copy has the same
+# one: a replay of it never writes an event twice). Text, for the row-by-row retry of a refused batch:
+_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN"
 # The fast path: binary COPY with the columns' types set up front (psycopg then picks each value's
 # dumper once per column, not per value): ~4 µs a row against ~10-17 µs in text, CPU the writer
 # thread spends holding the GIL.
-_BINARY_COPY = f"COPY events ({', '.join(COLUMNS_WITHOUT_ID)}) FROM STDIN (FORMAT BINARY)"
+_BINARY_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 _COLUMN_TYPES = (
     "SELECT attname, atttypid::int FROM pg_attribute "
     "WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped"
@@ -45,6 +50,8 @@ _COLUMN_TYPES = (
 _REPLAY_COPY = f"COPY replay ({_COLUMN_LIST}) FROM STDIN"
 _REPLAY_INSERT = f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM replay ON CONFLICT DO NOTHING"
 _MAINTENANCE_SECONDS = 3600.0
+_QUIET_SECONDS = 0.05  # a tick without a new event: traffic paused, flush what is held
+_ADOPT_SECONDS = 10.0  # how often to look for the spools of workers that are gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +74,7 @@ class EventWriter:
         journal: Journal,
         *,
         batch_size: int = 5000,
-        flush_seconds: float = 0.1,
+        flush_seconds: float = 1.0,
         queue_size: int = 100_000,
         retention_months: int = 0,
         max_backoff: float = 5.0,
@@ -81,12 +88,16 @@ class EventWriter:
         self._max_backoff = max_backoff
         self._send, self._receive = trio.open_memory_channel[Event](queue_size)
         self._pending: list[Event] = []
+        self._spool = Spool(journal.folder)
+        self._unspooled: list[bytes] = []  # lines of events taken, not yet appended to the spool
+        self._taken = 0
         self._conn: psycopg.Connection[Any] | None = None
         self._types: list[int] | None = None  # the events columns' type OIDs, for binary COPY
         self._written = self._spilled = self._replayed = self._dropped = self._failures = self._rejected = 0
         self._healthy = True
         self._backoff = 0.0
         self._next_maintenance = 0.0
+        self._next_adoption = 0.0
         self._journal_files = len(journal.files())
         self.finished = trio.Event()
 
@@ -123,13 +134,13 @@ class EventWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with self._receive:
+                await trio.to_thread.run_sync(self._open_spool)
                 task_status.started()
                 closed = False
                 while not closed:
                     closed = await self._fill()
                     if len(self._pending) >= self._queue_size:
-                        await self._spill(self._pending)
-                        self._pending = []
+                        await self._spill_pending()
                     if self._pending or self._journal_files:
                         # Also the probe that notices Postgres is back while all we hold is on disk.
                         await self._flush()
@@ -138,49 +149,102 @@ class EventWriter:
                 if self._pending:
                     await self._flush()
                 if self._pending:
-                    await self._spill(self._pending)
-                    self._pending = []
+                    await self._spill_pending()
         finally:
+            self._spool.close()  # removed when empty; otherwise left for adoption
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 await trio.to_thread.run_sync(conn.close)
             self.finished.set()
 
+    def _open_spool(self) -> None:
+        """Worker thread: lock this worker's spool, and adopt those of workers that are gone."""
+        try:
+            self._spool.open()
+        except OSError as exc:
+            log.warning("cannot open an event spool in %s (%s); held events are in memory only", self._spool.folder,
+                        exc)
+        self._adopt()
+
+    def _adopt(self) -> None:
+        try:
+            if self._spool.adopt_orphans():
+                self._journal_files = len(self._journal.files())
+        except OSError as exc:
+            log.warning("cannot look for spools to adopt in %s (%s)", self._spool.folder, exc)
+        self._next_adoption = time.monotonic() + _ADOPT_SECONDS
+
     async def _fill(self) -> bool:
-        """Take events off the channel until a batch is full or the wait is over; True when closed."""
-        healthy = self._healthy
-        limit = self._batch_size if healthy else self._queue_size
-        wait = self._flush_seconds if healthy else self._backoff
-        deadline = trio.current_time() + wait
+        """Take events off the channel until a batch is due; True when the channel is closed.
+
+        Due: full, `flush_seconds` after its first event, or as soon as a whole tick of
+        `_QUIET_SECONDS` passes without a new event. A tick costs a wake-up and no thread, so
+        steady traffic sees one flush (a thread hop and a COPY: the tail at 1 in flight,
+        docs/PERFORMANCE.md step 16) a second, and a quiet moment sees its events written at once."""
+        if not self._healthy:  # Postgres is away: hold events until the next attempt
+            with trio.move_on_after(self._backoff):
+                return await self._take(self._queue_size)
+            return False
+        if not self._pending:  # idle: wait for a batch's first event (housekeeping runs meanwhile)
+            with trio.move_on_after(self._flush_seconds if self._journal_files else _ADOPT_SECONDS):
+                if await self._take(1):
+                    return True
+            if not self._pending:
+                return False
+        final = trio.current_time() + self._flush_seconds
+        while True:
+            taken = self._taken
+            with trio.move_on_at(min(final, trio.current_time() + _QUIET_SECONDS)):
+                return await self._take(self._batch_size)
+            if self._taken == taken or trio.current_time() >= final:
+                return False
+
+    async def _take(self, limit: int) -> bool:
+        """Take events off the channel until `limit` are held; True when the channel is closed.
+        What is taken is in the spool before each wait and on return."""
         receive = self._receive
         pending = self._pending
         prepare = self._prepare
-        with trio.move_on_at(deadline):
-            while len(pending) < limit:
-                try:
-                    pending.append(prepare(receive.receive_nowait()))
-                    if len(pending) % 16 == 0:
-                        await trio.lowlevel.checkpoint()  # a backlog is priced in slices, between requests
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    return True
-                try:
-                    pending.append(prepare(await receive.receive()))
-                except trio.EndOfChannel:
-                    return True
+        while len(pending) < limit:
+            try:
+                pending.append(prepare(receive.receive_nowait()))
+                if len(pending) % 16 == 0:
+                    self._write_spool()
+                    await trio.lowlevel.checkpoint()  # a backlog is priced in slices, between requests
+                continue
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                self._write_spool()
+                return True
+            self._write_spool()
+            try:
+                pending.append(prepare(await receive.receive()))
+            except trio.EndOfChannel:
+                return True
+        self._write_spool()
         return False
 
     def _prepare(self, event: Event) -> Event:
-        """Price and clean an event as it arrives, on the event loop, a few µs at a time, rather than
-        a whole batch at once in the flush thread while holding the GIL (docs/PERFORMANCE.md)."""
+        """Price, clean and name an event as it arrives, on the event loop, a few µs at a time,
+        rather than a whole batch at once in the flush thread while holding the GIL
+        (docs/PERFORMANCE.md); its line for the spool is made here too."""
         try:
             event.price()
         except Exception:  # a price we cannot compute must not cost the event
             log.exception("could not price an event of %s/%s; storing it without a cost", event.provider, event.model)
         event.sanitise()
+        if event.id is None:
+            event.id = uuid.uuid4()
+        self._taken += 1
+        if self._spool.active:
+            self._unspooled.append(encode(event.row()))
         return event
+
+    def _write_spool(self) -> None:
+        if self._unspooled:
+            lines, self._unspooled = self._unspooled, []
+            self._spool.append(lines[0] if len(lines) == 1 else b"".join(lines))
 
     async def _flush(self) -> None:
         """Write the held batch, then replay the journal; each step commits on its own, so a
@@ -201,6 +265,7 @@ class EventWriter:
                 rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
                 batch = [event for event in batch if event not in rejected]
             self._pending = []
+            self._spool.clear()
             self._written += len(batch)
         try:
             replayed = await trio.to_thread.run_sync(self._replay)
@@ -227,11 +292,11 @@ class EventWriter:
         conn = self._connection()
         if self._types is None:
             found = dict(conn.execute(_COLUMN_TYPES).fetchall())
-            self._types = [found[name] for name in COLUMNS_WITHOUT_ID]
+            self._types = [found[name] for name in COLUMNS]
         with conn.transaction(), conn.cursor() as cur, cur.copy(_BINARY_COPY) as copy:
             copy.set_types(self._types)
-            for event in batch:  # priced and cleaned on arrival (`_prepare`)
-                copy.write_row(event.row_without_id())
+            for event in batch:  # priced, cleaned and given its id on arrival (`_prepare`)
+                copy.write_row(event.row())
 
     def _replay(self) -> int:
         """Worker thread: insert what the journal holds (from any worker sharing it); rows replayed."""
@@ -269,7 +334,7 @@ class EventWriter:
         for event in batch:
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
-                    copy.write_row(event.row_without_id())
+                    copy.write_row(event.row())
             except psycopg.Error:
                 rejected.append(event)
         if rejected:
@@ -295,10 +360,13 @@ class EventWriter:
             except Exception:  # the connection is already broken; nothing to save
                 pass
 
-    async def _spill(self, events: list[Event]) -> None:
-        await trio.to_thread.run_sync(self._spill_now, events)
+    async def _spill_pending(self) -> None:
+        """Keep what is held in the journal (Postgres is away); the spool's copy is then not needed."""
+        if await trio.to_thread.run_sync(self._spill_now, self._pending):
+            self._spool.clear()
+        self._pending = []
 
-    def _spill_now(self, events: list[Event]) -> None:
+    def _spill_now(self, events: list[Event]) -> bool:
         try:
             rows = []
             for event in events:
@@ -308,14 +376,18 @@ class EventWriter:
         except OSError:
             log.exception("cannot write the event journal; %d events lost", len(events))
             self._dropped += len(events)
-            return
+            return False
         self._spilled += len(events)
         self._journal_files += 1
         log.warning("spilled %d events to the journal in %s", len(events), self._journal.folder)
+        return True
 
     async def _maintain(self) -> None:
-        """Hourly: create next months' partitions and apply retention."""
+        """Every few seconds: adopt the spools of workers that are gone. Hourly: create next months'
+        partitions and apply retention."""
         now = time.monotonic()
+        if now >= self._next_adoption:
+            await trio.to_thread.run_sync(self._adopt)
         if not self._healthy or now < self._next_maintenance:
             return
         self._next_maintenance = now + _MAINTENANCE_SECONDS

@@ -156,7 +156,6 @@ def proxy_env(pg_url: str, fakes: FakeProviders, data_dir: Path, **extra: str) -
         "LECTR_UPSTREAM_TIMEOUT": "2",
         "LECTR_UPSTREAM_CONNECT_TIMEOUT": "2",
         "LECTR_REFRESH_SECONDS": "0.5",
-        "LECTR_WRITER_FLUSH_SECONDS": "0.1",
         "LECTR_LOG_LEVEL": "INFO",
         "LECTR_MAX_BODY_BYTES": str(1024 * 1024),
         **fakes.env(),

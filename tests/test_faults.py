@@ -61,6 +61,40 @@ def test_postgres_down_and_back_loses_no_event(own_stack: Any) -> None:
     assert "lectr_writer_dropped_total 0" in metrics
 
 
+def test_a_proxy_killed_outright_loses_no_event(own_stack: Any, fakes: FakeProviders, tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, a crash) gives no chance to drain: the events the writer held are
+    in its spool, and the next start writes them, once each."""
+    import psutil
+
+    pg, proxy, org, key = own_stack
+    headers = {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    with httpx.Client(base_url=proxy.url, headers=headers) as client:
+        for _ in range(10):
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        query = "SELECT count(*) FROM events WHERE org_id = %s"
+        wait_for(lambda: pg.count(query, (org.id,)) == 10, timeout=10)
+        pg.stop()  # nothing can be written now: the next events stay with the writer
+        for _ in range(30):  # fewer than the writer holds in memory (50): none goes to the journal
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    spools = (tmp_path / "journal").glob
+    wait_for(lambda: sum(p.read_bytes().count(b"\n") for p in spools("spool-*.jsonl")) == 30, timeout=5)
+    assert proxy.process is not None
+    everything = [psutil.Process(proxy.process.pid), *psutil.Process(proxy.process.pid).children(recursive=True)]
+    for process in everything:
+        process.kill()
+    psutil.wait_procs(everything, timeout=10)
+    assert not list((tmp_path / "journal").glob("events-*.jsonl"))  # nothing was spilled or drained
+    pg.start()
+    again = ProxyProcess(proxy.env, tmp_path / "again.log").start()
+    try:
+        wait_for(lambda: pg.count(query, (org.id,)) >= 40, timeout=20)
+        time.sleep(0.5)
+        assert pg.count(query, (org.id,)) == 40
+        assert "adopted the event spool" in again.logs()
+    finally:
+        again.stop()
+
+
 def test_sigterm_lets_in_flight_requests_finish_and_drains_events(own_stack: Any, fakes: FakeProviders) -> None:
     pg, proxy, org, key = own_stack
     fakes.reset()

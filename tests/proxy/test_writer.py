@@ -153,3 +153,80 @@ def test_record_is_cheap_and_never_blocks(tmp_path: Path) -> None:
         assert stats.queued == 10 and stats.spilled == 15 and stats.dropped == 0
 
     trio.run(main)
+
+
+def spool_lines(folder: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in folder.glob("spool-*.jsonl"))
+
+
+async def test_a_writer_that_dies_leaves_its_held_events_to_the_next_one(
+    tmp_path: Path, disposable_pg: DisposablePostgres
+) -> None:
+    """What the writer holds is mirrored in its spool; while it lives nobody else takes the spool,
+    and once it is gone the next writer replays it, without writing twice the events that had
+    reached Postgres before the end (a kill between a commit and the spool's truncation)."""
+    pg = disposable_pg
+    from proxy.db import connect
+    from proxy.events import COLUMNS
+    from proxy.orgs import create_org
+    from proxy.spool import Spool
+
+    with connect(pg.url) as conn:
+        org, _ = create_org(conn, "spool")
+    folder = tmp_path / "journal"
+    await trio.to_thread.run_sync(pg.stop)
+    events = [make_event(org.id, i) for i in range(25)]
+    dying = EventWriter(pg.url, Journal(folder), max_backoff=0.1)
+    with trio.CancelScope() as death:  # no drain: the worker is gone mid-way
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dying.run)
+            for event in events:
+                dying.record(event)
+            await until(lambda: spool_lines(folder) == 25, dying, 5)
+            assert Spool(folder).adopt_orphans() == 0  # its owner is alive: locked
+            assert not Journal(folder).files()
+            death.cancel()
+    assert all(event.id is not None for event in events) and spool_lines(folder) == 25
+    await trio.to_thread.run_sync(pg.start)
+    copy_sql = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
+    with connect(pg.url) as conn, conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for event in events[:5]:  # committed just before the end
+            copy.write_row(event.row())
+    again = EventWriter(pg.url, Journal(folder))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(again.run)
+        await until(lambda: pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) >= 25, again, 10)
+        await again.aclose()
+    assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 25
+    assert pg.count("SELECT count(DISTINCT id) FROM events WHERE org_id = %s", (org.id,)) == 25
+    assert not list(folder.glob("spool-*")) and not Journal(folder).files()
+
+
+async def test_the_spool_is_emptied_once_events_are_committed(pg_url: str, new_org: Any, tmp_path: Path) -> None:
+    org, _ = new_org("spool-commit")
+    folder = tmp_path / "journal"
+    writer = EventWriter(pg_url, Journal(folder), flush_seconds=30)  # only a quiet tick flushes here
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(40):
+            writer.record(make_event(org.id, i))
+        await until(lambda: writer.statistics().written == 40, writer, 5)  # traffic paused: written at once
+        await until(lambda: spool_lines(folder) == 0, writer, 1)
+        [spool] = folder.glob("spool-*.jsonl")
+        assert spool.stat().st_size == 0
+        await writer.aclose()
+    assert not list(folder.glob("spool-*")), "an empty spool is removed at a clean stop"
+    assert len(rows(pg_url, org.id)) == 40
+
+
+def test_adoption_drops_a_line_cut_short_and_removes_empty_spools(tmp_path: Path) -> None:
+    from proxy.spool import Spool
+
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    (folder / "spool-1-a.jsonl").write_bytes(b'["whole"]\n["cut sh')
+    (folder / "spool-2-b.jsonl").write_bytes(b"")
+    (folder / "spool-3-c.jsonl").write_bytes(b'["cut short only')
+    assert Spool(folder).adopt_orphans() == 1
+    assert sorted(path.name for path in folder.iterdir()) == ["events-1-a.jsonl"]
+    assert list(Journal.read(folder / "events-1-a.jsonl")) == [["whole"]]

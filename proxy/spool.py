@@ -1,0 +1,125 @@
+"""The spool: the events a worker's writer holds, mirrored on disk until Postgres has them.
+
+The writer flushes once a second under steady traffic (sooner when traffic pauses). What it
+holds meanwhile would be lost if the worker were killed outright (SIGKILL, the OOM killer, a
+crash); a normal stop drains it. So every event the writer takes is also appended to this
+worker's spool file, in the journal's format, as it is taken: one `write` per batch of events
+taken, into the page cache (no fsync: this guards against a dead process, not a dead machine),
+a few µs. The file is emptied once its events are committed to Postgres or kept in the journal.
+
+A worker holds an exclusive `flock` on its spool for as long as it lives, from before the file
+has its final name. Whoever can take the lock of a spool that is not its own knows the owner is
+gone, and turns the file into a journal file (`adopt_orphans`). The writer replays journal files
+with `ON CONFLICT DO NOTHING` and every event carries its id from the moment it is taken, so
+the events a dying worker had already committed are not written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from pathlib import Path
+
+log = logging.getLogger("lectr.spool")
+
+
+class Spool:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path: Path | None = None
+        self._fd: int | None = None
+        self._size = 0
+
+    def open(self) -> None:
+        """Create and lock this worker's spool (blocking; call from a worker thread)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"spool-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = self.folder / f".{name}.tmp"  # not a `spool-*` name until it is locked
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = self.folder / f"{name}.jsonl"
+            os.rename(tmp, path)
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        self._fd, self.path, self._size = fd, path, 0
+
+    @property
+    def active(self) -> bool:
+        return self._fd is not None
+
+    def append(self, data: bytes) -> None:
+        """Append complete journal lines. A spool that cannot be written is given up (with a
+        warning): events are then held in memory only, as they would be without a spool."""
+        fd = self._fd
+        if fd is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            log.warning("cannot write the event spool %s (%s); held events are in memory only", self.path, exc)
+            self.close()
+            return
+        self._size += len(data)
+
+    def clear(self) -> None:
+        """Everything appended so far is committed (or journaled): start again from empty."""
+        if self._fd is not None and self._size:
+            try:
+                os.ftruncate(self._fd, 0)
+                self._size = 0
+            except OSError as exc:
+                log.warning("cannot empty the event spool %s (%s); giving it up", self.path, exc)
+                self.close()
+
+    def close(self) -> None:
+        """Let go of the spool: removed when empty, otherwise left (locked no more) for adoption."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if self._size == 0 and self.path is not None:
+            self.path.unlink(missing_ok=True)
+        os.close(fd)
+
+    def adopt_orphans(self) -> int:
+        """Turn the spools of workers that are gone into journal files; returns how many."""
+        adopted = 0
+        if not self.folder.is_dir():
+            return 0
+        for path in self.folder.glob("spool-*.jsonl"):
+            if path == self.path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # adopted by another worker meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its worker is alive
+                data = os.pread(fd, os.fstat(fd).st_size, 0)
+                whole = data.rfind(b"\n") + 1  # a line cut short by the kill was never a whole event
+                if whole == 0:
+                    path.unlink(missing_ok=True)
+                    continue
+                if whole < len(data):
+                    os.ftruncate(fd, whole)
+                try:
+                    path.rename(self.folder / f"events-{path.stem.removeprefix('spool-')}.jsonl")
+                except FileNotFoundError:
+                    continue
+                adopted += 1
+                log.warning("adopted the event spool of a worker that is gone: %s", path.name)
+            finally:
+                os.close(fd)
+        return adopted
+
+
+__all__ = ["Spool"]
