@@ -7,7 +7,9 @@ Never holds prompt or completion text, nor any header value but the `X-Lectr-*` 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from operator import attrgetter
@@ -15,6 +17,41 @@ from typing import Any
 
 from proxy.pricing import price
 from proxy.usage import Usage
+
+_V4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
+_V4_SET = 0x4000 << 64 | 0x8000 << 48
+_UNKNOWN = uuid.SafeUUID.unknown
+_new_uuid = object.__new__
+_set_field = object.__setattr__
+
+
+def _random_128() -> Iterator[int]:
+    """128 random bits at a time, from `os.urandom` read 4 KB at a time (one call per 256 ids)."""
+    while True:
+        block = os.urandom(4096)
+        for start in range(0, 4096, 16):
+            yield int.from_bytes(block[start : start + 16])
+
+
+_randoms = _random_128()
+
+
+def _after_fork() -> None:
+    global _randoms
+    _randoms = _random_128()  # a forked child must not hand out its parent's next ids
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def new_id() -> uuid.UUID:
+    """A random UUID, version 4, as `uuid.uuid4()` makes it (from `os.urandom`), without a system
+    call each time and without `UUID.__init__`'s argument checks (Python 3.14's `UUID._from_int`
+    skips them the same way): ~1 µs instead of 3.7, on the event loop for every event."""
+    value = _new_uuid(uuid.UUID)
+    _set_field(value, "int", next(_randoms) & _V4_CLEAR | _V4_SET)
+    _set_field(value, "is_safe", _UNKNOWN)
+    return value
 
 
 @dataclass(slots=True)
@@ -89,13 +126,6 @@ class Event:
             value = getattr(self, name)
             if value is not None and "\x00" in value:
                 setattr(self, name, value.replace("\x00", "\ufffd"))
-
-    def finalise(self) -> None:
-        """Price the event and give it an id: what it needs before it is kept on disk."""
-        if self.id is None:
-            self.id = uuid.uuid4()
-        self.price()
-        self.sanitise()
 
     def row(self) -> tuple[Any, ...]:
         """All columns, in `COLUMNS` order."""

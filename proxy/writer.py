@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ import trio
 
 from proxy.db import connect, ensure_partitions
 from proxy.db.migrate import drop_old_partitions
-from proxy.events import COLUMNS, Event
+from proxy.events import COLUMNS, Event, new_id
 from proxy.journal import Journal, encode
 from proxy.spool import Spool
 
@@ -87,7 +86,7 @@ class EventWriter:
         self._retention_months = retention_months
         self._max_backoff = max_backoff
         self._send, self._receive = trio.open_memory_channel[Event](queue_size)
-        self._pending: list[Event] = []
+        self._pending: list[tuple[Any, ...]] = []  # rows of the events taken, ready for COPY
         self._spool = Spool(journal.folder)
         self._unspooled: list[bytes] = []  # lines of events taken, not yet appended to the spool
         self._taken = 0
@@ -109,7 +108,7 @@ class EventWriter:
             self._send.send_nowait(event)
         except (trio.WouldBlock, trio.ClosedResourceError):
             # Memory is full (or we are shutting down): keep the event on disk instead.
-            self._spill_now([event])
+            self._spill_now([self._finish(event)])
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -225,21 +224,27 @@ class EventWriter:
         self._write_spool()
         return False
 
-    def _prepare(self, event: Event) -> Event:
-        """Price, clean and name an event as it arrives, on the event loop, a few µs at a time,
-        rather than a whole batch at once in the flush thread while holding the GIL
-        (docs/PERFORMANCE.md); its line for the spool is made here too."""
+    def _prepare(self, event: Event) -> tuple[Any, ...]:
+        """An event's row, made as it arrives, on the event loop, a few µs at a time, rather than
+        a whole batch at once in the flush thread while holding the GIL (docs/PERFORMANCE.md);
+        its line for the spool is made here too."""
+        row = self._finish(event)
+        self._taken += 1
+        if self._spool.active:
+            self._unspooled.append(encode(row))
+        return row
+
+    @staticmethod
+    def _finish(event: Event) -> tuple[Any, ...]:
+        """Price, clean and name an event: its row as Postgres and the journal take it."""
         try:
             event.price()
         except Exception:  # a price we cannot compute must not cost the event
             log.exception("could not price an event of %s/%s; storing it without a cost", event.provider, event.model)
         event.sanitise()
         if event.id is None:
-            event.id = uuid.uuid4()
-        self._taken += 1
-        if self._spool.active:
-            self._unspooled.append(encode(event.row()))
-        return event
+            event.id = new_id()
+        return event.row()
 
     def _write_spool(self) -> None:
         if self._unspooled:
@@ -263,7 +268,7 @@ class EventWriter:
                 )
                 self._drop_connection()
                 rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
-                batch = [event for event in batch if event not in rejected]
+                batch = batch[: len(batch) - rejected]  # (only their number counts below)
             self._pending = []
             self._spool.clear()
             self._written += len(batch)
@@ -287,7 +292,7 @@ class EventWriter:
         self._healthy = False
         self._drop_connection()
 
-    def _write(self, batch: list[Event]) -> None:
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
         """Worker thread: COPY the batch in one transaction."""
         conn = self._connection()
         if self._types is None:
@@ -295,8 +300,8 @@ class EventWriter:
             self._types = [found[name] for name in COLUMNS]
         with conn.transaction(), conn.cursor() as cur, cur.copy(_BINARY_COPY) as copy:
             copy.set_types(self._types)
-            for event in batch:  # priced, cleaned and given its id on arrival (`_prepare`)
-                copy.write_row(event.row())
+            for row in batch:  # made on arrival (`_prepare`)
+                copy.write_row(row)
 
     def _replay(self) -> int:
         """Worker thread: insert what the journal holds (from any worker sharing it); rows replayed."""
@@ -327,24 +332,23 @@ class EventWriter:
         self._journal_files = len(self._journal.files())
         return replayed
 
-    def _write_one_by_one(self, batch: list[Event]) -> list[Event]:
-        """Worker thread: insert each event alone; those refused are kept aside on disk."""
+    def _write_one_by_one(self, batch: list[tuple[Any, ...]]) -> int:
+        """Worker thread: insert each row alone; those refused are kept aside on disk. Returns
+        how many were refused."""
         conn = self._connection()
         rejected = []
-        for event in batch:
+        for row in batch:
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
-                    copy.write_row(event.row())
+                    copy.write_row(row)
             except psycopg.Error:
-                rejected.append(event)
+                rejected.append(row)
         if rejected:
-            for event in rejected:
-                event.finalise()
-            path = self._journal.append([event.row() for event in rejected])
+            path = self._journal.append(rejected)
             path.rename(path.with_suffix(".rejected"))
             log.error("%d events refused by Postgres, kept in %s", len(rejected), path.with_suffix(".rejected"))
             self._rejected += len(rejected)
-        return rejected
+        return len(rejected)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -366,20 +370,16 @@ class EventWriter:
             self._spool.clear()
         self._pending = []
 
-    def _spill_now(self, events: list[Event]) -> bool:
+    def _spill_now(self, rows: list[tuple[Any, ...]]) -> bool:
         try:
-            rows = []
-            for event in events:
-                event.finalise()
-                rows.append(event.row())
             self._journal.append(rows)
         except OSError:
-            log.exception("cannot write the event journal; %d events lost", len(events))
-            self._dropped += len(events)
+            log.exception("cannot write the event journal; %d events lost", len(rows))
+            self._dropped += len(rows)
             return False
-        self._spilled += len(events)
+        self._spilled += len(rows)
         self._journal_files += 1
-        log.warning("spilled %d events to the journal in %s", len(events), self._journal.folder)
+        log.warning("spilled %d events to the journal in %s", len(rows), self._journal.folder)
         return True
 
     async def _maintain(self) -> None:

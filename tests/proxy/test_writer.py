@@ -230,3 +230,20 @@ def test_adoption_drops_a_line_cut_short_and_removes_empty_spools(tmp_path: Path
     assert Spool(folder).adopt_orphans() == 1
     assert sorted(path.name for path in folder.iterdir()) == ["events-1-a.jsonl"]
     assert list(Journal.read(folder / "events-1-a.jsonl")) == [["whole"]]
+
+
+def test_event_ids_are_random_version_4_uuids_and_a_forked_child_draws_its_own() -> None:
+    import os
+
+    from proxy.events import new_id
+
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == 5000
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 and uuid.UUID(str(i)) == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, new_id().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) != new_id().bytes
