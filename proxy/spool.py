@@ -5,7 +5,9 @@ holds meanwhile would be lost if the worker were killed outright (SIGKILL, the O
 crash); a normal stop drains it. So every event the writer takes is also appended to this
 worker's spool file, in the journal's format, as it is taken: one `write` per batch of events
 taken, into the page cache (no fsync: this guards against a dead process, not a dead machine),
-a few µs. The file is emptied once its events are committed to Postgres or kept in the journal.
+a few µs. When a flush starts, the file is sealed and a new one takes the events that arrive
+meanwhile; a sealed file is removed once its events are committed to Postgres or kept in the
+journal.
 
 A worker holds an exclusive `flock` on its spool for as long as it lives, from before the file
 has its final name. Whoever can take the lock of a spool that is not its own knows the owner is
@@ -31,9 +33,10 @@ class Spool:
         self.path: Path | None = None
         self._fd: int | None = None
         self._size = 0
+        self._sealed: list[tuple[Path, int]] = []  # files whose events are being written
 
     def open(self) -> None:
-        """Create and lock this worker's spool (blocking; call from a worker thread)."""
+        """Create and lock a new spool file for this worker (blocking; a few µs)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"spool-{os.getpid()}-{uuid.uuid4().hex}"
         tmp = self.folder / f".{name}.tmp"  # not a `spool-*` name until it is locked
@@ -68,8 +71,28 @@ class Spool:
             return
         self._size += len(data)
 
+    def seal(self) -> None:
+        """A flush starts with everything appended so far: later events go to a new file."""
+        if self._fd is None or self._size == 0:
+            return
+        assert self.path is not None
+        self._sealed.append((self.path, self._fd))
+        self._fd, self.path, self._size = None, None, 0
+        try:
+            self.open()
+        except OSError as exc:
+            log.warning("cannot open a new event spool in %s (%s); held events are in memory only", self.folder, exc)
+
+    def release_sealed(self) -> None:
+        """The sealed files' events are committed (or journaled): remove the files."""
+        for path, fd in self._sealed:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+        self._sealed = []
+
     def clear(self) -> None:
-        """Everything appended so far is committed (or journaled): start again from empty."""
+        """Everything appended so far is journaled: the sealed files go, the open one is emptied."""
+        self.release_sealed()
         if self._fd is not None and self._size:
             try:
                 os.ftruncate(self._fd, 0)
@@ -79,7 +102,11 @@ class Spool:
                 self.close()
 
     def close(self) -> None:
-        """Let go of the spool: removed when empty, otherwise left (locked no more) for adoption."""
+        """Let go of the spool: an empty file is removed; one that still holds events is left
+        (locked no more) for adoption."""
+        sealed, self._sealed = self._sealed, []
+        for _, held in sealed:
+            os.close(held)
         fd, self._fd = self._fd, None
         if fd is None:
             return

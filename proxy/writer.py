@@ -20,8 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import trio
@@ -33,6 +34,7 @@ from proxy.journal import Journal, encode
 from proxy.spool import Spool
 
 log = logging.getLogger("lectr.writer")
+T = TypeVar("T")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 # Every row brings its id, given when the writer takes the event (the spool's copy has the same
@@ -90,6 +92,7 @@ class EventWriter:
         self._spool = Spool(journal.folder)
         self._unspooled: list[bytes] = []  # lines of events taken, not yet appended to the spool
         self._taken = 0
+        self._closed = False  # the channel is closed: we are shutting down
         self._conn: psycopg.Connection[Any] | None = None
         self._types: list[int] | None = None  # the events columns' type OIDs, for binary COPY
         self._written = self._spilled = self._replayed = self._dropped = self._failures = self._rejected = 0
@@ -135,9 +138,8 @@ class EventWriter:
             async with self._receive:
                 await trio.to_thread.run_sync(self._open_spool)
                 task_status.started()
-                closed = False
-                while not closed:
-                    closed = await self._fill()
+                while not self._closed:
+                    await self._fill()
                     if len(self._pending) >= self._queue_size:
                         await self._spill_pending()
                     if self._pending or self._journal_files:
@@ -174,7 +176,7 @@ class EventWriter:
         self._next_adoption = time.monotonic() + _ADOPT_SECONDS
 
     async def _fill(self) -> bool:
-        """Take events off the channel until a batch is due; True when the channel is closed.
+        """Take events off the channel until a batch is due (or the channel is closed).
 
         Due: full, `flush_seconds` after its first event, or as soon as a whole tick of
         `_QUIET_SECONDS` passes without a new event. A tick costs a wake-up and no thread, so
@@ -200,7 +202,7 @@ class EventWriter:
 
     async def _take(self, limit: int) -> bool:
         """Take events off the channel until `limit` are held; True when the channel is closed.
-        What is taken is in the spool before each wait and on return."""
+        What is taken is in the spool before each wait and on return (or cancellation)."""
         receive = self._receive
         pending = self._pending
         prepare = self._prepare
@@ -215,14 +217,33 @@ class EventWriter:
                 pass
             except trio.EndOfChannel:
                 self._write_spool()
+                self._closed = True
                 return True
             self._write_spool()
             try:
                 pending.append(prepare(await receive.receive()))
             except trio.EndOfChannel:
+                self._closed = True
                 return True
         self._write_spool()
         return False
+
+    async def _while_taking(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work` in a worker thread while this task goes on taking (and spooling) events, so a
+        flush never leaves them waiting in the channel, where a worker killed outright would lose
+        them, and pricing overlaps the COPY. Its exception, if any, is raised as is."""
+        failed: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._take, self._queue_size)
+            try:
+                result = await trio.to_thread.run_sync(work, *args)
+            except Exception as exc:  # raised below, outside the nursery (which would wrap it in a group)
+                failed = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        return result
 
     def _prepare(self, event: Event) -> tuple[Any, ...]:
         """An event's row, made as it arrives, on the event loop, a few µs at a time, rather than
@@ -256,10 +277,13 @@ class EventWriter:
         failure in the replay never makes the batch be written twice."""
         batch = self._pending
         if batch:
+            self._pending = []  # what arrives during the flush, in the spool's next file
+            self._spool.seal()
             try:
-                await trio.to_thread.run_sync(self._write, batch)
+                await self._while_taking(self._write, batch)
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-                self._unavailable(exc, len(batch))
+                self._pending = batch + self._pending  # held, in order; their files stay sealed
+                self._unavailable(exc, len(self._pending))
                 return
             except psycopg.Error as exc:
                 # The batch itself is refused (a value Postgres won't take): find the bad rows.
@@ -267,13 +291,12 @@ class EventWriter:
                     "a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__
                 )
                 self._drop_connection()
-                rejected = await trio.to_thread.run_sync(self._write_one_by_one, batch)
+                rejected = await self._while_taking(self._write_one_by_one, batch)
                 batch = batch[: len(batch) - rejected]  # (only their number counts below)
-            self._pending = []
-            self._spool.clear()
+            self._spool.release_sealed()
             self._written += len(batch)
         try:
-            replayed = await trio.to_thread.run_sync(self._replay)
+            replayed = await self._while_taking(self._replay)
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             self._unavailable(exc, 0)
             return

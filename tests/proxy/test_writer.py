@@ -247,3 +247,35 @@ def test_event_ids_are_random_version_4_uuids_and_a_forked_child_draws_its_own()
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 16) != new_id().bytes
+
+
+async def test_events_taken_during_a_flush_go_to_a_new_spool_file(
+    tmp_path: Path, disposable_pg: DisposablePostgres
+) -> None:
+    """While a COPY runs (held up here by a lock on the table), the writer goes on taking events
+    into a new spool file instead of leaving them in memory; the sealed file goes once committed."""
+    pg = disposable_pg
+    from proxy.db import connect
+    from proxy.orgs import create_org
+
+    with connect(pg.url) as conn:
+        org, _ = create_org(conn, "overlap")
+    folder = tmp_path / "journal"
+    writer = EventWriter(pg.url, Journal(folder))
+    with connect(pg.url) as blocker:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            with blocker.transaction():
+                blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                for i in range(10):
+                    writer.record(make_event(org.id, i))
+                await until(lambda: len(list(folder.glob("spool-*.jsonl"))) == 2, writer, 5)  # one sealed
+                for i in range(10, 25):
+                    writer.record(make_event(org.id, i))
+                await until(lambda: spool_lines(folder) == 25, writer, 5)
+                assert writer.statistics().written == 0
+            await until(lambda: writer.statistics().written == 25, writer, 10)
+            [spool] = folder.glob("spool-*.jsonl")
+            assert spool.stat().st_size == 0
+            await writer.aclose()
+    assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 25
