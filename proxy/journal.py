@@ -7,6 +7,7 @@ crash between insert and delete) never duplicates an event.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,10 @@ def _default(value: Any) -> Any:
 
 def encode(row: Sequence[Any]) -> bytes:
     """One journal line: the row's columns (`COLUMNS` order) as a JSON array, and a newline."""
-    return orjson.dumps(row, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    try:
+        return orjson.dumps(row, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (Postgres will refuse it; keep it to show)
+        return json.dumps(list(row), default=_default).encode() + b"\n"
 
 
 class Journal:

@@ -67,9 +67,16 @@ class Spool:
                 view = view[os.write(fd, view) :]
         except OSError as exc:
             log.warning("cannot write the event spool %s (%s); held events are in memory only", self.path, exc)
-            self.close()
+            self._give_up()
             return
         self._size += len(data)
+
+    def _give_up(self) -> None:
+        """Stop spooling. The open file stays locked (its events are held) until they are
+        committed, like a sealed one: nobody adopts the events of a live worker."""
+        if self._fd is not None and self.path is not None:
+            self._sealed.append((self.path, self._fd))
+        self._fd, self.path, self._size = None, None, 0
 
     def seal(self) -> None:
         """A flush starts with everything appended so far: later events go to a new file."""
@@ -85,32 +92,35 @@ class Spool:
 
     def release_sealed(self) -> None:
         """The sealed files' events are committed (or journaled): remove the files."""
-        for path, fd in self._sealed:
+        sealed, self._sealed = self._sealed, []
+        self.release_sealed_files(sealed)
+
+    @staticmethod
+    def release_sealed_files(sealed: list[tuple[Path, int]]) -> None:
+        for path, fd in sealed:
             path.unlink(missing_ok=True)
+            os.close(fd)
+
+    def abandon_sealed(self) -> None:
+        """The sealed files' events could not be kept anywhere else: unlock the files and leave
+        them for adoption (by a sibling, or by this worker at its next look)."""
+        for _, fd in self._sealed:
             os.close(fd)
         self._sealed = []
 
-    def clear(self) -> None:
-        """Everything appended so far is journaled: the sealed files go, the open one is emptied."""
-        self.release_sealed()
-        if self._fd is not None and self._size:
-            try:
-                os.ftruncate(self._fd, 0)
-                self._size = 0
-            except OSError as exc:
-                log.warning("cannot empty the event spool %s (%s); giving it up", self.path, exc)
-                self.close()
-
-    def close(self) -> None:
-        """Let go of the spool: an empty file is removed; one that still holds events is left
-        (locked no more) for adoption."""
+    def close(self, *, settled: bool = False) -> None:
+        """Let go of the spool. `settled`: every event in it is committed or journaled (a drained
+        stop), so its files go; otherwise a file that holds events is left, unlocked, for adoption."""
         sealed, self._sealed = self._sealed, []
-        for _, held in sealed:
-            os.close(held)
+        if settled:
+            self.release_sealed_files(sealed)
+        else:
+            for _, held in sealed:
+                os.close(held)
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        if self._size == 0 and self.path is not None:
+        if (settled or self._size == 0) and self.path is not None:
             self.path.unlink(missing_ok=True)
         os.close(fd)
 
@@ -119,6 +129,8 @@ class Spool:
         adopted = 0
         if not self.folder.is_dir():
             return 0
+        for path in self.folder.glob(".spool-*.tmp"):  # created, never named: its worker died at once
+            self._remove_if_unlocked(path)
         for path in self.folder.glob("spool-*.jsonl"):
             if path == self.path:
                 continue
@@ -147,6 +159,20 @@ class Spool:
             finally:
                 os.close(fd)
         return adopted
+
+    @staticmethod
+    def _remove_if_unlocked(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # a worker is naming it right now
+        finally:
+            os.close(fd)
 
 
 __all__ = ["Spool"]

@@ -93,6 +93,7 @@ class EventWriter:
         self._unspooled: list[bytes] = []  # lines of events taken, not yet appended to the spool
         self._taken = 0
         self._closed = False  # the channel is closed: we are shutting down
+        self._in_flight = 0  # rows of the batch being written
         self._conn: psycopg.Connection[Any] | None = None
         self._types: list[int] | None = None  # the events columns' type OIDs, for binary COPY
         self._written = self._spilled = self._replayed = self._dropped = self._failures = self._rejected = 0
@@ -115,7 +116,7 @@ class EventWriter:
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
-            queued=self._send.statistics().current_buffer_used + len(self._pending),
+            queued=self._send.statistics().current_buffer_used + len(self._pending) + self._in_flight,
             written=self._written,
             spilled=self._spilled,
             replayed=self._replayed,
@@ -134,6 +135,7 @@ class EventWriter:
     # -- the writer task -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        settled = False
         try:
             async with self._receive:
                 await trio.to_thread.run_sync(self._open_spool)
@@ -151,8 +153,9 @@ class EventWriter:
                     await self._flush()
                 if self._pending:
                     await self._spill_pending()
+                settled = True  # what the spool holds is committed or journaled
         finally:
-            self._spool.close()  # removed when empty; otherwise left for adoption
+            self._spool.close(settled=settled)  # unsettled (no drain): left for adoption
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 await trio.to_thread.run_sync(conn.close)
@@ -277,22 +280,29 @@ class EventWriter:
         failure in the replay never makes the batch be written twice."""
         batch = self._pending
         if batch:
-            self._pending = []  # what arrives during the flush, in the spool's next file
-            self._spool.seal()
+            self._pending = []  # what arrives during the flush: in the spool's next file
+            if self._healthy:  # (after a failure, retries do not seal: one file per outage, not per retry)
+                self._spool.seal()
+            self._in_flight = len(batch)
             try:
-                await self._while_taking(self._write, batch)
+                try:
+                    await self._while_taking(self._write, batch)
+                except (psycopg.OperationalError, psycopg.InterfaceError, OSError):
+                    raise
+                except psycopg.Error as exc:
+                    # The batch itself is refused (a value Postgres won't take): find the bad rows.
+                    log.error(
+                        "a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__
+                    )
+                    self._drop_connection()
+                    refused = await self._while_taking(self._write_one_by_one, batch)
+                    batch = batch[: len(batch) - refused]  # (only their number counts below)
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-                self._pending = batch + self._pending  # held, in order; their files stay sealed
+                self._pending = batch + self._pending  # held, in order; their spool files are kept
                 self._unavailable(exc, len(self._pending))
                 return
-            except psycopg.Error as exc:
-                # The batch itself is refused (a value Postgres won't take): find the bad rows.
-                log.error(
-                    "a batch of %d events was refused (%s); writing them one by one", len(batch), type(exc).__name__
-                )
-                self._drop_connection()
-                rejected = await self._while_taking(self._write_one_by_one, batch)
-                batch = batch[: len(batch) - rejected]  # (only their number counts below)
+            finally:
+                self._in_flight = 0
             self._spool.release_sealed()
             self._written += len(batch)
         try:
@@ -364,6 +374,10 @@ class EventWriter:
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
                     copy.write_row(row)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # Postgres went away: the whole batch is held and retried
+            except psycopg.errors.UniqueViolation:
+                continue  # already written (a commit whose answer was lost): not refused
             except psycopg.Error:
                 rejected.append(row)
         if rejected:
@@ -388,10 +402,19 @@ class EventWriter:
                 pass
 
     async def _spill_pending(self) -> None:
-        """Keep what is held in the journal (Postgres is away); the spool's copy is then not needed."""
-        if await trio.to_thread.run_sync(self._spill_now, self._pending):
-            self._spool.clear()
-        self._pending = []
+        """Keep what is held in the journal (Postgres is away); the spool's copy is then not needed.
+        (If even the journal cannot be written, the spool files are left for adoption.)"""
+        rows, self._pending = self._pending, []
+        self._spool.seal()
+        self._in_flight = len(rows)
+        try:
+            kept = await self._while_taking(self._spill_now, rows)
+        finally:
+            self._in_flight = 0
+        if kept:
+            self._spool.release_sealed()
+        else:
+            self._spool.abandon_sealed()
 
     def _spill_now(self, rows: list[tuple[Any, ...]]) -> bool:
         try:
@@ -410,7 +433,7 @@ class EventWriter:
         partitions and apply retention."""
         now = time.monotonic()
         if now >= self._next_adoption:
-            await trio.to_thread.run_sync(self._adopt)
+            await self._while_taking(self._adopt)
         if not self._healthy or now < self._next_maintenance:
             return
         self._next_maintenance = now + _MAINTENANCE_SECONDS
@@ -422,7 +445,7 @@ class EventWriter:
                 log.info("retention: dropped partition %s", name)
 
         try:
-            await trio.to_thread.run_sync(work)
+            await self._while_taking(work)
         except (psycopg.Error, OSError) as exc:
             log.warning("partition maintenance failed: %s", type(exc).__name__)
             self._drop_connection()

@@ -227,9 +227,71 @@ def test_adoption_drops_a_line_cut_short_and_removes_empty_spools(tmp_path: Path
     (folder / "spool-1-a.jsonl").write_bytes(b'["whole"]\n["cut sh')
     (folder / "spool-2-b.jsonl").write_bytes(b"")
     (folder / "spool-3-c.jsonl").write_bytes(b'["cut short only')
+    (folder / ".spool-4-d.tmp").write_bytes(b"")  # created, never named: its worker died at once
     assert Spool(folder).adopt_orphans() == 1
     assert sorted(path.name for path in folder.iterdir()) == ["events-1-a.jsonl"]
     assert list(Journal.read(folder / "events-1-a.jsonl")) == [["whole"]]
+
+
+def test_a_journal_line_holds_what_orjson_cannot() -> None:
+    from proxy.journal import encode
+
+    assert encode((1, "a", None)) == b'[1,"a",null]\n'
+    assert encode((2**70, "b")) == b'[1180591620717411303424, "b"]\n'  # beyond 64 bits: stdlib json
+
+
+async def test_an_outage_keeps_one_sealed_spool_file_not_one_per_retry(
+    tmp_path: Path, disposable_pg: DisposablePostgres
+) -> None:
+    """Retries while Postgres is away do not seal a new file each (each holds a descriptor and a
+    lock): a long outage under light traffic must not run the worker out of file descriptors."""
+    pg = disposable_pg
+    from proxy.db import connect
+    from proxy.orgs import create_org
+
+    with connect(pg.url) as conn:
+        org, _ = create_org(conn, "outage-files")
+    folder = tmp_path / "journal"
+    await trio.to_thread.run_sync(pg.stop)
+    writer = EventWriter(pg.url, Journal(folder), max_backoff=0.05)
+    most = 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(30):  # an event between every two retries
+            writer.record(make_event(org.id, i))
+            await trio.sleep(0.06)
+            most = max(most, len(list(folder.glob("spool-*.jsonl"))))
+        assert writer.statistics().failures >= 10
+        await trio.to_thread.run_sync(pg.start)
+        await until(lambda: writer.statistics().written == 30, writer, 20)
+        await writer.aclose()
+    assert most <= 2, most
+    assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 30
+    assert not list(folder.glob("spool-*")) and not list(folder.glob("*.rejected"))
+
+
+async def test_rows_already_in_postgres_are_not_counted_as_refused(pg_url: str, new_org: Any, tmp_path: Path) -> None:
+    """A batch some of whose rows are already written (a commit whose answer was lost) is retried
+    row by row: those rows are skipped, not set aside as refused."""
+    from proxy.db import connect
+    from proxy.events import COLUMNS
+
+    org, _ = new_org("already-written")
+    events = [make_event(org.id, i, id=uuid.uuid4()) for i in range(20)]
+    copy_sql = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
+    with connect(pg_url) as conn, conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for event in events[:5]:
+            copy.write_row(EventWriter._finish(event))
+    writer = EventWriter(pg_url, Journal(tmp_path / "journal"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for event in events:
+            writer.record(event)
+        await writer.aclose()
+    stats = writer.statistics()
+    assert (stats.rejected, stats.dropped) == (0, 0)
+    assert not list((tmp_path / "journal").glob("*.rejected"))
+    assert len(rows(pg_url, org.id)) == 20
 
 
 def test_event_ids_are_random_version_4_uuids_and_a_forked_child_draws_its_own() -> None:
