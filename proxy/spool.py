@@ -72,7 +72,7 @@ class Spool:
         self._size += len(data)
 
     def _give_up(self) -> None:
-        """Stop spooling. The open file stays locked (its events are held) until they are
+        """Stop writing to the open file. It stays locked (its events are held) until they are
         committed, like a sealed one: nobody adopts the events of a live worker."""
         if self._fd is not None and self.path is not None:
             self._sealed.append((self.path, self._fd))
@@ -82,9 +82,7 @@ class Spool:
         """A flush starts with everything appended so far: later events go to a new file."""
         if self._fd is None or self._size == 0:
             return
-        assert self.path is not None
-        self._sealed.append((self.path, self._fd))
-        self._fd, self.path, self._size = None, None, 0
+        self._give_up()
         try:
             self.open()
         except OSError as exc:
@@ -93,10 +91,6 @@ class Spool:
     def release_sealed(self) -> None:
         """The sealed files' events are committed (or journaled): remove the files."""
         sealed, self._sealed = self._sealed, []
-        self.release_sealed_files(sealed)
-
-    @staticmethod
-    def release_sealed_files(sealed: list[tuple[Path, int]]) -> None:
         for path, fd in sealed:
             path.unlink(missing_ok=True)
             os.close(fd)
@@ -111,12 +105,10 @@ class Spool:
     def close(self, *, settled: bool = False) -> None:
         """Let go of the spool. `settled`: every event in it is committed or journaled (a drained
         stop), so its files go; otherwise a file that holds events is left, unlocked, for adoption."""
-        sealed, self._sealed = self._sealed, []
         if settled:
-            self.release_sealed_files(sealed)
+            self.release_sealed()
         else:
-            for _, held in sealed:
-                os.close(held)
+            self.abandon_sealed()
         fd, self._fd = self._fd, None
         if fd is None:
             return
