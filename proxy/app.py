@@ -37,7 +37,7 @@ from proxy import server
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
-from proxy.errors import BadRequest, LectrError, NotFound, Unauthorized
+from proxy.errors import BadRequest, LectrError, MethodNotAllowed, NotFound, Unauthorized, UpgradeRefused
 from proxy.events import Event
 from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, upstream_path
 from proxy.journal import Journal
@@ -88,7 +88,7 @@ class Proxy:
         # Load the price tables now, not at the writer's first flush under load.
         await trio.to_thread.run_sync(warm_up_prices)
         self.upstream, self.timeouts = make_transport(settings)
-        self.directory = Directory(url, settings.refresh_seconds)
+        self.directory = Directory(url, settings.refresh_seconds, settings.azure_allowed_hosts)
         self.writer = EventWriter(
             url,
             Journal(Path(settings.journal_path)),
@@ -175,6 +175,10 @@ class Proxy:
         return app
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        method = scope["method"]
+        if method not in _FORWARDED or _wants_upgrade(scope["headers"]):
+            await _answer_method(method, scope["headers"], send)
+            return
         started = time.perf_counter()
         created_at = dt.datetime.now(dt.UTC)
         endpoint = scope["path"][4:]
@@ -211,8 +215,8 @@ class Proxy:
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
-            if found.provider == "azure" and not org.azure_endpoint and incoming.lectr_key:
-                # Set a moment ago (`lectr org azure`)? Look once more before refusing.
+            if found.provider == "azure" and (not org.azure_endpoint or org.azure_refused) and incoming.lectr_key:
+                # Set (or set right) a moment ago (`lectr org azure`)? Look once more before refusing.
                 org = await self.directory.authenticate_reloaded(incoming.lectr_key) or org
             attempts = self._attempts(scope, path, incoming, org, info, raw, found.provider, event)
             if info.stream:
@@ -311,8 +315,12 @@ class Proxy:
         encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
         if encoding is not None:
             headers.append((b"accept-encoding", encoding))
+        # An Azure endpoint is the tenant's: its address is checked when connecting (no loopback,
+        # private or metadata address: SPEC §3), unless its host is one the operator listed. Every
+        # other URL is the operator's (`LECTR_*_BASE_URL`).
+        guarded = provider == "azure" and org.azure_guarded and not self.settings.allow_private_upstreams
         try:
-            where = destination(target.url)
+            where = destination(target.url, guarded)
         except ValueError:
             raise BadRequest("the request path or query string cannot be forwarded") from None
         return Outbound(scope["method"].encode("ascii"), where, headers, body)
@@ -405,13 +413,41 @@ class Proxy:
             event.error_type, event.error_message = exc.code, exc.message
 
 
+# Methods forwarded under /v1/ (SPEC §3). HEAD and OPTIONS are answered here; anything else (PUT,
+# PATCH, CONNECT, TRACE, ...) is a 405: CONNECT would open a tunnel over the shared upstream pool
+# and TRACE reflects the request (its headers: the provider key) back.
+_FORWARDED = frozenset({"GET", "POST", "DELETE"})
+_ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
+
+
+def _wants_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request asks to switch protocols (WebSocket, h2c): never forwarded. (Its body,
+    if any, llhttp leaves unparsed as the new protocol's bytes.)"""
+    return any(name == b"upgrade" for name, _ in headers)
+
+
+async def _answer_method(method: str, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    """What the proxy itself answers for a request it does not forward because of its method."""
+    if _wants_upgrade(headers):
+        await send_error(send, UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1"))
+    elif method in ("HEAD", "OPTIONS"):
+        status = 200 if method == "HEAD" else 204
+        await send({"type": "http.response.start", "status": status, "headers": [_ALLOW, (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        refused = MethodNotAllowed(
+            f"method {method[:20]} is not allowed under /v1/: use GET, POST or DELETE", headers=[_ALLOW]
+        )
+        await send_error(send, refused)
+
+
 def create_app(settings: Settings | None = None) -> QuartTrio:
     """The app factory: `hypercorn --worker-class trio "proxy.app:create_app()"`."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     _no_server_headers()
     if settings.http1 == "lean":
-        server.install()
+        server.install(limits=server.Limits(settings.max_connections, settings.body_timeout))
     else:
         server.uninstall()
     app = QuartTrio("lectr")

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxy.addresses import parse_allowed_hosts
+
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com/v1",
@@ -47,6 +49,11 @@ class Settings:
     data_dir: Path = Path(".lectr")
     port: int = 8080
     base_urls: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
+    # Hosts (names, .suffixes, IPs) an org's Azure endpoint may use besides <resource>.openai.azure.com:
+    # the operator's own gateways. Listed hosts, like the base URLs, may be private addresses.
+    azure_allowed_hosts: tuple[str, ...] = ()
+    # Lets tenant-set upstreams (Azure endpoints) reach loopback, private and metadata addresses.
+    allow_private_upstreams: bool = False
     connect_timeout: float = 10.0
     # Seconds without a byte from the provider; long generations are normal.
     upstream_timeout: float = 300.0
@@ -67,6 +74,10 @@ class Settings:
     rate_limit_rps: float = 0.0
     rate_limit_burst: float | None = None
     max_streams: int = 10_000
+    # Per worker: open client connections (over it: 503 and close), and the seconds a client has
+    # to send a whole request body (then 408): a slow client must not hold a worker's memory.
+    max_connections: int = 10_000
+    body_timeout: float = 60.0
     retention_months: int = 0
     log_level: str = "INFO"
     # Where apps reach the proxy, as the dashboard's quickstart shows it (`lectr up` sets it).
@@ -89,6 +100,8 @@ class Settings:
             data_dir=data_dir,
             port=_int(env, "PORT", 8080),
             base_urls=base_urls,
+            azure_allowed_hosts=parse_allowed_hosts(env.get("LECTR_AZURE_ALLOWED_HOSTS", "")),
+            allow_private_upstreams=env.get("LECTR_ALLOW_PRIVATE_UPSTREAMS", "").strip().lower() in ("1", "true"),
             connect_timeout=_float(env, "LECTR_UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_timeout=_float(env, "LECTR_UPSTREAM_TIMEOUT", 300.0),
             max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES", 32 * 1024 * 1024),
@@ -101,6 +114,8 @@ class Settings:
             rate_limit_rps=_float(env, "LECTR_RATE_LIMIT_RPS", 0.0),
             rate_limit_burst=_float(env, "LECTR_RATE_LIMIT_BURST", 0.0) or None,
             max_streams=_int(env, "LECTR_MAX_STREAMS", 10_000),
+            max_connections=_int(env, "LECTR_MAX_CONNECTIONS", 10_000),
+            body_timeout=_float(env, "LECTR_BODY_TIMEOUT", 60.0),
             retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             proxy_url=env.get("LECTR_PROXY_URL", "").strip() or "http://localhost:8080/v1",

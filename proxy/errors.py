@@ -10,15 +10,23 @@ The tree::
     ├── BadRequest                  (400 invalid_request_error)
     │   ├── MalformedJSON           (400)
     │   ├── MissingModel            (400)
-    │   └── AzureNotConfigured      (400)
+    │   ├── AzureNotConfigured      (400)
+    │   ├── MalformedHTTP           (400, framing the server refused)
+    │   └── UpgradeRefused          (400, Upgrade requests are never forwarded)
     ├── Unauthorized                (401 authentication_error)
     ├── NotFound                    (404 not_found)
+    ├── MethodNotAllowed            (405, with allow)
+    ├── RequestTimeout              (408, a request body too slow to arrive)
     ├── PayloadTooLarge             (413)
     ├── HeaderTooLarge              (431)
     ├── RateLimited                 (429, with retry-after)
     ├── Overloaded                  (503, too many concurrent streams)
+    │   └── TooManyConnections      (503, the worker's connection cap)
+    ├── TransferCodingNotImplemented (501, any Transfer-Encoding but a lone chunked)
+    ├── VersionNotSupported         (505)
     └── UpstreamError               (the provider could not give an answer)
         ├── UpstreamUnreachable     (502 bad_gateway)
+        ├── UpstreamIncomplete      (the answer was cut short after it began: only in the event)
         └── UpstreamTimeout         (504 gateway_timeout)
 
 Provider errors that come with a response (4xx/5xx) are not ours: they reach the client unchanged.
@@ -66,6 +74,14 @@ class AzureNotConfigured(BadRequest):
     code = "azure_not_configured"
 
 
+class MalformedHTTP(BadRequest):
+    code = "malformed_http"
+
+
+class UpgradeRefused(BadRequest):
+    code = "upgrade_not_supported"
+
+
 class Unauthorized(LectrError):
     status = 401
     type = "authentication_error"
@@ -76,6 +92,18 @@ class NotFound(LectrError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class MethodNotAllowed(LectrError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RequestTimeout(LectrError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(LectrError):
@@ -102,6 +130,22 @@ class Overloaded(LectrError):
     code = "lectr_overloaded"
 
 
+class TooManyConnections(Overloaded):
+    code = "lectr_too_many_connections"
+
+
+class TransferCodingNotImplemented(LectrError):
+    status = 501
+    type = "invalid_request_error"
+    code = "transfer_coding_not_implemented"
+
+
+class VersionNotSupported(LectrError):
+    status = 505
+    type = "invalid_request_error"
+    code = "http_version_not_supported"
+
+
 class UpstreamError(LectrError):
     status = 502
     type = "upstream_error"
@@ -110,6 +154,10 @@ class UpstreamError(LectrError):
 
 class UpstreamUnreachable(UpstreamError):
     pass
+
+
+class UpstreamIncomplete(UpstreamError):
+    code = "upstream_incomplete"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -18,11 +18,11 @@ import orjson
 import trio
 
 from proxy import body as bodies
-from proxy.errors import LectrError, PayloadTooLarge
+from proxy.errors import LectrError, PayloadTooLarge, UpstreamIncomplete
 from proxy.events import Event
 from proxy.headers import response_headers
 from proxy.redact import error_message
-from proxy.server import HEAD_WITH_BODY, HEADERS_CHECKED
+from proxy.server import BODY_ERROR, HEAD_WITH_BODY, HEADERS_CHECKED
 from proxy.sse import SSEStream
 from proxy.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
 from proxy.upstream import Outbound, map_error
@@ -121,12 +121,13 @@ class Relay:
             if retryable and not self.response_started:
                 raise Retry(mapped.status) from None
             if self.response_started:
-                # Mid-stream failure: end the client's response cleanly; the event says what happened.
-                self.final_sent = True
-                try:
-                    await send_final(send, b"")
-                except Exception:  # the client is gone too
-                    pass
+                # Cut short mid-body: the client's response is left unfinished (no final chunk, the
+                # connection closes), so it can tell, as it could from the provider itself; a clean
+                # end here would pass a truncated answer off as complete. The event says so.
+                raise UpstreamIncomplete(
+                    f"the answer from {event.provider} was cut short ({type(exc).__name__}); "
+                    "the client received it incomplete"
+                ) from None
             raise mapped from None
         finally:
             await response.aclose()
@@ -232,7 +233,8 @@ async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGoneEarly()
+            # Our server says why when the body itself was at fault (framing, trailers, too slow).
+            raise message.get(BODY_ERROR) or ClientGoneEarly()
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

@@ -37,7 +37,15 @@ import httptools
 import trio
 from hypercorn.utils import parse_socket_addr
 
-from proxy.errors import BadRequest, HeaderTooLarge, LectrError
+from proxy.errors import (
+    HeaderTooLarge,
+    LectrError,
+    MalformedHTTP,
+    RequestTimeout,
+    TooManyConnections,
+    TransferCodingNotImplemented,
+    VersionNotSupported,
+)
 from proxy.headers import valid_field
 
 log = logging.getLogger("lectr.server")
@@ -63,12 +71,35 @@ CLIENT_GONE = "lectr.client_gone"
 # not be written on its own (one write instead of two).
 HEAD_WITH_BODY = "lectr.head_with_body"
 # An `http.response.start` key: the headers came out of an HTTP parser (relayed from a provider),
-# so the validation h11 and Hypercorn would run on them again (~17 µs for 10 headers) is skipped.
+# so the full validation h11 and Hypercorn would run on them again (~17 µs for 10 headers) is
+# skipped. What is never skipped is the scan for CR, LF and NUL (`_injection_free`, ~0.3 µs): a
+# parser upgrade must never be able to open header injection.
 HEADERS_CHECKED = "lectr.headers_checked"
+# An `http.disconnect` key: the request body could not be read (bad chunk framing, oversized
+# trailers, too slow to arrive). Its value is the `LectrError` to answer with; `proxy.relay.read_body`
+# raises it, so the client gets that JSON error (and the event its status) instead of a 499.
+BODY_ERROR = "lectr.body_error"
+# Defaults of the limits `install()` takes from Lectr's settings (README, Configuration).
+MAX_CONNECTIONS = 10_000
+BODY_TIMEOUT = 60.0
+# Request versions served. HTTP/0.9 (no version) is closed without an answer (it has no status
+# line to send); any other (HTTP/2.0 on plain TCP, HTTP/1.2, ...) is answered 505.
+_VERSIONS = ("1.1", "1.0")
 
 
-def install(hypercorn_run: Any = None) -> None:
+class Limits:
+    """What one worker allows its clients: open connections, and seconds to send a request body."""
+
+    __slots__ = ("max_connections", "body_timeout")
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, body_timeout: float | None = BODY_TIMEOUT) -> None:
+        self.max_connections = max_connections
+        self.body_timeout = body_timeout or None
+
+
+def install(hypercorn_run: Any = None, limits: Limits | None = None) -> None:
     """Serve plain HTTP/1.1 connections of Hypercorn's trio worker with `serve_connection`."""
+    limits = limits or Limits()
     if hypercorn_run is None:
         import hypercorn.trio.run as hypercorn_run
     stock = getattr(hypercorn_run.TCPServer, "stock", hypercorn_run.TCPServer)
@@ -81,7 +112,7 @@ def install(hypercorn_run: Any = None) -> None:
             or config.server_names
         ):
             return stock(app, config, context, state, stream)
-        return serve_connection(app, config, context, state, stream, stock)
+        return serve_connection(app, config, context, state, stream, stock, limits)
 
     factory.stock = stock  # type: ignore[attr-defined]
     hypercorn_run.TCPServer = factory
@@ -93,23 +124,44 @@ def uninstall(hypercorn_run: Any = None) -> None:
     hypercorn_run.TCPServer = getattr(hypercorn_run.TCPServer, "stock", hypercorn_run.TCPServer)
 
 
-async def serve_connection(app: Any, config: Any, context: Any, state: Any, stream: Any, stock: Any) -> None:
+async def serve_connection(
+    app: Any, config: Any, context: Any, state: Any, stream: Any, stock: Any, limits: Limits | None = None
+) -> None:
     """Serve one connection; never let a failure here reach the worker's listener nursery."""
+    limits = limits or _DEFAULT_LIMITS
+    worker = _Idle.of(context)
+    if worker.connections >= limits.max_connections:
+        await _refuse(stream)
+        return
+    worker.connections += 1
     handoff = connection = None
     try:
-        connection = Connection(app, config, context, state, stream)
+        connection = Connection(app, config, context, state, stream, limits.body_timeout)
         handoff = await connection.run()
     except OSError:
         pass  # the client went away (Hypercorn's TCPServer ignores these too)
     except Exception:
         log.exception("HTTP/1.1 connection failed")
     finally:
+        worker.connections -= 1
         if connection is not None:
             connection.parser.release()
         if handoff is None:
             await _close(stream)
     if handoff is not None:
         await stock(app, config, context, state, _Replay(stream, handoff))
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """Over the connection cap: one 503 JSON answer, written without reading the request, and close."""
+    problem = TooManyConnections("this Lectr worker has too many open connections; retry shortly")
+    answer = _status_line(problem.status) + _head_lines([*problem.headers(), (b"connection", b"close")])
+    with trio.move_on_after(1.0):  # a client that reads nothing must not hold the slot it never got
+        try:
+            await stream.send_all(answer + problem.body())
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+    await _close(stream)
 
 
 async def _close(stream: trio.SocketStream) -> None:
@@ -122,10 +174,12 @@ async def _close(stream: trio.SocketStream) -> None:
 
 
 class _Idle:
-    """The worker's idle connections: cancelled together when Hypercorn starts shutting down."""
+    """The worker's idle connections (cancelled together when Hypercorn starts shutting down) and
+    how many connections it serves (for the cap)."""
 
     def __init__(self, context: Any) -> None:
         self.scopes: set[trio.CancelScope] = set()
+        self.connections = 0
         self.context = context
         trio.lowlevel.spawn_system_task(self._watch, name="lectr.server.idle")
 
@@ -173,7 +227,14 @@ class _Request:
 
 
 class _Parser:
-    """httptools' callbacks, turned into a queue of events: a request head, body pieces, its end."""
+    """httptools' callbacks, turned into a queue of events: a request head, body pieces, its end.
+
+    Beyond what llhttp checks, this is where the server's own rules are applied (RFC 9112): one
+    Host; a `Transfer-Encoding` other than a lone `chunked` is refused (501); versions other
+    than 1.0 and 1.1 are refused; trailer fields are dropped, never merged into the headers,
+    and count against the head limit, as does any run of non-body bytes after the head (a
+    trailer line or chunk extension that never ends must not grow a buffer without bound).
+    """
 
     def __init__(self, max_head: int) -> None:
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
@@ -183,7 +244,11 @@ class _Parser:
         self.max_head = max_head
         self.head_bytes = 0
         self.in_head = False
+        self.in_message = False
+        self.fed_body = 0  # body bytes the current `feed` brought
+        self.quiet = 0  # bytes fed since the last body byte, after the head: chunk lines, trailers
         self.error: LectrError | None = None  # what to answer once the queued events are used up
+        self.silent = False  # HTTP/0.9: close without an answer
         self.eof = False
 
     def release(self) -> None:
@@ -199,31 +264,44 @@ class _Parser:
         if not data:
             self.eof = True
             return
+        self.fed_body = 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             if self.current is not None:
-                self.current.upgrade = True  # answered over HTTP/1.1, then the connection closes
+                self.current.upgrade = True  # answered over HTTP/1.1 (refused by the app), then closed
         except httptools.HttpParserError:
-            self.error = BadRequest(_MALFORMED)
+            if self.error is None:
+                self.error = MalformedHTTP(_MALFORMED)
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head:
                 self.error = HeaderTooLarge("Request header fields too large.")
+        elif self.in_message:
+            self.quiet = self.quiet + len(data) if self.fed_body == 0 else 0
+            if self.quiet > self.max_head and self.error is None:
+                self.error = HeaderTooLarge("Request trailer fields (or chunk lines) too large.")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.current = _Request()
         self.url = b""
-        self.in_head = True
-        self.head_bytes = 0
+        self.in_head = self.in_message = True
+        self.head_bytes = self.quiet = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
-        self.current.headers.append((name.lower(), value))
+        if self.in_head:
+            self.current.headers.append((name.lower(), value))
+            return
+        # A trailer field (after a chunked body): dropped, never a header (RFC 9110 §6.5.1: a
+        # recipient must not merge trailers into the header section); its size counts.
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head and self.error is None:
+            self.error = HeaderTooLarge("Request trailer fields too large.")
 
     def on_headers_complete(self) -> None:
         request = self.current
@@ -235,28 +313,44 @@ class _Parser:
         assert parser is not None  # callbacks run inside `feed`
         request.method = parser.get_method()
         request.target = self.url
-        request.version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive() and request.version == "1.1"
-        hosts = 0
+        request.version = version = parser.get_http_version()
+        if version not in _VERSIONS:
+            if version == "0.9":
+                self.silent = True
+                self.error = MalformedHTTP("HTTP/0.9 is not served.")
+            else:
+                self.error = VersionNotSupported(f"HTTP/{version[:8]} is not supported here; use HTTP/1.1.")
+            return
+        request.keep_alive = parser.should_keep_alive() and version == "1.1"
+        hosts = codings = 0
         for name, value in request.headers:
             if name == b"host":
                 hosts += 1
             elif name == b"content-length":
                 request.length = int(value)
             elif name == b"transfer-encoding":
+                codings += 1
                 request.chunked = True
+                if codings > 1 or value.strip().lower() != b"chunked":
+                    self.error = TransferCodingNotImplemented(
+                        "Transfer-Encoding other than a single `chunked` is not implemented."
+                    )
             elif name == b"expect" and value.lower() == b"100-continue":
-                request.expect_continue = request.version == "1.1"
-        if (hosts != 1 and request.version == "1.1") or hosts > 1 or not request.target.isascii():
-            self.error = BadRequest(_MALFORMED)
+                request.expect_continue = version == "1.1"
+        if self.error is not None:
+            return
+        if (hosts != 1 and version == "1.1") or hosts > 1 or not request.target.isascii():
+            self.error = MalformedHTTP(_MALFORMED)
             return
         self.events.append(request)
 
     def on_body(self, body: bytes) -> None:
         if self.error is None:
+            self.fed_body += len(body)
             self.events.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         if self.error is None:
             self.events.append(_END)
 
@@ -264,7 +358,15 @@ class _Parser:
 class Connection:
     """One client connection: requests in turn, each answered by the app in this task."""
 
-    def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: trio.SocketStream) -> None:
+    def __init__(
+        self,
+        app: Any,
+        config: Any,
+        context: Any,
+        state: Any,
+        stream: trio.SocketStream,
+        body_timeout: float | None = BODY_TIMEOUT,
+    ) -> None:
         self.app = app
         self.config = config
         self.context = context
@@ -273,6 +375,7 @@ class Connection:
         self.parser = _Parser(config.h11_max_incomplete_size)
         self.idle = _Idle.of(context)
         self.read_timeout: float | None = config.read_timeout or None
+        self.body_timeout = body_timeout
         self.requests = 0
         self.handoff: bytes | None = None
         socket = stream.socket
@@ -281,6 +384,8 @@ class Connection:
         # Per request:
         self.request = _Request()
         self.body_done = False
+        self.body_deadline = float("inf")  # when the whole body must be in (set at its first read)
+        self.body_error: LectrError | None = None  # why the body could not be read, if it could not
         self.continued = False  # `100 Continue` sent
         self.started = False
         self.ended = False
@@ -314,7 +419,8 @@ class Connection:
                     return event
                 continue  # left over from a request answered early (its body was not read)
             if parser.error is not None:
-                await self._answer(parser.error)
+                if not parser.silent:
+                    await self._answer(parser.error)
                 return None
             if parser.eof:
                 return None
@@ -373,6 +479,8 @@ class Connection:
         self.requests += 1
         self.request = request
         self.body_done = self.started = self.ended = self.gone = self.continued = False
+        self.body_deadline = float("inf")
+        self.body_error = None
         self.must_close = request.upgrade
         self.head = None
         self.pipelined = 0
@@ -400,7 +508,7 @@ class Connection:
         except Exception:
             await self.config.log.exception("Error in ASGI Framework")
         if not self.started and not self.gone:
-            await self._answer(LectrError("The server could not answer this request."))
+            await self._answer(self.body_error or LectrError("The server could not answer this request."))
         elif not self.ended:
             self.must_close = True
         elif not self.body_done and not self.gone and not self.must_close:
@@ -446,6 +554,8 @@ class Connection:
     async def _receive_body(self) -> dict[str, Any]:
         parser = self.parser
         events = parser.events
+        if self.body_deadline == float("inf") and self.body_timeout is not None:
+            self.body_deadline = trio.current_time() + self.body_timeout
         while True:
             if events:
                 event = events.popleft()
@@ -457,17 +567,30 @@ class Connection:
                     self.body_done = True
                     return {"type": "http.request", "body": event, "more_body": False}
                 return {"type": "http.request", "body": event, "more_body": True}
-            if parser.error is not None or parser.eof:
-                self.gone = self.must_close = True  # a malformed body, or the client left
+            if parser.error is not None:
+                return self._body_failed(parser.error)  # bad chunk framing, oversized trailers
+            if parser.eof:
+                self.gone = self.must_close = True  # the client left
                 return _DISCONNECT
             if self.request.expect_continue and not self.continued:
                 self.continued = True
                 await self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            data = await self._recv()
+            with trio.CancelScope(deadline=self.body_deadline) as scope:
+                data = await self._recv()
+            if scope.cancelled_caught:
+                seconds = self.body_timeout or 0
+                return self._body_failed(RequestTimeout(f"the request body did not arrive within {seconds:g} s"))
             if not data:
                 self.gone = True
                 return _DISCONNECT
             parser.feed(data)
+
+    def _body_failed(self, problem: LectrError) -> dict[str, Any]:
+        """The body cannot be read: the app hears a disconnect carrying the error to answer with
+        (or, if it does not answer, the server does); the connection closes after the answer."""
+        self.body_error = problem
+        self.must_close = True
+        return {"type": "http.disconnect", BODY_ERROR: problem}
 
     def client_gone(self) -> bool:
         return self.gone
@@ -492,7 +615,8 @@ class Connection:
         if kind == "http.response.start" and not self.started:
             status = int(message["status"])
             headers = message.get("headers", [])
-            if not message.get(HEADERS_CHECKED, False):
+            checked = message.get(HEADERS_CHECKED, False)
+            if not checked:
                 headers = _validated(headers)
             request = self.request
             suppress = request.method == b"HEAD" or status in (204, 304) or status < 200
@@ -524,7 +648,11 @@ class Connection:
             if self.must_close or not request.keep_alive or self.requests >= self.config.keep_alive_max_requests:
                 self.must_close = True
                 kept.append((b"connection", b"close"))
-            self.head = _status_line(status) + _head_lines(kept)
+            self.head = head = _status_line(status) + _head_lines(kept)
+            if checked and not _injection_free(head, len(kept)):
+                self.head = None
+                self.must_close = True
+                raise ValueError("a relayed response header holds CR, LF or NUL")
             self.started = True
             if self.framing is _CHUNKED and not message.get(HEAD_WITH_BODY, False):
                 await self._flush_head()  # a stream: the client sees the headers at once
@@ -595,6 +723,7 @@ class Connection:
 
 
 _END = object()
+_DEFAULT_LIMITS = Limits()
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 _MALFORMED = "Malformed HTTP request (request line, headers or framing); nothing was forwarded."
 _STATUS_LINES = {status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus}
@@ -606,6 +735,13 @@ def _status_line(status: int) -> bytes:
 
 def _head_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"%b: %b\r\n" % pair for pair in headers]) + b"\r\n"
+
+
+def _injection_free(head: bytes, fields: int) -> bool:
+    """Whether a head built from `fields` header lines holds no CR, LF or NUL but its own line ends:
+    three scans in C (~0.3 µs for a typical head), kept even for headers a parser produced."""
+    lines = fields + 2  # the status line, each field, the empty line
+    return head.count(b"\n") == lines and head.count(b"\r") == lines and b"\x00" not in head
 
 
 def _validated(headers: Any) -> list[tuple[bytes, bytes]]:
