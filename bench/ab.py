@@ -9,7 +9,9 @@ nginx and embedded Postgres, and nginx direct, A and B take turns in 1-second ro
 flight (A and B swap order every round), each request timed by the client (`wrk.lua`,
 `BENCH_TIMED=1`). Prints p50/p90/p99/p99.9 per side and the proxies' CPU per request. To compare
 two versions of the code, put the difference behind an environment variable for the run
-(`docs/PERFORMANCE.md` step 14 is an example). Needs what `run.py` needs.
+(`docs/PERFORMANCE.md` step 14 is an example), or run one side from another checkout with
+`--a-root` / `--b-root` (e.g. `git worktree add /tmp/base <commit>`, then `--a-root /tmp/base`:
+that side's proxy imports its `proxy` package from there). Needs what `run.py` needs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", default="", help='environment of proxy A: "KEY=VALUE ..." (default: none)')
     parser.add_argument("--b", default="", help='environment of proxy B: "KEY=VALUE ..."')
+    parser.add_argument("--a-root", type=Path, help="run proxy A from this checkout (default: this one)")
+    parser.add_argument("--b-root", type=Path, help="run proxy B from this checkout")
     parser.add_argument("--scenario", choices=_SCENARIOS, default="chat")
     parser.add_argument("--rounds", type=int, default=20, help="1-second rounds per side (default 20)")
     args = parser.parse_args(argv)
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("`nginx` and `wrk` are needed: apt-get install -y nginx libnginx-mod-http-echo wrk")
     path, body, mode = _SCENARIOS[args.scenario]
     sides = {"A": _env(args.a), "B": _env(args.b)}
+    roots = {"A": args.a_root, "B": args.b_root}
     with tempfile.TemporaryDirectory(prefix="lectr-ab-") as tmp:
         work = Path(tmp)
         upstream = Upstream(work / "nginx").start()
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             run = Run(argparse.Namespace(duration=1), db, upstream, work)
             body_file = run.body_file("ab", body)
             for side, extra in sides.items():
-                proxy, _, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra)
+                proxy, _, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra, root=roots[side])
                 proxies[side] = (proxy, key)
             for proxy, key in proxies.values():  # warm up: pools, first flushes
                 wrk(proxy.url + path, connections=50, duration=1, body_file=body_file, key=key, mode=mode)

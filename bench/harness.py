@@ -163,7 +163,10 @@ class Database:
 class ProxyProcess:
     """`python -m hypercorn --worker-class trio --config python:proxy.hypercorn_config ...`."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, port: int, workers: int = 1, root: Path | None = None
+    ) -> None:
+        self.root = root or ROOT  # the checkout whose `proxy` package runs (`python -m` imports from cwd)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = env
@@ -178,7 +181,7 @@ class ProxyProcess:
             env={**os.environ, **self.env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.root,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

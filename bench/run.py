@@ -99,7 +99,12 @@ class Run:
     problems: list[str] = field(default_factory=list)
 
     def start_proxy(
-        self, name: str, base_url: str, workers: int = 1, extra_env: dict[str, str] | None = None
+        self,
+        name: str,
+        base_url: str,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+        root: Path | None = None,
     ) -> tuple[ProxyProcess, int, str]:
         org_id, key = self.db.new_org(name)
         data = self.work / f"proxy-{name}"
@@ -111,7 +116,7 @@ class Run:
             "LECTR_LOG_LEVEL": "INFO",
             **(extra_env or {}),
         }
-        proxy = ProxyProcess(env, data / "proxy.log", free_port(), workers).start()
+        proxy = ProxyProcess(env, data / "proxy.log", free_port(), workers, root).start()
         return proxy, org_id, key
 
     def body_file(self, name: str, body: bytes) -> Path:

@@ -41,9 +41,11 @@ from proxy.errors import (
     HeaderTooLarge,
     LectrError,
     MalformedHTTP,
+    MethodNotAllowed,
     RequestTimeout,
     TooManyConnections,
     TransferCodingNotImplemented,
+    UpgradeRefused,
     VersionNotSupported,
 )
 from proxy.headers import valid_field
@@ -250,6 +252,9 @@ class _Parser:
         self.error: LectrError | None = None  # what to answer once the queued events are used up
         self.silent = False  # HTTP/0.9: close without an answer
         self.eof = False
+        # The bytes a head may be in: this feed, after what earlier feeds of an unfinished head left.
+        self.window = b""
+        self.carry = b""
 
     def release(self) -> None:
         """Drop the C parser, which holds our callbacks as we hold it: a cycle that would otherwise
@@ -265,14 +270,27 @@ class _Parser:
             self.eof = True
             return
         self.fed_body = 0
+        self.window = self.carry + data if self.carry else data
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self.current is not None:
-                self.current.upgrade = True  # answered over HTTP/1.1 (refused by the app), then closed
+            # CONNECT, or `Connection: upgrade`: llhttp stops here, leaving any body unparsed as the
+            # new protocol's bytes, so what the app would be handed is misframed. Refused instead.
+            request = self.current
+            if request is not None and self.error is None:
+                while self.events and self.events[-1] is not request:
+                    self.events.pop()
+                if self.events:
+                    self.events.pop()
+                self.error = (
+                    MethodNotAllowed("CONNECT is not served by this proxy.", headers=[_ALLOW])
+                    if request.method == b"CONNECT"
+                    else UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1.")
+                )
         except httptools.HttpParserError:
             if self.error is None:
                 self.error = MalformedHTTP(_MALFORMED)
+        self.carry = self.window[-self.max_head :] if self.in_head else b""
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head:
@@ -295,7 +313,8 @@ class _Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
         if self.in_head:
-            self.current.headers.append((name.lower(), value))
+            # llhttp drops the whitespace before a value, not after it (RFC 9110 §5.5: not part of it).
+            self.current.headers.append((name.lower(), value.rstrip(b" \t")))
             return
         # A trailer field (after a chunked body): dropped, never a header (RFC 9110 §6.5.1: a
         # recipient must not merge trailers into the header section); its size counts.
@@ -320,6 +339,11 @@ class _Parser:
                 self.error = MalformedHTTP("HTTP/0.9 is not served.")
             else:
                 self.error = VersionNotSupported(f"HTTP/{version[:8]} is not supported here; use HTTP/1.1.")
+            return
+        # llhttp also takes `ICE/1.0` and `RTSP/1.0` (reported as 1.0) and several spaces between
+        # the parts; the request line must be exactly `method SP target SP HTTP/1.x CRLF`.
+        if b"%b %b HTTP/%b\r\n" % (request.method, self.url, version.encode()) not in self.window:
+            self.error = MalformedHTTP(_MALFORMED)
             return
         request.keep_alive = parser.should_keep_alive() and version == "1.1"
         hosts = codings = 0
@@ -723,6 +747,7 @@ class Connection:
 
 
 _END = object()
+_ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
 _DEFAULT_LIMITS = Limits()
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 _MALFORMED = "Malformed HTTP request (request line, headers or framing); nothing was forwarded."
