@@ -338,7 +338,7 @@ class Proxy:
         """Send upstream (falling back while allowed), relay the answer, record the event; cancel
         upstream if the client leaves."""
         assert self.writer is not None
-        relay = Relay(event, info, started)
+        relay = Relay(event, info, started, self.settings.max_response_bytes)
         log_parts: list[str] = []
         extensions = scope.get("extensions") or {}
         alive, gone = extensions.get(server.CLIENT_ALIVE), extensions.get(server.CLIENT_GONE)
@@ -363,6 +363,7 @@ class Proxy:
                 event.error_type = "client_disconnected"
                 event.error_message = "the client closed the connection before the answer was complete"
         try:
+            await relay.prepare_usage()  # a large answer's usage is read in a worker thread
             relay.finish()
         except Exception:  # a response we could not read usage from must still become an event
             log.exception("could not read the response of %s; recording the event without usage", event.endpoint)

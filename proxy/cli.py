@@ -44,7 +44,7 @@ def cmd_org_rotate(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 
 
 def cmd_org_azure(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    org = set_azure(conn, args.name, args.endpoint, args.api_version)
+    org = set_azure(conn, args.name, args.endpoint, args.api_version, allowed_hosts=settings.azure_allowed_hosts)
     print(f"org {org.name!r}: Azure endpoint {org.azure_endpoint} (api-version {org.azure_api_version})")
     return 0
 
@@ -148,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_org_rotate)
     p = org.add_parser("azure", help="set the org's Azure OpenAI endpoint")
     p.add_argument("name")
-    p.add_argument("--endpoint", required=True, help="https://<resource>.openai.azure.com")
+    p.add_argument(
+        "--endpoint",
+        required=True,
+        help="https://<resource>.openai.azure.com, or http(s)://HOST[:PORT][/PATH] for a HOST listed in"
+        " LECTR_AZURE_ALLOWED_HOSTS",
+    )
     p.add_argument("--api-version", default="2024-02-01")
     p.set_defaults(handler=cmd_org_azure)
 

@@ -58,6 +58,9 @@ class Settings:
     # Seconds without a byte from the provider; long generations are normal.
     upstream_timeout: float = 300.0
     max_body_bytes: int = 32 * 1024 * 1024
+    # A whole (non-stream) answer is buffered, and decompressed for its usage, up to this size; a
+    # bigger one is relayed as it comes, its usage estimated (proxy/relay.py).
+    max_response_bytes: int = 64 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     # How often each worker reloads keys and routing rules (revocation must land within 5 s).
     refresh_seconds: float = 2.0
@@ -105,6 +108,7 @@ class Settings:
             connect_timeout=_float(env, "LECTR_UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_timeout=_float(env, "LECTR_UPSTREAM_TIMEOUT", 300.0),
             max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES", 32 * 1024 * 1024),
+            max_response_bytes=_int(env, "LECTR_MAX_RESPONSE_BYTES", 64 * 1024 * 1024),
             max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES", 16 * 1024),
             refresh_seconds=_float(env, "LECTR_REFRESH_SECONDS", 2.0),
             writer_batch_size=_int(env, "LECTR_WRITER_BATCH_SIZE", 5000),

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 import trio
 
+from proxy.addresses import EndpointRefused, azure_endpoint
 from proxy.db import connect
 from proxy.orgs import Org
 from proxy.routing import OrgRouting, build
@@ -33,10 +35,24 @@ _LOAD = (
 )
 
 
+@lru_cache(maxsize=4096)
+def _check_endpoint(endpoint: str, allowed_hosts: tuple[str, ...]) -> tuple[str, str | None, bool]:
+    """(the endpoint to use, why it is refused or None, whether to guard its address). Cached: an org
+    has one key or a few, each a row of every reload, and endpoints rarely change."""
+    try:
+        checked = azure_endpoint(endpoint, allowed_hosts)
+    except EndpointRefused as exc:
+        return endpoint, exc.reason, True
+    return checked.url, None, not checked.operator_approved
+
+
 class Directory:
-    def __init__(self, database_url: str, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self, database_url: str, refresh_seconds: float = 2.0, azure_allowed_hosts: tuple[str, ...] = ()
+    ) -> None:
         self._url = database_url
         self._refresh_seconds = refresh_seconds
+        self._azure_allowed_hosts = azure_allowed_hosts
         self._by_hash: dict[str, tuple[str, Org]] = {}
         self._routing: dict[int, OrgRouting] = {}
         self._conn: psycopg.Connection[Any] | None = None
@@ -91,7 +107,7 @@ class Directory:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
         rows = self._conn.execute(_LOAD).fetchall()
-        keys = {row[0]: (row[0], Org(row[1], row[2], row[3], row[4])) for row in rows}
+        keys = {row[0]: (row[0], self._org(row[1], row[2], row[3], row[4])) for row in rows}
         rules, fallbacks = load_all(self._conn)
         by_org: dict[int, list[tuple[Any, ...]]] = {}
         for rule in rules:
@@ -100,6 +116,15 @@ class Directory:
             org_id: build(by_org.get(org_id, []), fallbacks.get(org_id)) for org_id in set(by_org) | set(fallbacks)
         }
         return keys, routing
+
+    def _org(self, org_id: int, name: str, endpoint: str | None, api_version: str) -> Org:
+        """The org with its stored Azure endpoint checked against SPEC §3's rule again: one stored
+        before the rule existed, or written to the database by hand, must not become an SSRF. Here,
+        once per load, so the hot path only reads the result."""
+        if endpoint is None:
+            return Org(org_id, name, endpoint, api_version)
+        url, refused, guarded = _check_endpoint(endpoint, self._azure_allowed_hosts)
+        return Org(org_id, name, url, api_version, azure_refused=refused, azure_guarded=guarded)
 
     async def refresh(self) -> None:
         if self._reloading is not None:

@@ -10,9 +10,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
+
+from proxy.addresses import EndpointRefused, azure_endpoint
 
 KEY_PREFIX = "lc_key_"
 KEY_RANDOM_CHARS = 32
@@ -37,6 +38,12 @@ class Org:
     name: str
     azure_endpoint: str | None
     azure_api_version: str
+    # Filled by the proxy's directory (proxy/directory.py), which checks each stored endpoint once per
+    # load: why the stored endpoint fails SPEC §3's rule (stored before the rule, or written by hand),
+    # and whether its address must be checked when connecting (False only for hosts the operator
+    # listed). The defaults are the safe side for an Org that did not come through that check.
+    azure_refused: str | None = None
+    azure_guarded: bool = True
 
 
 def get_org(conn: psycopg.Connection[Any], name: str) -> Org:
@@ -90,12 +97,21 @@ def rotate_key(conn: psycopg.Connection[Any], name: str) -> str:
         return _insert_key(conn, org.id)
 
 
-def set_azure(conn: psycopg.Connection[Any], name: str, endpoint: str, api_version: str = "2024-02-01") -> Org:
-    """Configure the org's Azure OpenAI endpoint (`https://<resource>.openai.azure.com`)."""
-    endpoint = endpoint.strip().rstrip("/")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise OrgError(f"the Azure endpoint must be an http(s) URL, got {endpoint!r}")
+def set_azure(
+    conn: psycopg.Connection[Any],
+    name: str,
+    endpoint: str,
+    api_version: str = "2024-02-01",
+    *,
+    allowed_hosts: tuple[str, ...] = (),
+) -> Org:
+    """Configure the org's Azure OpenAI endpoint: `https://<resource>.openai.azure.com`, or a host in
+    `allowed_hosts` (the operator's `LECTR_AZURE_ALLOWED_HOSTS`, `Settings.azure_allowed_hosts`).
+    Anything else is an `OrgError` saying what is allowed (SPEC §3), without repeating the URL."""
+    try:
+        endpoint = azure_endpoint(endpoint, allowed_hosts).url
+    except EndpointRefused as exc:
+        raise OrgError(str(exc)) from None
     if not api_version.strip():
         raise OrgError("the Azure API version must not be empty")
     org = get_org(conn, name)

@@ -6,11 +6,21 @@ close: O(n^2) per event, which stalled the worker at 2,000 open streams (docs/PE
 This transport keeps only what the proxy needs:
 
 - per origin (scheme, host, port) a stack of idle connections; a request takes the top one, checks
-  that one only (last answer ended cleanly, socket not readable, not past `idle_expiry`) and returns it when
-  the response body has been read to the end; extras above `max_idle_per_origin` are closed.
+  that one only (last answer ended cleanly with nothing after it, socket not readable, TLS layer empty,
+  not past `idle_expiry`) and returns it when the response body has been read to the end; extras above
+  `max_idle_per_origin` are closed.
   Nothing ever scans all connections.
-- a request whose *reused* connection turns out dead before any response byte (the server closed
-  a stale keep-alive) is retried once on a fresh connection.
+- a connection is reused only when nothing is left after its answer: not in the socket, not in
+  the parser (any byte after the end of the message: a longer body than its Content-Length, a body
+  on a HEAD/204/304, a second answer, garbage), not in the TLS layer (decrypted bytes in the
+  `SSLObject`, records in trio's incoming BIO). Otherwise the next request, from any tenant, would
+  read them as its answer. A complete answer followed by garbage is still delivered, then closed.
+- a request whose *reused* connection turns out dead is sent again once on a fresh connection only
+  when that is safe: the send itself failed (so the request never reached the server whole), or
+  the method is idempotent (RFC 9110 §9.2.2). A POST sent in full and met by a close or reset
+  without a response byte may have been processed (charged): `RemoteProtocolError`, never resent.
+- a response's head, with any interim (1xx) answers and its trailers, is bounded by
+  `MAX_HEAD_BYTES` (`RemoteProtocolError` beyond). Trailers are read and dropped: never headers.
 - timeouts come from `request.extensions["timeout"]`; errors are raised as httpx's own exception
   types (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `WriteTimeout`, `ReadError`,
   `WriteError`, `RemoteProtocolError`), so callers (`proxy.upstream.map_error`) see no difference.
@@ -25,8 +35,10 @@ multi-tenant proxy), no `httpx.Request`/`Response` objects. `handle_async_reques
 transport usable under `httpx.AsyncClient(transport=...)`, on the same code.
 
 Responses are parsed by httptools (llhttp, Node's parser, in C), one parser per answer; requests
-are written here (validated unless the headers came out of a parser already). h11 did both before
-and cost ~110 µs per exchange, the largest single item in the profile after the server's own.
+are written here (validated unless the headers came out of a parser already; even then one C-level
+scan of the written head refuses any CR, LF or NUL inside a name, value or the request line, so no
+parser change can open header injection). h11 did both before and cost ~110 µs per exchange, the
+largest single item in the profile after the server's own.
 
 No HTTP/2, no proxies, no request-body streaming (bodies are sent in one piece).
 """
@@ -46,17 +58,28 @@ import httptools
 import httpx
 import trio
 
+from proxy.addresses import address_forbidden
 from proxy.headers import TOKEN, valid_field
 
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _FRAMING = (b"content-length", b"transfer-encoding")
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+# RFC 9110 §9.2.2: sending these again has the effect of sending them once, so a reused connection
+# that dies after the request went out may be retried for them (and only them) on a fresh one.
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT"))
+# The most a response may send outside its body: status line, headers, interim (1xx) answers,
+# chunk-size lines and trailers. Providers send a few KB; a hostile upstream could otherwise send
+# an endless head that httptools buffers whole. Checked per read, so at most one read (64 KiB) more.
+MAX_HEAD_BYTES = 256 * 1024
 
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]+")
 
-Origin = tuple[bytes, bytes, int]
+# The pool's key: (scheme, host, port), with a fourth item (True) for a guarded destination. A
+# connection whose address was checked and one whose address was not never share a stack: the
+# check cannot be skipped by reusing an unchecked connection to the same name (or the reverse).
+Origin = tuple[bytes, bytes, int] | tuple[bytes, bytes, int, bool]
 
 
 class Timeouts(NamedTuple):
@@ -74,10 +97,18 @@ class Destination(NamedTuple):
     target: bytes
     host: bytes
 
+    @property
+    def guarded(self) -> bool:
+        """Whether connecting checks the address (`AddressNotAllowed`). Read from the origin, the one
+        place `_connect` sees, so a Destination cannot say guarded while its connections are not."""
+        return len(self.origin) > 3
+
 
 @lru_cache(maxsize=4096)
-def destination(url: str) -> Destination:
-    """Parse `url` once (cached: a proxy sends to a handful of URLs). ValueError if unusable."""
+def destination(url: str, guarded: bool = False) -> Destination:
+    """Parse `url` once (cached: a proxy sends to a handful of URLs). ValueError if unusable.
+    `guarded`: the URL is a tenant's (an Azure endpoint), so its connections never go to a loopback,
+    private, link-local or metadata address (`proxy.addresses.address_forbidden`)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower().encode("ascii")
     if scheme not in _DEFAULT_PORTS:
@@ -94,7 +125,43 @@ def destination(url: str) -> Destination:
     host_header = netloc.encode("idna")
     if not _HOST.fullmatch(host_header):
         raise ValueError("the URL's host cannot be sent")
-    return Destination((scheme, host, parts.port or _DEFAULT_PORTS[scheme]), target.encode("ascii"), host_header)
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    origin: Origin = (scheme, host, port, True) if guarded else (scheme, host, port)
+    return Destination(origin, target.encode("ascii"), host_header)
+
+
+class AddressNotAllowed(httpx.ConnectError):
+    """A guarded destination's name resolved to an address the proxy must not connect to. Nothing
+    was sent; the message names the host only (never the URL's user info, path or query)."""
+
+
+async def _open_checked(hostname: str, port: int, request: httpx.Request | None) -> trio.SocketStream:
+    """A TCP connection to `hostname` for a guarded destination: one lookup, refused if ANY address
+    is forbidden (a name with one public and one internal address must not be a coin toss), then a
+    connection to the checked addresses themselves, in order. Never the name again: a second lookup
+    could answer differently (DNS rebinding). TLS still uses the name (SNI, certificate)."""
+    infos = await trio.socket.getaddrinfo(hostname, port, type=trio.socket.SOCK_STREAM)
+    for family, _, _, _, sockaddr in infos:
+        if family not in (trio.socket.AF_INET, trio.socket.AF_INET6) or address_forbidden(str(sockaddr[0])):
+            raise AddressNotAllowed(
+                f"the address of {hostname[:100]} is not allowed for upstream connections"
+                " (loopback, private, link-local or metadata address)",
+                request=request,
+            )
+    error: OSError = OSError(f"no address for {hostname[:100]}")
+    for family, kind, proto, _, sockaddr in infos:
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            await sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+    raise error
 
 
 # While waiting on the upstream, the caller's `alive` check runs this often (seconds).
@@ -109,7 +176,18 @@ class Abandoned(Exception):
 
 
 class _Stale(Exception):
-    """A reused connection failed before any response byte: safe to send the request again."""
+    """A reused connection failed before any response byte, and sending the request again is safe
+    (it never reached the server whole, or its method is idempotent)."""
+
+
+def _not_resent(request: httpx.Request | None) -> httpx.RemoteProtocolError:
+    # The whole request went out on a reused connection, and it closed (or was reset) without a byte
+    # of answer: the server may have read and processed it. Sending it again could charge twice.
+    return httpx.RemoteProtocolError(
+        "the server closed a reused connection without answering; the request had been sent in full"
+        " and is not sent again (it may have been processed)",
+        request=request,
+    )
 
 
 def _limit(seconds: float | None) -> Any:
@@ -130,18 +208,28 @@ async def _within(seconds: float | None, operation: Awaitable[Any]) -> Any:
 class _Connection:
     """One upstream HTTP/1.1 connection: the trio stream, its socket, and whether it may be reused."""
 
-    __slots__ = ("stream", "socket", "reusable", "idle_since")
+    __slots__ = ("stream", "socket", "reusable", "idle_since", "tls")
 
     def __init__(self, stream: trio.abc.Stream, socket: Any) -> None:
         self.stream = stream
         self.socket = socket  # the trio socket under any TLS layer: for liveness checks and closing
         self.reusable = False  # set when a response ended cleanly on a keep-alive connection
         self.idle_since = 0.0
+        # Under TLS, bytes the server sent after the answer can sit above the socket: decrypted in
+        # the SSLObject, or as whole records in trio's incoming BIO (one TCP read brings several
+        # records; OpenSSL decrypts one per read). `usable()` looks there too. trio keeps both
+        # private: if they are renamed, this fails loudly here rather than skipping the check.
+        self.tls: tuple[ssl.SSLObject, ssl.MemoryBIO] | None = None
+        if isinstance(stream, trio.SSLStream):
+            self.tls = (stream._ssl_object, stream._incoming)
 
     def usable(self) -> bool:
         """Ready for a new request: the last exchange ended cleanly and nothing (EOF, stray bytes)
-        waits to be read."""
+        waits to be read, in the socket or in the TLS layer."""
         if not self.reusable:
+            return False
+        tls = self.tls
+        if tls is not None and (tls[0].pending() or tls[1].pending):
             return False
         try:
             return self.socket.fileno() != -1 and not self.socket.is_readable()
@@ -231,11 +319,14 @@ class LectrTransport(httpx.AsyncBaseTransport):
             stack.popleft().close()
 
     async def _connect(self, request: httpx.Request | None, origin: Origin, timeout: float | None) -> _Connection:
-        scheme, host, port = origin
+        scheme, host, port = origin[0], origin[1], origin[2]
         hostname = host.decode("ascii")
         try:
             with _limit(timeout):
-                tcp = await trio.open_tcp_stream(hostname, port)
+                if len(origin) > 3:  # guarded (see `Destination.guarded`)
+                    tcp = await _open_checked(hostname, port, request)
+                else:
+                    tcp = await trio.open_tcp_stream(hostname, port)
                 stream: trio.abc.Stream = tcp
                 if scheme == b"https":
                     if self._ssl_context is None:
@@ -299,19 +390,22 @@ class LectrTransport(httpx.AsyncBaseTransport):
         raise httpx's exception types (`request` only labels them); `Abandoned` if `alive` (asked
         every `ALIVE_POLL` seconds while waiting) says the answer is no longer wanted. `checked`
         says the headers were validated already (they come out of an HTTP parser)."""
-        head = _request_head(method, where, headers, body, checked, request)
+        data = _request_head(method, where, headers, body, checked, request) + body
         origin = where.origin
         response: _Response | None = None
         skip_body = method == b"HEAD"
         conn = self._take(origin)
         if conn is not None:
+            resend = method in _IDEMPOTENT
             try:
-                response = await self._exchange(conn, request, head + body, skip_body, timeouts, alive, reused=True)
-            except _Stale:  # closed by the server while idle: once more, on a new connection
+                response = await self._exchange(
+                    conn, request, data, skip_body, timeouts, alive, reused=True, resend=resend
+                )
+            except _Stale:  # closed by the server while idle, and safe to send again: on a new connection
                 conn.close()
         if response is None:
             conn = await self._connect(request, origin, timeouts.connect)
-            response = await self._exchange(conn, request, head + body, skip_body, timeouts, alive, reused=False)
+            response = await self._exchange(conn, request, data, skip_body, timeouts, alive, reused=False)
         assert conn is not None
         return Reply(response, _ResponseStream(self, conn, origin, response, request, timeouts.read, alive))
 
@@ -325,9 +419,11 @@ class LectrTransport(httpx.AsyncBaseTransport):
         alive: Alive | None,
         *,
         reused: bool,
+        resend: bool = False,
     ) -> _Response:
-        """Send the request, read the response head. On a `reused` connection, failing before any
-        response byte raises `_Stale`; any other failure closes `conn` and raises an httpx error."""
+        """Send the request, read the response head. On a `reused` connection, failing to send, or
+        (with `resend`: an idempotent method) failing after the send before any response byte,
+        raises `_Stale`; any other failure closes `conn` and raises an httpx error."""
         conn.reusable = False
         try:
             try:
@@ -335,7 +431,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
             except trio.TooSlowError as exc:
                 raise httpx.WriteTimeout("timed out sending the request", request=request) from exc
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                if reused:
+                if reused:  # the server had closed it: the request never reached it whole
                     raise _Stale from exc
                 raise httpx.WriteError(f"sending the request failed: {exc}", request=request) from exc
             response = _Response(skip_body)
@@ -345,11 +441,15 @@ class LectrTransport(httpx.AsyncBaseTransport):
                     chunk = await conn.receive(timeouts.read, alive)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     if reused and not seen:
-                        raise _Stale from exc
+                        if resend:
+                            raise _Stale from exc
+                        raise _not_resent(request) from exc
                     raise httpx.ReadError(f"reading the response failed: {exc}", request=request) from exc
                 if not chunk:
                     if reused and not seen:
-                        raise _Stale
+                        if resend:
+                            raise _Stale
+                        raise _not_resent(request)
                     raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
                 seen = True
                 response.feed(chunk, request)
@@ -526,6 +626,8 @@ class _Response:
         "keep_alive",
         "ends_at_close",
         "skip_body",
+        "head_bytes",
+        "unaccounted",
     )
 
     def __init__(self, skip_body: bool) -> None:
@@ -539,17 +641,38 @@ class _Response:
         self.keep_alive = False
         self.ends_at_close = False
         self.skip_body = skip_body  # the answer to a HEAD request: a head only, whatever it says
+        # Against MAX_HEAD_BYTES: the status lines and fields seen (head, interim answers, trailers),
+        # and the bytes fed since the last callback (a field or chunk-size line still arriving,
+        # which httptools buffers: an endless one must not be).
+        self.head_bytes = 0
+        self.unaccounted = 0
 
     def feed(self, data: bytes, request: httpx.Request | None) -> None:
         parser = self.parser
         if parser is None:
-            return  # bytes after a complete answer (after a HEAD's head): the connection is not reused
+            if data:  # bytes after a complete answer: the connection is not reused
+                self.keep_alive = False
+            return
+        self.unaccounted += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            if self.complete:  # an upgrade answer after the complete one: dropped, as below
+                self.keep_alive = False
+                return
             raise httpx.RemoteProtocolError("the server switched protocols", request=request) from exc
         except httptools.HttpParserError as exc:
+            if self.complete:
+                # Stray bytes after a complete answer (llhttp parses on into them): the answer
+                # stands and is delivered; the connection is never reused.
+                self.keep_alive = False
+                return
             raise httpx.RemoteProtocolError(f"malformed response: {exc}", request=request) from exc
+        if self.head_bytes + self.unaccounted > MAX_HEAD_BYTES:
+            raise httpx.RemoteProtocolError(
+                f"the response head (with interim answers and trailers) is over {MAX_HEAD_BYTES} bytes",
+                request=request,
+            )
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -564,10 +687,18 @@ class _Response:
     def on_status(self, status: bytes) -> None:
         if not self.complete:
             self.reason += status
+            self.head_bytes += len(status) + 15  # with "HTTP/1.1 200 " and CRLF
+            self.unaccounted = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
+        if self.complete:
+            return  # a header of an answer after the complete one (see on_message_begin)
+        self.head_bytes += len(name) + len(value) + 4
+        self.unaccounted = 0
+        if not self.head_done:
             self.headers.append((name, value))
+        # Else a trailer (httptools reports them as headers, after the body): counted, and dropped.
+        # Appended, it would reach the client as a header whenever it came in the head's read.
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -591,14 +722,19 @@ class _Response:
                 elif b"keep-alive" in tokens:
                     keep_alive = True
         self.ends_at_close = not framed
-        # After a HEAD's head the next answer gets a fresh parser; a server that sent a body anyway
-        # leaves bytes waiting, and `usable()` then drops the connection.
+        # After a HEAD's head the next answer gets a fresh parser. A body sent anyway either came in
+        # the same read (`on_body` after the end: not reused) or waits in the socket or the TLS
+        # layer, and `usable()` then drops the connection.
         self.keep_alive = keep_alive and framed
         if self.skip_body:
             self._done()
 
     def on_body(self, body: bytes) -> None:
-        if body and self.head_done and not self.complete:
+        if self.complete:  # a body on a HEAD's answer: bytes after its end, never to be reused
+            self.keep_alive = False
+            return
+        self.unaccounted = 0
+        if body and self.head_done:
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -622,7 +758,8 @@ def _request_head(
     request: httpx.Request | None,
 ) -> bytes:
     """The request line and headers, with Host and the body's framing. Unless `checked` (headers that
-    came out of an HTTP parser), every name and value is validated: no header injection."""
+    came out of an HTTP parser), every name and value is validated: no header injection. Checked or
+    not, the written head is scanned once for CR, LF and NUL that are not our own line ends."""
     lines = [b"%b %b HTTP/1.1\r\n" % (method, where.target)]
     for name, value in _headers(headers, where.host, method, body):
         if not checked and not valid_field(name, value):
@@ -631,4 +768,11 @@ def _request_head(
     if not checked and not (TOKEN.fullmatch(method) and _TARGET.fullmatch(where.target)):
         raise httpx.LocalProtocolError("invalid request line", request=request)
     lines.append(b"\r\n")
-    return b"".join(lines)
+    head = b"".join(lines)
+    # Not trusting the parser alone: each line we wrote ends in the one CR LF we put there, so any
+    # other CR, LF (bare or paired) or NUL came from a name, a value or the request line, and would
+    # split or end the head upstream. One C-level pass (`translate` deletes them; ~0.3 µs for 10
+    # headers), so that no parser upgrade or relaying bug can open header injection.
+    if len(head) - len(head.translate(None, b"\r\n\x00")) != 2 * len(lines):
+        raise httpx.LocalProtocolError("a request header or the request line holds CR, LF or NUL", request=request)
+    return head

@@ -9,7 +9,7 @@ import httpx
 
 from proxy.config import Settings
 from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from proxy.transport import Destination, LectrTransport, Timeouts
+from proxy.transport import AddressNotAllowed, Destination, LectrTransport, Timeouts
 
 
 class Outbound(NamedTuple):
@@ -39,6 +39,11 @@ def map_error(exc: httpx.HTTPError, provider: str) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
         return UpstreamTimeout(f"timed out {phase} {provider}")
+    if isinstance(exc, AddressNotAllowed):
+        return UpstreamUnreachable(
+            f"the {provider} endpoint resolves to an address the proxy may not connect to (loopback, private or "
+            "metadata); the operator can list a gateway host in LECTR_AZURE_ALLOWED_HOSTS"
+        )
     if isinstance(exc, httpx.ConnectError):
         return UpstreamUnreachable(f"could not connect to {provider}")
     return UpstreamUnreachable(f"the connection to {provider} failed ({type(exc).__name__})")

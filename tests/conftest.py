@@ -149,6 +149,11 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
 
+# The fake providers listen on 127.0.0.1: the tests' proxies list it as an Azure gateway host (SPEC §3),
+# and tests that set an Azure endpoint on a fake pass the same hosts to `set_azure`.
+TEST_AZURE_HOSTS = ("127.0.0.1",)
+
+
 def proxy_env(pg_url: str, fakes: FakeProviders, data_dir: Path, **extra: str) -> dict[str, str]:
     return {
         "DATABASE_URL": pg_url,
@@ -158,6 +163,7 @@ def proxy_env(pg_url: str, fakes: FakeProviders, data_dir: Path, **extra: str) -
         "LECTR_REFRESH_SECONDS": "0.5",
         "LECTR_LOG_LEVEL": "INFO",
         "LECTR_MAX_BODY_BYTES": str(1024 * 1024),
+        "LECTR_AZURE_ALLOWED_HOSTS": ",".join(TEST_AZURE_HOSTS),
         **fakes.env(),
         **extra,
     }

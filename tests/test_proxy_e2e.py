@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from proxy.orgs import rotate_key, set_azure
-from tests.conftest import ProxyProcess
+from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import CONTENT, FakeProviders, wait_for
 
 PROVIDER_KEY = "sk-test-e2e-provider-key-1234567890"
@@ -39,7 +39,7 @@ def client_for(proxy: ProxyProcess, key: str, **headers: str) -> openai.OpenAI:
 def org(db: Any, new_org: Any, fakes: FakeProviders) -> Any:
     """An org with an Azure endpoint pointing at the fake Azure."""
     org, key = new_org("e2e")
-    set_azure(db, org.name, fakes["azure"].base_url, "2024-02-01")
+    set_azure(db, org.name, fakes["azure"].base_url, "2024-02-01", allowed_hosts=TEST_AZURE_HOSTS)
     fakes.reset()
     return org, key
 
@@ -232,7 +232,7 @@ def test_azure_without_endpoint_is_400_with_instructions_and_works_once_set(
 
     # The key is known to the proxy now; the endpoint set next must work on the very next request,
     # not after the next periodic reload (2 s).
-    set_azure(db, org.name, fakes["azure"].base_url, "2024-02-01")
+    set_azure(db, org.name, fakes["azure"].base_url, "2024-02-01", allowed_hosts=TEST_AZURE_HOSTS)
     reply = client.chat.completions.create(model="gpt-4o", messages=messages)
     assert reply.choices[0].message.content == CONTENT
     assert fakes["azure"].received[-1].path.startswith("/openai/deployments/gpt-4o/chat/completions")
@@ -333,7 +333,7 @@ def test_unreachable_upstream_is_502(proxy: ProxyProcess, fakes: FakeProviders, 
     from tests.conftest import free_port
 
     org, key = new_org("unreachable")
-    set_azure(db, org.name, f"http://127.0.0.1:{free_port()}")
+    set_azure(db, org.name, f"http://127.0.0.1:{free_port()}", allowed_hosts=TEST_AZURE_HOSTS)
     client = client_for(proxy, key, **{"X-Lectr-Provider": "azure"})
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from proxy.rules import add_rule, set_fallbacks
 from tests.conftest import ProxyProcess
@@ -97,7 +98,7 @@ def test_fallbacks_on_429_500_and_timeout(proxy: ProxyProcess, fakes: FakeProvid
         f"{proxy.url}/v1/chat/completions",
         json={**CHAT, "stream": True},
         headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "x-fake-scenario": "reset-mid-stream"},
-    ) as stream:
+    ) as stream, pytest.raises(httpx.RemoteProtocolError):  # cut short: the client sees it incomplete
         b"".join(stream.iter_raw())
     assert models_received(fakes) == ["gpt-4o"]
 

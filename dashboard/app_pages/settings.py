@@ -14,6 +14,7 @@ from dashboard import routing_editor
 from dashboard.auth import SignedIn, require_org
 from dashboard.components import header, proxy_url
 from dashboard.db import active_key_prefixes, database
+from proxy.config import Settings
 from proxy.orgs import OrgError, get_org, rotate_key, set_azure
 
 
@@ -58,7 +59,9 @@ def azure(org: SignedIn) -> None:
     if saved:
         try:
             with database().write() as conn:
-                updated = set_azure(conn, org.name, endpoint, version)
+                # The same rule as `lectr org azure`: the operator's gateway hosts, or Azure itself.
+                allowed = Settings.from_env().azure_allowed_hosts
+                updated = set_azure(conn, org.name, endpoint, version, allowed_hosts=allowed)
         except OrgError as exc:
             st.error(str(exc))
         else:

@@ -30,6 +30,13 @@ class Azure:
                 f"{org.name} --endpoint https://<resource>.openai.azure.com [--api-version 2024-02-01]` "
                 "or set it on the dashboard's Settings page."
             )
+        if org.azure_refused:
+            # Stored before SPEC §3's endpoint rule (or by hand) and outside it: never contacted.
+            raise AzureNotConfigured(
+                f"the org's Azure endpoint is not allowed ({org.azure_refused}); set it again with `lectr org azure "
+                f"{org.name} --endpoint https://<resource>.openai.azure.com` or on the dashboard's Settings page "
+                "(for a gateway of your own, the operator lists its host in LECTR_AZURE_ALLOWED_HOSTS)."
+            )
         if model:
             url = f"{org.azure_endpoint}/openai/deployments/{quote(model, safe='')}/{path}"
         else:

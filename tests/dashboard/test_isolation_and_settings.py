@@ -80,7 +80,12 @@ def test_azure_endpoint_is_saved_and_validated(app_env: None, new_org: Any, db: 
     at = open_page(sign_in(key), "settings")
     at.text_input[0].input("not a url")
     at.button(key="FormSubmitter:azure-Save").click().run()
-    assert at.error and "http(s) URL" in at.error[0].value
+    assert at.error and "https://<resource>.openai.azure.com" in at.error[0].value
+    # The SSRF of issue 14: an internal address is refused here too, and the rule says how to allow a gateway.
+    at.text_input[0].input("http://127.0.0.1:9/internal/admin/secret#")
+    at.button(key="FormSubmitter:azure-Save").click().run()
+    assert at.error and "LECTR_AZURE_ALLOWED_HOSTS" in at.error[0].value and "/internal" not in at.error[0].value
+    assert get_org(db, org.name).azure_endpoint is None
     at.text_input[0].input("https://acme.openai.azure.com/")
     at.text_input[1].input("2024-06-01")
     at.button(key="FormSubmitter:azure-Save").click().run()

@@ -185,7 +185,12 @@ async def test_fake_reset_mid_stream_is_an_error(fakes: FakeProviders) -> None:
 # -- keep-alive edge cases -------------------------------------------------------------------------------
 
 
-async def test_stale_reused_connection_is_retried_once() -> None:
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+async def test_stale_reused_connection_is_retried_once(method: str) -> None:
+    """A reused connection that reads the whole request and hangs up without a byte: an idempotent
+    request (PUT, with its body) is sent once more on a fresh connection; a POST, which the server
+    may have processed, is not (issue 14; more cases in tests/security/test_upstream_wire.py)."""
+
     async def handler(server: Server, stream: trio.SocketStream, conn: h11.Connection, number: int) -> None:
         await read_request(server, stream, conn)
         await respond(stream, conn, 200, f"conn {number}".encode())
@@ -197,8 +202,14 @@ async def test_stale_reused_connection_is_retried_once() -> None:
 
     transport = LectrTransport()
     async with serve(handler) as server, client(transport) as http:
-        assert (await http.post(server.url, content=b"one")).text == "conn 1"
-        response = await http.post(server.url, content=b"two")
+        assert (await http.request(method, server.url, content=b"one")).text == "conn 1"
+        if method == "POST":
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.request(method, server.url, content=b"two")
+            assert server.connections == 1 and transport.connections_opened == 1
+            assert [body for _, body in server.requests] == [b"one", b"two"]
+            return
+        response = await http.request(method, server.url, content=b"two")
         assert response.status_code == 200 and response.text == "conn 2"
         assert server.connections == 2 and transport.connections_opened == 2
         assert [body for _, body in server.requests] == [b"one", b"two", b"two"]

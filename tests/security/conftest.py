@@ -15,7 +15,7 @@ import pytest
 
 from proxy.db import connect
 from proxy.orgs import Org, create_org, set_azure
-from tests.conftest import ProxyProcess
+from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import FakeProviders
 
 PROVIDER_KEY = "sk-security-provider-key-0123456789abcdef"
@@ -144,7 +144,7 @@ def sec_org(pg_url: str, fakes: FakeProviders) -> Iterator[tuple[Org, str]]:
     """An org of this module's own (module scope, so hypothesis may use it), Azure on the fake."""
     with connect(pg_url) as conn:
         org, key = create_org(conn, unique("security"))
-        org = set_azure(conn, org.name, fakes["azure"].base_url, "2024-02-01")
+        org = set_azure(conn, org.name, fakes["azure"].base_url, "2024-02-01", allowed_hosts=TEST_AZURE_HOSTS)
     yield org, key
 
 

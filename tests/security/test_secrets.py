@@ -24,9 +24,9 @@ import pytest
 
 from proxy import directory
 from proxy.db import connect
-from proxy.orgs import create_org, hash_key, set_azure
+from proxy.orgs import OrgError, create_org, hash_key, set_azure
 from proxy.rules import add_rule
-from tests.conftest import ProxyProcess, proxy_env
+from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.security.conftest import rows, unique
 
@@ -220,26 +220,21 @@ def test_key_comparison_is_constant_time() -> None:
 def test_azure_endpoint_with_credentials_in_it_is_not_echoed(
     proxy: ProxyProcess, db: Any, new_org: Any, fakes: FakeProviders
 ) -> None:
-    """An Azure endpoint is configuration, not a secret, but errors about it never echo URLs."""
+    """An Azure endpoint is configuration, not a secret, but errors about it never echo URLs. User
+    info is refused where the endpoint is set (SPEC §3), and one stored before that rule is refused
+    at request time: neither message repeats the URL."""
     org, key = new_org("azure-url")
     secret = uuid.uuid4().hex
-    set_azure(db, org.name, f"http://user:{secret}@127.0.0.1:9", "2024-02-01")  # nothing listens on port 9
-    wait_for(
-        lambda: (
-            httpx.post(
-                f"{proxy.url}/v1/chat/completions",
-                json={**CHAT, "model": "dep"},
-                headers={"X-Lectr-Key": key, "Authorization": "Bearer sk-x-123456789", "X-Lectr-Provider": "azure"},
-            ).status_code
-            in (502, 504)
-        ),
-        timeout=15,
-    )
+    endpoint = f"http://user:{secret}@127.0.0.1:9"  # nothing listens on port 9
+    with pytest.raises(OrgError) as refused:
+        set_azure(db, org.name, endpoint, "2024-02-01", allowed_hosts=TEST_AZURE_HOSTS)
+    assert "user info" in str(refused.value) and secret not in str(refused.value)
+    db.execute("UPDATE orgs SET azure_endpoint = %s WHERE id = %s", (endpoint, org.id))  # as stored before the rule
     response = httpx.post(
         f"{proxy.url}/v1/chat/completions",
         json={**CHAT, "model": "dep"},
         headers={"X-Lectr-Key": key, "Authorization": "Bearer sk-x-123456789", "X-Lectr-Provider": "azure"},
     )
-    assert response.status_code in (502, 504)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "azure_not_configured"
     assert secret not in response.text and "127.0.0.1" not in response.text
     assert secret not in proxy.logs()
