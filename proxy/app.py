@@ -176,8 +176,8 @@ class Proxy:
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
         method = scope["method"]
-        if method not in _FORWARDED or _wants_upgrade(scope["headers"]):
-            await _answer_method(method, scope["headers"], send)
+        if method not in _FORWARDED:
+            await _answer_method(method, send)
             return
         started = time.perf_counter()
         created_at = dt.datetime.now(dt.UTC)
@@ -187,6 +187,8 @@ class Proxy:
         event: Event | None = None
         try:
             incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
+            if incoming.upgrade:  # (its body, if any, llhttp would leave unparsed as the new protocol's)
+                raise UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1")
             org = await self.directory.authenticate_fresh(incoming.lectr_key)
             if org is None:
                 raise Unauthorized(
@@ -421,17 +423,9 @@ _FORWARDED = frozenset({"GET", "POST", "DELETE"})
 _ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
 
 
-def _wants_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request asks to switch protocols (WebSocket, h2c): never forwarded. (Its body,
-    if any, llhttp leaves unparsed as the new protocol's bytes.)"""
-    return any(name == b"upgrade" for name, _ in headers)
-
-
-async def _answer_method(method: str, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+async def _answer_method(method: str, send: Any) -> None:
     """What the proxy itself answers for a request it does not forward because of its method."""
-    if _wants_upgrade(headers):
-        await send_error(send, UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1"))
-    elif method in ("HEAD", "OPTIONS"):
+    if method in ("HEAD", "OPTIONS"):
         status = 200 if method == "HEAD" else 204
         await send({"type": "http.response.start", "status": status, "headers": [_ALLOW, (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})

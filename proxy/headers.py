@@ -82,6 +82,8 @@ class Incoming:
     special: dict[bytes, bytes] = field(default_factory=dict)
     # Keys for other providers (`X-Lectr-Auth-<Provider>`), used only by routing to that provider.
     provider_auth: dict[str, bytes] = field(default_factory=dict)
+    # The request asks to switch protocols (`Upgrade`: WebSocket, h2c): never forwarded (SPEC §3).
+    upgrade: bool = False
 
 
 def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -> Incoming:
@@ -114,6 +116,8 @@ def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -
         if name in HOP_BY_HOP:
             if name == b"connection":
                 connection_named.update(token.strip().lower() for token in value.split(b","))
+            elif name == b"upgrade":
+                incoming.upgrade = True
             continue
         if name in _REQUEST_OWN:
             if name == b"content-length":
