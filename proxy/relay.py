@@ -18,6 +18,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -39,7 +40,7 @@ from proxy.usage import Usage, estimate_tokens, from_body
 _JSON = b"application/json"
 _SSE = b"text/event-stream"
 # Endpoints that consume tokens: when their usage can't be read, it is estimated.
-_TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+_TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
 # Relayed headers were parsed (so validated) on the way in; our server need not check them
 # again (proxy/server.py, `HEADERS_CHECKED`).
@@ -283,7 +284,13 @@ class Relay:
                 usage = from_body(parsed)
         if event.status_code >= 400 and event.error_message is None:
             event.error_type, event.error_message = error_message(parsed, event.status_code, self.secrets)
-        if usage is not None:
+        cut_short = event.status_code == 499 or event.error_type == "upstream_incomplete"
+        if usage is not None and self.sse is not None and cut_short:
+            # A stream cut short keeps the usage it saw (Anthropic's `message_start`: input and cache
+            # tokens), and what it did not see (the output so far) is estimated, and said to be.
+            output = max(usage.output_tokens, self.sse.events)
+            event.set_usage(replace(usage, output_tokens=output), estimated=True)
+        elif usage is not None:
             event.set_usage(usage)
         elif event.endpoint in _TOKEN_ENDPOINTS and (0 < event.status_code < 400 or event.status_code == 499):
             output = self.sse.events if self.sse is not None else 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.usage import Usage, from_body
+from proxy.usage import Usage, merge_raw, normalise, raw_usage
 
 _USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
@@ -39,16 +39,21 @@ def _data(event: bytes) -> bytes | None:
 class SSEStream:
     """Feed it upstream chunks; it returns what to forward and remembers what it learnt."""
 
-    __slots__ = ("strip", "usage", "response_model", "events", "done", "_buffer", "_first")
+    __slots__ = ("strip", "response_model", "events", "done", "_buffer", "_first", "_usage")
 
     def __init__(self, *, strip: bool) -> None:
         self.strip = strip
-        self.usage: Usage | None = None
+        self._usage: dict[str, Any] | None = None  # every event's usage, merged (`usage.merge_raw`)
         self.response_model: str | None = None
         self.events = 0  # data events seen (a rough output-token count when usage is missing)
         self.done = False  # the provider's final `data: [DONE]` went through
         self._buffer = b""
         self._first = True
+
+    @property
+    def usage(self) -> Usage | None:
+        """The stream's usage: what all its events said, merged field by field, normalised."""
+        return normalise(self._usage) if self._usage is not None else None
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one upstream chunk; return the bytes to forward to the client now."""
@@ -141,9 +146,22 @@ class SSEStream:
         except orjson.JSONDecodeError:
             return None
         if isinstance(body, dict):
-            if want_model and isinstance(body.get("model"), str):
-                self.response_model = body["model"]
-            found = from_body(body)
+            if want_model:
+                self.response_model = _model(body)
+            found = raw_usage(body)
             if found is not None:
-                self.usage = found
+                self._usage = merge_raw(self._usage or {}, found)
         return body
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    """The model a stream's first event names: at the top (chat chunks), or in the message
+    (Anthropic's `message_start`) or response (the Responses API's `response.created`)."""
+    model = body.get("model")
+    if isinstance(model, str):
+        return model
+    for key in ("message", "response"):
+        holder = body.get(key)
+        if isinstance(holder, dict) and isinstance(holder.get("model"), str):
+            return str(holder["model"])
+    return None

@@ -74,20 +74,52 @@ def normalise(usage: Any) -> Usage | None:
     return None
 
 
-def from_body(body: Any) -> Usage | None:
-    """Usage from a whole response body or one stream chunk (Groq puts it in `x_groq`)."""
+# Where a body or stream event keeps its usage object, besides `usage` itself: Groq's stream chunks
+# (`x_groq`), the Responses API's final events (`response.completed`/`.incomplete`/`.failed`
+# carry the whole response), Anthropic's `message_start` (the message, with input and cache tokens).
+_USAGE_HOLDERS = ("x_groq", "response", "message")
+
+
+def raw_usage(body: Any) -> dict[str, Any] | None:
+    """The provider's own usage object in a whole body or one stream event, as it is."""
     if not isinstance(body, dict):
         return None
-    found = normalise(body.get("usage"))
-    if found is None:
-        x_groq = body.get("x_groq")
-        if isinstance(x_groq, dict):
-            found = normalise(x_groq.get("usage"))
-    if found is None:
-        response = body.get("response")  # Responses API stream: {"type": "response.completed", "response": {...}}
-        if isinstance(response, dict):
-            found = normalise(response.get("usage"))
-    return found
+    usage = body.get("usage")
+    if isinstance(usage, dict) and usage:
+        return usage
+    for key in _USAGE_HOLDERS:
+        holder = body.get(key)
+        if isinstance(holder, dict):
+            usage = holder.get("usage")
+            if isinstance(usage, dict) and usage:
+                return usage
+    return None
+
+
+def merge_raw(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Merge one event's usage object into what the stream reported before, field by field.
+
+    Every provider's stream counts are running totals (Anthropic's `message_delta`, Gemini's
+    repeated usage, a final usage chunk), so a field seen twice keeps its larger value: never
+    summed twice, and never dropped by a later event that leaves it out, says null or says 0
+    (Anthropic's `message_delta` carries only `output_tokens`; its `message_start` has the input
+    and cache tokens). Nested details objects merge the same way."""
+    for key, value in new.items():
+        if value is None:
+            continue
+        old = into.get(key)
+        if isinstance(value, dict):
+            into[key] = merge_raw(dict(old) if isinstance(old, dict) else {}, value)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and isinstance(old, int | float):
+            into[key] = max(old, value)
+        else:
+            into[key] = value
+    return into
+
+
+def from_body(body: Any) -> Usage | None:
+    """Usage from a whole response body or one stream event."""
+    return normalise(raw_usage(body))
 
 
 def estimate_tokens(byte_count: int) -> int:

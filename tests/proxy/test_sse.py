@@ -68,3 +68,116 @@ def test_groq_x_groq_usage_is_read_and_kept() -> None:
     stream = SSEStream(strip=True)
     assert relay(stream, [last]) == last
     assert stream.usage == Usage(3, 1)
+
+
+# -- usage merged across a stream's events, per provider -------------------------------------------
+
+
+def sse(*events: tuple[str | None, dict[str, object]]) -> list[bytes]:
+    out = []
+    for name, payload in events:
+        line = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        out.append((b"event: " + name.encode() + b"\n" if name else b"") + line)
+    return out
+
+
+ANTHROPIC_START_AND_DELTA = sse(
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-sonnet-20241022",
+                "content": [],
+                "stop_reason": None,
+                "usage": {
+                    "input_tokens": 50,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 2000,
+                    "output_tokens": 1,
+                },
+            },
+        },
+    ),
+    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("ping", {"type": "ping"}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}}),
+    ("message_stop", {"type": "message_stop"}),
+)
+# Gemini's compatibility layer repeats a running usage on several chunks.
+GEMINI_REPEATED = sse(
+    (None, {"model": "gemini-2.0-flash", "choices": [{"delta": {"content": "a"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}}),
+    (None, {"model": "gemini-2.0-flash", "choices": [{"delta": {"content": "b"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}),
+) + [b"data: [DONE]\n\n"]  # fmt: skip
+OPENAI_LAST_ONLY = sse(
+    (None, {"model": "gpt-4o", "choices": [{"delta": {"content": "a"}}], "usage": None}),
+    (None, {"model": "gpt-4o", "choices": [], "usage": {
+        "prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39,
+        "prompt_tokens_details": {"cached_tokens": 20}, "completion_tokens_details": {"reasoning_tokens": 4}}}),
+) + [b"data: [DONE]\n\n"]  # fmt: skip
+GROQ_X_GROQ = sse(
+    (None, {"model": "llama-3.1-8b-instant", "choices": [{"delta": {"content": "a"}}]}),
+    (None, {"model": "llama-3.1-8b-instant", "choices": [{"delta": {}, "finish_reason": "stop"}],
+            "x_groq": {"id": "req_1", "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}}),
+) + [b"data: [DONE]\n\n"]  # fmt: skip
+
+
+def responses_stream(final: str) -> list[bytes]:
+    usage = {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 32}, "output_tokens": 12,
+             "output_tokens_details": {"reasoning_tokens": 5}, "total_tokens": 52}  # fmt: skip
+    return sse(
+        ("response.created", {"type": "response.created", "response": {"model": "o4-mini", "usage": None}}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "Hi"}),
+        (final, {"type": final, "response": {"model": "o4-mini", "status": final.split(".")[1], "usage": usage}}),
+    )
+
+
+NO_USAGE = sse((None, {"model": "gpt-4o", "choices": [{"delta": {"content": "a"}}]})) + [b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize(
+    ("events", "usage", "model"),
+    [
+        pytest.param(ANTHROPIC_START_AND_DELTA, Usage(2050, 15, 2000, 0, 0), "claude-3-5-sonnet-20241022",
+                     id="anthropic-start-and-delta"),
+        pytest.param(GEMINI_REPEATED, Usage(7, 4), "gemini-2.0-flash", id="gemini-repeated"),
+        pytest.param(OPENAI_LAST_ONLY, Usage(30, 9, 20, 0, 4), "gpt-4o", id="openai-last-event-only"),
+        pytest.param(GROQ_X_GROQ, Usage(12, 3), "llama-3.1-8b-instant", id="groq-x-groq"),
+        pytest.param(responses_stream("response.completed"), Usage(40, 12, 32, 0, 5), "o4-mini",
+                     id="responses-completed"),
+        pytest.param(responses_stream("response.incomplete"), Usage(40, 12, 32, 0, 5), "o4-mini",
+                     id="responses-incomplete"),
+        pytest.param(responses_stream("response.failed"), Usage(40, 12, 32, 0, 5), "o4-mini", id="responses-failed"),
+        pytest.param(NO_USAGE, None, "gpt-4o", id="no-usage"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("split", [3, 10_000])
+def test_stream_usage_is_merged_field_by_field(
+    events: list[bytes], usage: Usage | None, model: str, split: int
+) -> None:
+    data = b"".join(events)
+    stream = SSEStream(strip=False)
+    assert relay(stream, [data[i : i + split] for i in range(0, len(data), split)]) == data
+    assert stream.usage == usage
+    assert stream.response_model == model
+
+
+def test_a_later_event_never_drops_or_doubles_a_field() -> None:
+    """Anthropic's newer `message_delta` repeats the running totals, some as 0 or null: still one
+    count of each, the largest seen."""
+    events = ANTHROPIC_START_AND_DELTA[:-2] + sse(
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"input_tokens": 50, "cache_read_input_tokens": None,
+                                     "cache_creation_input_tokens": 0, "output_tokens": 15}}),
+        ("message_stop", {"type": "message_stop"}),
+    )  # fmt: skip
+    stream = SSEStream(strip=False)
+    relay(stream, events)
+    assert stream.usage == Usage(2050, 15, 2000, 0, 0)
