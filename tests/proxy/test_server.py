@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gc
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
@@ -19,12 +17,12 @@ import httpx
 import orjson
 import pytest
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
 from proxy import server
+from tests.serving import serving
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -59,24 +57,7 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@asynccontextmanager
-async def serving(app: Any, **settings: Any) -> AsyncIterator[tuple[int, WorkerContext]]:
-    config = Config()
-    config.include_date_header = False
-    config.include_server_header = False
-    for name, value in settings.items():
-        setattr(config, name, value)
-    context = WorkerContext(None)
-    wrapped = ASGIWrapper(app)
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await server.serve_connection(wrapped, config, context, {}, stream, TCPServer)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, handler, 0)
-        port = listeners[0].socket.getsockname()[1]
-        yield port, context
-        nursery.cancel_scope.cancel()
 
 
 async def read_until_closed(stream: trio.SocketStream, limit: float = 5.0) -> bytes:

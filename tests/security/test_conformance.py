@@ -32,14 +32,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
 
-from proxy import server
 from proxy.transport import LectrTransport, Timeouts, destination
 from tests.security.http_cases import REQUEST_CASES, RESPONSE_CASES, Message, RequestCase, ResponseCase
+from tests.serving import serving
 
 TIMEOUTS = Timeouts(connect=5.0, read=3.0, write=5.0)
 PROBE_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Probe: yes\r\n\r\nprobe"
@@ -83,24 +79,7 @@ def recording_app(seen: Seen) -> Any:
     return app
 
 
-@asynccontextmanager
-async def serving(app: Any, **settings: Any) -> AsyncIterator[int]:
-    """`serve_connection` on a local port, as Hypercorn's trio worker would run it."""
-    config = Config()
-    config.include_date_header = False
-    config.include_server_header = False
-    for name, value in settings.items():
-        setattr(config, name, value)
-    context = WorkerContext(None)
-    wrapped = ASGIWrapper(app)
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await server.serve_connection(wrapped, config, context, {}, stream, TCPServer)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
 
 
 @dataclass
@@ -147,7 +126,7 @@ async def exchange(raw: bytes) -> tuple[Seen, list[Answer], bytes]:
     """Send `raw` to a fresh server, half-close, and read until the server closes."""
     seen = Seen()
     received = b""
-    async with serving(recording_app(seen), keep_alive_timeout=2.0) as port:
+    async with serving(recording_app(seen), keep_alive_timeout=2.0) as (port, _):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         try:
             with trio.fail_after(10):

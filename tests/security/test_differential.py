@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.security.http_cases import Message
-from tests.security.test_conformance import serving
+from tests.serving import serving
 
 EXAMPLES = 400
 SETTINGS = settings(
@@ -106,7 +106,7 @@ class ThreadedServer:
         self._token = trio.lowlevel.current_trio_token()
         with trio.CancelScope() as scope:
             self._scope = scope
-            async with serving(self.recorder.app(), keep_alive_timeout=1.0) as port:
+            async with serving(self.recorder.app(), keep_alive_timeout=1.0) as (port, _):
                 self.port = port
                 self._ready.set()
                 await trio.sleep_forever()

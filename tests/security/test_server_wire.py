@@ -23,18 +23,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
 
 from proxy import server
 from proxy.db import connect
@@ -49,6 +44,7 @@ from tests.security.conftest import (
     rows,
     unique,
 )
+from tests.serving import serving
 
 MIB = 1024 * 1024
 
@@ -86,23 +82,7 @@ def recording_app(seen: Seen) -> Any:
     return app
 
 
-@asynccontextmanager
-async def serving(app: Any, limits: server.Limits | None = None, **settings: Any) -> AsyncIterator[int]:
-    config = Config()
-    config.include_date_header = config.include_server_header = False
-    config.h11_max_incomplete_size = 16 * 1024
-    for name, value in settings.items():
-        setattr(config, name, value)
-    context = WorkerContext(None)
-    wrapped = ASGIWrapper(app)
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await server.serve_connection(wrapped, config, context, {}, stream, TCPServer, limits)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, handler, 0)
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
 
 
 async def exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
@@ -138,7 +118,7 @@ CHUNKED_HEAD = b"POST /v1/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer real\r\
 
 async def test_request_trailers_never_become_headers() -> None:
     seen = Seen()
-    async with serving(recording_app(seen)) as port:
+    async with serving(recording_app(seen)) as (port, _):
         trailers = b"Authorization: Bearer sk-evil\r\nX-T: 1\r\n"
         data = CHUNKED_HEAD + b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n" + trailers + b"\r\n"
         raw = await exchange(port, data)
@@ -155,7 +135,7 @@ async def test_request_trailer_flood_is_431_with_bounded_memory() -> None:
     process = psutil.Process()
     gc.collect()
     before = process.memory_info().rss
-    async with serving(recording_app(seen)) as port:
+    async with serving(recording_app(seen)) as (port, _):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.send_all(CHUNKED_HEAD + b"\r\n5\r\nhello\r\n0\r\n")
         line = b"X-Filler: " + b"a" * 90 + b"\r\n"
@@ -183,7 +163,7 @@ async def test_request_trailer_flood_is_431_with_bounded_memory() -> None:
 
 
 async def test_one_endless_trailer_line_is_431() -> None:
-    async with serving(recording_app(Seen())) as port:
+    async with serving(recording_app(Seen())) as (port, _):
         raw = await exchange(port, CHUNKED_HEAD + b"\r\n0\r\nX-Long: " + b"a" * (2 * MIB))
     json_error(raw, 431)
 
@@ -194,7 +174,7 @@ async def test_one_endless_trailer_line_is_431() -> None:
 )
 async def test_transfer_coding_other_than_a_lone_chunked_is_501(coding: bytes) -> None:
     seen = Seen()
-    async with serving(recording_app(seen)) as port:
+    async with serving(recording_app(seen)) as (port, _):
         data = b"POST /v1/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"
         raw = await exchange(port, data)
     if raw.startswith(b"HTTP/1.1 400"):
@@ -207,7 +187,7 @@ async def test_transfer_coding_other_than_a_lone_chunked_is_501(coding: bytes) -
 @pytest.mark.parametrize("framing", [b"-17\r\nhello", b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n"])
 async def test_bad_chunk_framing_is_a_400_json_error(framing: bytes) -> None:
     seen = Seen()
-    async with serving(recording_app(seen)) as port:
+    async with serving(recording_app(seen)) as (port, _):
         raw = await exchange(port, CHUNKED_HEAD + b"\r\n" + framing)
     error = json_error(raw, 400)
     assert error["code"] == "malformed_http"
@@ -216,7 +196,7 @@ async def test_bad_chunk_framing_is_a_400_json_error(framing: bytes) -> None:
 
 async def test_http_0_9_gets_no_answer_and_http_2_0_gets_505() -> None:
     seen = Seen()
-    async with serving(recording_app(seen)) as port:
+    async with serving(recording_app(seen)) as (port, _):
         assert await exchange(port, b"GET /v1/models\r\n\r\n") == b""
         raw = await exchange(port, b"GET /v1/models HTTP/2.0\r\nHost: a\r\n\r\n")
         json_error(raw, 505)
@@ -230,7 +210,7 @@ async def test_http_0_9_gets_no_answer_and_http_2_0_gets_505() -> None:
 
 async def test_a_body_sent_a_byte_at_a_time_is_cut_off_with_408() -> None:
     seen = Seen()
-    async with serving(recording_app(seen), server.Limits(body_timeout=1.0)) as port:
+    async with serving(recording_app(seen), server.Limits(body_timeout=1.0)) as (port, _):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.send_all(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
         started = trio.current_time()
@@ -257,7 +237,7 @@ async def test_a_body_sent_a_byte_at_a_time_is_cut_off_with_408() -> None:
 
 async def test_connections_over_the_cap_get_503_and_close() -> None:
     seen = Seen()
-    async with serving(recording_app(seen), server.Limits(max_connections=2)) as port:
+    async with serving(recording_app(seen), server.Limits(max_connections=2)) as (port, _):
         holders = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
         await trio.sleep(0.2)  # both are being served (idle, waiting for a request)
         raw = await exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -287,7 +267,7 @@ async def test_relayed_headers_with_cr_lf_or_nul_never_reach_the_client(value: b
             return
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async with serving(app) as port:
+    async with serving(app) as (port, _):
         raw = await exchange(port, b"GET /v1/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert b"x-evil" not in raw and b"x-upstream" not in raw, raw
     assert raw.startswith(b"HTTP/1.1 502"), raw
