@@ -39,7 +39,7 @@ from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
 from proxy.errors import BadRequest, LectrError, MethodNotAllowed, NotFound, Unauthorized, UpgradeRefused
 from proxy.events import Event
-from proxy.headers import Incoming, read_request_headers, readable_accept_encoding, upstream_path
+from proxy.headers import ALLOW, Incoming, read_request_headers, readable_accept_encoding, upstream_path
 from proxy.journal import Journal
 from proxy.limits import RateLimiter, StreamSlots
 from proxy.logs import configure_logging
@@ -188,7 +188,7 @@ class Proxy:
         try:
             incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
             if incoming.upgrade:  # (its body, if any, llhttp would leave unparsed as the new protocol's)
-                raise UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1")
+                raise UpgradeRefused()
             org = await self.directory.authenticate_fresh(incoming.lectr_key)
             if org is None:
                 raise Unauthorized(
@@ -420,18 +420,17 @@ class Proxy:
 # PATCH, CONNECT, TRACE, ...) is a 405: CONNECT would open a tunnel over the shared upstream pool
 # and TRACE reflects the request (its headers: the provider key) back.
 _FORWARDED = frozenset({"GET", "POST", "DELETE"})
-_ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
 
 
 async def _answer_method(method: str, send: Any) -> None:
     """What the proxy itself answers for a request it does not forward because of its method."""
     if method in ("HEAD", "OPTIONS"):
         status = 200 if method == "HEAD" else 204
-        await send({"type": "http.response.start", "status": status, "headers": [_ALLOW, (b"content-length", b"0")]})
+        await send({"type": "http.response.start", "status": status, "headers": [ALLOW, (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
     else:
         refused = MethodNotAllowed(
-            f"method {method[:20]} is not allowed under /v1/: use GET, POST or DELETE", headers=[_ALLOW]
+            f"method {method[:20]} is not allowed under /v1/: use GET, POST or DELETE", headers=[ALLOW]
         )
         await send_error(send, refused)
 

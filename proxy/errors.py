@@ -81,6 +81,9 @@ class MalformedHTTP(BadRequest):
 class UpgradeRefused(BadRequest):
     code = "upgrade_not_supported"
 
+    def __init__(self, message: str = "Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1") -> None:
+        super().__init__(message)
+
 
 class Unauthorized(LectrError):
     status = 401

@@ -19,6 +19,9 @@ def valid_field(name: bytes, value: bytes) -> bool:
     return TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
 
 
+# The methods the proxy answers under /v1/ (SPEC §3), for `allow` on a 405 (app and server alike).
+ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
+
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
     {

@@ -135,7 +135,7 @@ class Relay:
                 self.sse = SSEStream(strip=strip)
             headers = response_headers(response.headers, drop_length=strip)
             if _JSON in content_type and not is_sse:
-                await self._relay_whole(response, headers, send)
+                await self._relay_whole(response, headers, send, gone)
             else:
                 await self._relay_chunks(response, headers, send, gone)
         except Abandoned:  # while waiting on the provider (a whole answer, or between stream chunks)
@@ -156,7 +156,9 @@ class Relay:
         finally:
             await response.aclose()
 
-    async def _relay_whole(self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    async def _relay_whole(
+        self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any, gone: Callable[[], bool] | None
+    ) -> None:
         t = time.perf_counter()
         chunks = []
         size = 0
@@ -170,7 +172,7 @@ class Relay:
                 self.upstream_seconds += time.perf_counter() - t
                 buffered = b"".join(chunks)
                 chunks.clear()
-                await self._relay_rest(response, headers, send, buffered)
+                await self._relay_chunks(response, headers, send, gone, first=buffered)
                 return
         self.upstream_seconds += time.perf_counter() - t
         self.body = b"".join(chunks)
@@ -181,31 +183,23 @@ class Relay:
         self.final_sent = True
         await send_final(send, self.body)
 
-    async def _relay_rest(
-        self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any, buffered: bytes
-    ) -> None:
-        """A whole answer over `max_response_bytes`: the buffered part, then each chunk as it comes."""
-        self.response_started = True
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED})
-        await self._send_body(send, buffered)
-        del buffered
-        while True:
-            t = time.perf_counter()
-            chunk = await response.receive()
-            self.upstream_seconds += time.perf_counter() - t
-            if not chunk:
-                break
-            await self._send_body(send, chunk)
-        await self._send_body(send, b"", last=True)
-
     async def _relay_chunks(
-        self, response: Reply, headers: list[tuple[bytes, bytes]], send: Any, gone: Callable[[], bool] | None
+        self,
+        response: Reply,
+        headers: list[tuple[bytes, bytes]],
+        send: Any,
+        gone: Callable[[], bool] | None,
+        first: bytes = b"",
     ) -> None:
+        """Relay the body as it comes (`first`: what was already read of it, for a whole answer
+        over `max_response_bytes`)."""
         self.response_started = True
         start = {"type": "http.response.start", "status": response.status_code, "headers": headers, **CHECKED}
-        if response.has_body_ready():
+        if first or response.has_body_ready():
             start[HEAD_WITH_BODY] = True  # the first bytes are here: one write for the head and them
         await send(start)
+        if first:
+            await self._send_body(send, first)
         sse = self.sse
         while True:
             t = time.perf_counter()

@@ -48,7 +48,7 @@ from proxy.errors import (
     UpgradeRefused,
     VersionNotSupported,
 )
-from proxy.headers import valid_field
+from proxy.headers import ALLOW, valid_field
 
 log = logging.getLogger("lectr.server")
 
@@ -283,9 +283,9 @@ class _Parser:
                 if self.events:
                     self.events.pop()
                 self.error = (
-                    MethodNotAllowed("CONNECT is not served by this proxy.", headers=[_ALLOW])
+                    MethodNotAllowed("CONNECT is not served by this proxy.", headers=[ALLOW])
                     if request.method == b"CONNECT"
-                    else UpgradeRefused("Upgrade requests (WebSocket, h2c) are not supported; use HTTP/1.1.")
+                    else UpgradeRefused()
                 )
         except httptools.HttpParserError:
             if self.error is None:
@@ -747,7 +747,6 @@ class Connection:
 
 
 _END = object()
-_ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
 _DEFAULT_LIMITS = Limits()
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 _MALFORMED = "Malformed HTTP request (request line, headers or framing); nothing was forwarded."
