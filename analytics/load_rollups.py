@@ -1,0 +1,222 @@
+"""Postgres → polars: one org's rollups for a window, exact even when the window starts or ends
+mid-hour.
+
+A window `[start, end)` reads:
+
+- the whole hours from `rollup_hourly` (one row per hour and group, histograms as lists);
+- for each hour that a window boundary or a `cut` falls inside (a cut is another boundary the
+  caller will slice at, e.g. where the current period starts), the pieces of that hour. All
+  pieces but the longest are aggregated from raw events (`rollups.rollup`, the writer's own
+  definitions); the longest is the hour's rollup row minus them. So a cut costs at most half an
+  hour of raw events, and every sum, count and histogram stays exact.
+
+An instant at or after `now` needs no raw events: nothing can have started after it, so the
+hour's rollup row is already the piece before it. When raw events of an hour are gone
+(`LECTR_RETENTION_MONTHS` shorter than the rollups'), the hour counts whole on the side of its
+longest piece: the window's edge moves to within half an hour, the numbers stay whole.
+
+ADBC streams both queries as Arrow (list columns for the histograms), as `load.load_events` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from analytics.load import _dsn
+from analytics.rollups import COUNTS, DIMENSIONS, FLOAT_SUMS, HISTOGRAMS, conform, merge, rollup, window
+
+HOUR = dt.timedelta(hours=1)
+# What `rollups.rollup` reads from a raw event, cost as text so it stays an exact decimal.
+RAW_COLUMNS = (
+    "created_at", *DIMENSIONS, "status_code", "error_type", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "stream",
+    "latency_ms", "ttft_ms", "upstream_ms", "message_count", "request_bytes", "response_bytes",
+)
+
+
+def _hour(at: dt.datetime) -> dt.datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def edge_plan(
+    start: dt.datetime, end: dt.datetime, cuts: Iterable[dt.datetime], now: dt.datetime
+) -> dict[dt.datetime, tuple[list[tuple[dt.datetime, dt.datetime]], dt.datetime]]:
+    """Per hour to cut: (the pieces to read raw, the start of the piece derived by subtraction).
+
+    The points are `start`, `end` and `cuts` inside the window that are not hour boundaries and
+    lie before `now`; each hour holding some is split at them into pieces.
+    """
+    points = sorted({p for p in (start, end, *cuts) if start <= p <= end and p < now and p != _hour(p)})
+    by_hour: dict[dt.datetime, list[dt.datetime]] = {}
+    for point in points:
+        by_hour.setdefault(_hour(point), []).append(point)
+    plan = {}
+    for hour, inside in by_hour.items():
+        bounds = [hour, *inside, hour + HOUR]
+        pieces = list(zip(bounds, bounds[1:], strict=False))
+        longest = max(pieces, key=lambda p: p[1] - p[0])
+        plan[hour] = ([p for p in pieces if p != longest], longest[0])
+    return plan
+
+
+def rollup_query(org_id: int, start: dt.datetime, end: dt.datetime, histograms: Sequence[str]) -> str:
+    """The rollup rows of every hour that overlaps `[start, end)` (values inlined, quoted by
+    psycopg, so ADBC can stream the result with COPY; see `load.build_query`)."""
+    columns = [
+        "hour", *DIMENSIONS, *COUNTS, *FLOAT_SUMS, "cost_usd::text AS cost_usd", "last_error_at",
+        *(f"{h}_{p}" for h in histograms for p in "bc"),
+    ]
+    query = sql.SQL("SELECT {} FROM rollup_hourly WHERE org_id = {} AND hour >= {} AND hour < {}").format(
+        sql.SQL(", ").join(sql.SQL(c) for c in columns), sql.Literal(int(org_id)), sql.Literal(_hour(start)),
+        sql.Literal(end),
+    )
+    return query.as_string(None)
+
+
+def raw_query(org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]]) -> str:
+    """The raw events of the given `[from, to)` ranges, with the columns `rollups.rollup` reads."""
+    spans = sql.SQL(" OR ").join(
+        sql.SQL("(created_at >= {} AND created_at < {})").format(sql.Literal(a), sql.Literal(b)) for a, b in ranges
+    )
+    query = sql.SQL("SELECT {}, cost_usd::text AS cost_usd FROM events WHERE org_id = {} AND ({})").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in RAW_COLUMNS), sql.Literal(int(org_id)), spans
+    )
+    return query.as_string(None)
+
+
+def _arrow(cur: Any, query: str) -> pl.DataFrame:
+    cur.execute(query)
+    frame = pl.from_arrow(cur.fetch_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(pl.col("cost_usd").str.to_decimal(scale=10))
+
+
+def _negated(frame: pl.LazyFrame) -> pl.LazyFrame:
+    lists = [f"{h}_c" for h in HISTOGRAMS]
+    return frame.with_columns(
+        *(-pl.col(c) for c in (*COUNTS, *FLOAT_SUMS, "cost_usd")),
+        *(pl.col(c).list.eval(-pl.element()) for c in lists),
+        pl.lit(None, pl.Datetime("us", "UTC")).alias("last_error_at"),
+    )
+
+
+def assemble(
+    hourly: pl.LazyFrame,
+    raw: pl.LazyFrame,
+    plan: dict[dt.datetime, tuple[list[tuple[dt.datetime, dt.datetime]], dt.datetime]],
+    start: dt.datetime,
+    end: dt.datetime,
+    histograms: Sequence[str] = HISTOGRAMS,
+) -> pl.LazyFrame:
+    """Whole hours from `hourly`, the cut hours as pieces (raw ones from `raw`, the longest by
+    subtraction), sliced to `[start, end)`. Pure: `load_rollups` is this plus the two queries."""
+    hourly = conform(hourly.with_columns(pl.col("hour").alias("since")))
+    cut_hours = pl.LazyFrame(
+        {"hour": list(plan), "_derived": [d for _, d in plan.values()],
+         "_until": [min([b for p in pieces for b in p if b > d] or [h + HOUR]) for h, (pieces, d) in plan.items()]},
+        schema={"hour": pl.Datetime("us", "UTC"), "_derived": pl.Datetime("us", "UTC"),
+                "_until": pl.Datetime("us", "UTC")},
+    )
+    whole = hourly.join(cut_hours, on="hour", how="anti")
+    if plan:
+        points = [b for pieces, _ in plan.values() for piece in pieces for b in piece]
+        pieces = rollup(raw, points)
+        derived = pl.concat([
+            hourly.join(cut_hours, on="hour", how="semi"),
+            _negated(pieces),
+        ]).join(cut_hours, on="hour").with_columns(pl.col("_derived").alias("since"))
+        derived = (
+            merge(derived, ["hour", "since", *DIMENSIONS])
+            .join(cut_hours, on="hour")
+            .with_columns(
+                # The hour's last error belongs to the derived piece only if it falls inside it; else
+                # it is in a raw piece, which says so itself (exact for windows ending at `end`).
+                last_error_at=pl.when(pl.col("last_error_at").is_between("_derived", "_until", closed="left"))
+                .then(pl.col("last_error_at"))
+            )
+            .drop("_derived", "_until")
+            .filter(pl.col("requests") != 0)
+        )
+        whole = pl.concat([whole, pieces, conform(derived)])
+    missing = [f"{h}_{p}" for h in HISTOGRAMS if h not in histograms for p in "bc"]
+    if missing:
+        whole = whole.with_columns(pl.lit(None).cast(whole.collect_schema()[m]).alias(m) for m in missing)
+    return window(whole, start, end)
+
+
+def load_rollups(
+    source: psycopg.Connection[Any] | str,
+    org_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    cuts: Iterable[dt.datetime] = (),
+    histograms: Sequence[str] = HISTOGRAMS,
+    now: dt.datetime | None = None,
+) -> pl.LazyFrame:
+    """The org's rollup frame (`rollups.ROLLUP_SCHEMA`) for `[start, end)`, exact at `start`,
+    `end` and every `cut`, so `rollups.window` can slice it there. `histograms` names the
+    histograms to load (the others stay null: each costs load time); `now` (default: the clock)
+    is the instant after which nothing has happened yet."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware datetimes")
+    unknown = [h for h in histograms if h not in HISTOGRAMS]
+    if unknown:
+        raise ValueError(f"unknown histograms: {unknown}")
+    import adbc_driver_postgresql.dbapi as adbc
+
+    plan = edge_plan(start, end, cuts, now or dt.datetime.now(dt.UTC))
+    ranges = [piece for pieces, _ in plan.values() for piece in pieces]
+    with adbc.connect(_dsn(source)) as conn, conn.cursor() as cur:
+        hourly = _arrow(cur, rollup_query(org_id, start, end, histograms))
+        raw = _arrow(cur, raw_query(org_id, ranges)) if ranges else None
+    raw_frame = raw.lazy() if raw is not None else pl.LazyFrame(schema={c: pl.Null for c in RAW_COLUMNS})
+    return assemble(hourly.lazy(), raw_frame, plan, start, end, histograms)
+
+
+def raw_reach(source: psycopg.Connection[Any], org_id: int) -> dt.datetime | None:
+    """The oldest raw event of the org still stored: how far back the request log reaches."""
+    row = source.execute("SELECT min(created_at) FROM events WHERE org_id = %s", (org_id,)).fetchone()
+    return row[0] if row else None
+
+
+def azure_base_models(source: psycopg.Connection[Any] | str, org_id: int, frame: pl.LazyFrame) -> pl.DataFrame:
+    """(provider, model, base_model): the model Azure reports for each deployment in `frame`.
+
+    The rollups key Azure traffic by deployment name, which prices nothing; the events carry the
+    model Azure answered with. One indexed look-up per deployment, inside the latest hour the
+    rollups show it served, so the cost does not grow with the window or the traffic.
+    """
+    latest = (
+        frame.filter(pl.col("provider") == "azure")
+        .group_by(pl.coalesce("routed_model", "model").alias("model"))
+        .agg(pl.col("hour").max())
+        .drop_nulls("model")
+        .collect()
+    )
+    schema = {"provider": pl.String, "model": pl.String, "base_model": pl.String}
+    if latest.is_empty():
+        return pl.DataFrame(schema=schema)
+    query = """
+        SELECT d.model, (
+            SELECT coalesce(e.response_model, e.model) FROM events e
+            WHERE e.org_id = %s AND e.provider = 'azure' AND coalesce(e.routed_model, e.model) = d.model
+              AND e.created_at >= d.hour AND e.created_at < d.hour + interval '1 hour'
+            ORDER BY e.created_at DESC LIMIT 1)
+        FROM unnest(%s::text[], %s::timestamptz[]) AS d(model, hour)
+    """
+    params = (org_id, latest["model"].to_list(), latest["hour"].to_list())
+    if isinstance(source, str):
+        with psycopg.connect(source, autocommit=True) as conn:
+            rows = conn.execute(query, params).fetchall()
+    else:
+        rows = source.execute(query, params).fetchall()
+    return pl.DataFrame(
+        [("azure", model, base) for model, base in rows if base is not None], schema=schema, orient="row"
+    )
