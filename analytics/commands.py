@@ -17,28 +17,18 @@ from typing import Any
 import polars as pl
 import psycopg
 
-from analytics.load import load_events
+from analytics.load_rollups import azure_base_models, load_rollups
 from analytics.metrics import by_feature, untagged_share
-from analytics.recommend import protected_features, recommendation_list
+from analytics.recommend import RECOMMEND_HISTOGRAMS, protected_features, recommendation_list
 from proxy.orgs import OrgError, get_org
 
-# The recommendation window: a week spans one weekly cycle, is recent enough that the models it
-# reports are the ones in use now, and keeps `lectr recommend` well under a second on a million
-# events (14 days took twice as long for the same cards on the benchmark's data).
+# The recommendation window: a week spans one weekly cycle and is recent enough that the models
+# it reports are the ones in use now.
 RECOMMEND_DAYS = 7
 
-REPORT_COLUMNS = (
-    "created_at", "feature", "status_code", "error_type", "cost_usd", "latency_ms", "ttft_ms",
-    "upstream_ms", "input_tokens", "output_tokens", "cached_input_tokens",
-)
-# The previous period only feeds `change` (its cost and request count per feature): two columns
-# instead of eleven roughly halves what the report loads.
-PREVIOUS_COLUMNS = ("feature", "cost_usd")
-RECOMMEND_COLUMNS = (
-    "feature", "provider", "model", "response_model", "routed_model", "task", "status_code",
-    "error_type", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
-    "cost_usd", "message_count",
-)
+# The report's percentiles (latency, TTFT, overhead); the previous period only feeds `change`
+# (cost and requests per feature) and loads no histogram at all.
+REPORT_HISTOGRAMS = ("latency_ms", "ttft_ms", "overhead_ms")
 REPORT_FIELDS = (
     "feature", "requests", "errors", "error_rate", "input_tokens", "output_tokens", "cost_usd",
     "unpriced_requests", "share", "previous_cost_usd", "change", "latency_ms_avg", "latency_ms_p95",
@@ -87,13 +77,12 @@ def report_frame(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(per-feature breakdown, untagged share) over the last `days` days, collected together."""
     start = now - dt.timedelta(days=days)
-    # Both periods load at once: each load is a Postgres backend scanning and ADBC decoding, with
-    # the GIL released, so on two cores the report waits for the longer load, not for both.
+    before = start - dt.timedelta(days=days)
+    # Both periods load at once: each load is a Postgres backend and ADBC decoding, with the GIL
+    # released, so on two cores the report waits for the longer load, not for both.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        current_load = pool.submit(load_events, conn, org_id, start, now, columns=REPORT_COLUMNS)
-        previous_load = pool.submit(
-            load_events, conn, org_id, start - dt.timedelta(days=days), start, columns=PREVIOUS_COLUMNS
-        )
+        current_load = pool.submit(load_rollups, conn, org_id, start, now, histograms=REPORT_HISTOGRAMS, now=now)
+        previous_load = pool.submit(load_rollups, conn, org_id, before, start, histograms=(), now=now)
         current, previous = current_load.result(), previous_load.result()
     features, untagged = pl.collect_all([by_feature(current, previous), untagged_share(current)])
     return features, untagged
@@ -144,11 +133,13 @@ def recommend(conn: psycopg.Connection[Any], org_name: str, as_json: bool = Fals
     """Cheaper-model cards from the last `RECOMMEND_DAYS` days, largest saving first."""
     org = get_org(conn, org_name)
     now = dt.datetime.now(dt.UTC)
-    events = load_events(conn, org.id, now - dt.timedelta(days=RECOMMEND_DAYS), now, columns=RECOMMEND_COLUMNS)
-    cards = recommendation_list(events, RECOMMEND_DAYS)
+    frame = load_rollups(
+        conn, org.id, now - dt.timedelta(days=RECOMMEND_DAYS), now, histograms=RECOMMEND_HISTOGRAMS, now=now
+    ).collect().lazy()
+    cards = recommendation_list(frame, RECOMMEND_DAYS, azure_base_models(conn, org.id, frame))
     if as_json:
         return json.dumps([_plain(c.to_dict()) for c in cards], indent=2)
-    protected = protected_features(events).collect()
+    protected = protected_features(frame).collect()
     lines = [f"org {org.name!r}: {len(cards)} recommendation(s) from the last {RECOMMEND_DAYS} days", ""]
     for c in cards:
         saving = "unknown saving" if c.monthly_saving_usd is None else f"saves ~{_money(c.monthly_saving_usd)}/month"

@@ -1,11 +1,16 @@
-"""Postgres → polars: one org's events in a time window, filters pushed into SQL.
+"""Postgres → polars: one org's rollups (the figures) or raw events (the request log, the raw
+edges of a window), filters pushed into SQL.
 
 The connector is ADBC (`adbc-driver-postgresql`): it streams the rows as Arrow (binary COPY under
 the hood) and hands them to polars without a Python object per row, and it is libpq underneath,
 so every URL form the rest of Lectr accepts works, Unix sockets included. docs/ANALYTICS.md
 has the measurements behind the choice.
 
-The query runs once, when `load_events` is called; the frame it returns is lazy so that every
+`load_rollups` is what every figure reads: the whole hours of a window from `rollup_hourly`,
+and the pieces of the hours a window starts, ends or is cut in from raw events, aggregated the
+same way (`analytics.rollups`), so a window that starts or ends mid-hour is exact.
+
+The query runs once, when `load_events` or `load_rollups` is called; the frame it returns is lazy so that every
 figure stays a lazy chain and the caller collects once (several figures at a time with
 `pl.collect_all`). Reloading is the caller's job (the dashboard caches per org and window).
 """

@@ -14,8 +14,9 @@ Rules, in order (SPEC §5):
    aggressive rung (strength `strong`); `summarisation` and `extraction` take the first rung,
    labelled `conservative` when prompts are long or responses long (complex nested output);
    `generation` is neutral, so the heuristics decide, as they do without a task.
-4. Heuristics (no task, or `generation`) score prompt and response size, conversation length,
-   the share of reasoning tokens; confidence is `medium` at most, `low` when the evidence is thin
+4. Heuristics (no task, or `generation`) score prompt and response size (medians from the
+   rollups' token histograms), conversation length (the mean message count), the share of
+   reasoning tokens; confidence is `medium` at most, `low` when the evidence is thin
    (few requests, many errors).
 5. Ladders come from `ladders`, which only ever offer a model of the same provider.
 6. The monthly saving reprices the observed tokens (window scaled to 30 days) with genai-prices
@@ -32,13 +33,16 @@ from typing import Any, Literal
 import polars as pl
 
 from analytics.ladders import Rung, Strength, ladder, provider_of_model
-from analytics.metrics import FEATURE, IS_ERROR, known_sum
+from analytics.metrics import FEATURE, count
 from analytics.pricing import unit_prices
+from analytics.rollups import cost, mean, with_quantiles
 
+# The histograms the recommendations read (typical prompt and response sizes).
+RECOMMEND_HISTOGRAMS = ("input_tokens", "output_tokens")
 TASKS = ("classification", "summarisation", "extraction", "generation", "reasoning")
 Confidence = Literal["high", "medium", "low"]
 
-# Thresholds, in tokens unless said otherwise (typical = median over successful requests).
+# Thresholds, in tokens unless said otherwise (typical = median over the requests with usage).
 LONG_PROMPT = 4000  # summarisation of long documents: only the conservative step
 COMPLEX_OUTPUT = 600  # extraction with long (nested) output: only the conservative step
 MIN_REQUESTS = 20  # fewer requests than this: confidence low
@@ -52,52 +56,71 @@ TASK: pl.Expr = (
 )
 
 
-def usage_profile(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Per (feature, provider, model, task): the evidence the rules read.
+def usage_profile(events: pl.LazyFrame, base_models: pl.LazyFrame | pl.DataFrame | None = None) -> pl.LazyFrame:
+    """Per (feature, provider, model, task): the evidence the rules read, from a rollup frame.
 
     Columns: feature, provider, model, task (one of `TASKS` or null), base_model (what Azure
-    reports for a deployment, else the model), requests, errors, error_rate, prompt_tokens_p50,
-    response_tokens_p50, response_tokens_p90, message_count_p50, reasoning_share, input_tokens,
-    cached_input_tokens, output_tokens (sums over requests with usage), cost_usd (observed, null
-    when unpriced), protected (the feature and model also carry reasoning traffic).
-    `model` is the model that served the traffic (`routed_model` when a routing rule fired).
+    reports for a deployment, from `base_models` (provider, model, base_model), else the
+    model), requests, errors, error_rate, prompt_tokens_p50, response_tokens_p50,
+    response_tokens_p90 (from the token histograms, over the requests with usage),
+    message_count_avg, reasoning_share, input_tokens, cached_input_tokens, output_tokens,
+    cost_usd (observed, null when unpriced), protected (the feature and model also carry
+    reasoning traffic). `model` is the model that served the traffic (`routed_model` when a
+    routing rule fired).
     """
-    ok = ~IS_ERROR
     keys = ["feature", "provider", "model", "task"]
-    return (
+    grouped = (
         events.with_columns(
             FEATURE.alias("feature"),
             TASK.alias("task"),
             pl.coalesce("routed_model", "model").alias("model"),
         )
-        .with_columns(
-            pl.when(pl.col("provider") == "azure")
-            .then(pl.coalesce("response_model", "model"))
-            .otherwise(pl.col("model"))
-            .alias("base_model")
-        )
         .filter(pl.col("model").is_not_null())
-        .group_by(keys)
-        .agg(
-            pl.col("base_model").min(),  # one per deployment in practice; min() is deterministic
-            pl.len().cast(pl.Int64).alias("requests"),
-            IS_ERROR.sum().cast(pl.Int64).alias("errors"),
-            IS_ERROR.mean().alias("error_rate"),
-            pl.col("input_tokens").filter(ok).median().alias("prompt_tokens_p50"),
-            pl.col("output_tokens").filter(ok).median().alias("response_tokens_p50"),
-            pl.col("output_tokens").filter(ok).quantile(0.9, interpolation="linear").alias("response_tokens_p90"),
-            pl.col("message_count").filter(ok).median().alias("message_count_p50"),
-            (pl.col("reasoning_tokens").sum() / pl.col("output_tokens").sum()).alias("reasoning_share"),
-            pl.col("input_tokens").sum(),
-            pl.col("cached_input_tokens").sum(),
-            pl.col("output_tokens").sum(),
-            known_sum("cost_usd").alias("cost_usd"),
-        )
+    )
+    sums = grouped.group_by(keys).agg(
+        count("requests").alias("requests"),
+        count("errors").alias("errors"),
+        (pl.col("errors").sum() / pl.col("requests").sum()).alias("error_rate"),
+        mean("message_count").alias("message_count_avg"),
+        (pl.col("reasoning_tokens").sum() / pl.col("output_tokens").sum()).alias("reasoning_share"),
+        count("input_tokens").alias("input_tokens"),
+        count("cached_input_tokens").alias("cached_input_tokens"),
+        count("output_tokens").alias("output_tokens"),
+        cost().alias("cost_usd"),
+    )
+    sizes = {
+        "prompt_tokens_p50": ("input_tokens", 0.5),
+        "response_tokens_p50": ("output_tokens", 0.5),
+        "response_tokens_p90": ("output_tokens", 0.9),
+    }
+    bases = (
+        pl.LazyFrame(schema={"provider": pl.String, "model": pl.String, "base_model": pl.String})
+        if base_models is None else base_models.lazy().select("provider", "model", "base_model")
+    ).unique(["provider", "model"], keep="first")
+    return (
+        with_quantiles(sums, grouped, keys, sizes)
+        .join(bases, on=["provider", "model"], how="left", nulls_equal=True)
         .with_columns(
+            base_model=pl.coalesce("base_model", "model"),
             protected=(pl.col("task") == "reasoning").any().over("feature", "provider", "model"),
             reasoning_share=pl.when(pl.col("reasoning_share").is_finite()).then(pl.col("reasoning_share")),
         )
+        .select(
+            *keys, "base_model", "requests", "errors", "error_rate", "prompt_tokens_p50", "response_tokens_p50",
+            "response_tokens_p90", "message_count_avg", "reasoning_share", "input_tokens", "cached_input_tokens",
+            "output_tokens", "cost_usd", "protected",
+        )
         .sort(keys, nulls_last=True)
+    )
+
+
+def base_models(events: pl.LazyFrame) -> pl.LazyFrame:
+    """(provider, model, base_model) from raw events: what Azure answered each deployment with
+    (the latest), for `usage_profile`. The database path is `load_rollups.azure_base_models`."""
+    return (
+        events.filter((pl.col("provider") == "azure") & pl.col("response_model").is_not_null())
+        .group_by("provider", pl.coalesce("routed_model", "model").alias("model"))
+        .agg(pl.col("response_model").sort_by("created_at").last().alias("base_model"))
     )
 
 
@@ -107,7 +130,7 @@ def protected_features(events: pl.LazyFrame) -> pl.LazyFrame:
     return (
         events.filter(TASK == "reasoning")
         .group_by(FEATURE.alias("feature"), "provider", pl.coalesce("routed_model", "model").alias("model"))
-        .agg(pl.len().cast(pl.Int64).alias("reasoning_requests"))
+        .agg(count("requests").alias("reasoning_requests"))
         .sort("feature", "provider", "model", nulls_last=True)
     )
 
@@ -154,7 +177,7 @@ def heuristic_score(p: Mapping[str, Any]) -> tuple[int, list[str]]:
             score, why = score + 1, [*why, "short prompts"]
         elif prompt > 8000:
             score, why = score - 1, [*why, "long prompts"]
-    if _num(p.get("message_count_p50")) > 8:
+    if _num(p.get("message_count_avg")) > 8:
         score, why = score - 1, [*why, "long conversations"]
     if _num(p.get("reasoning_share")) > 0.5:
         score, why = score - 1, [*why, "mostly reasoning tokens"]
@@ -275,19 +298,25 @@ CARD_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def recommendation_list(events: pl.LazyFrame, window_days: float) -> list[Recommendation]:
-    """The cards as objects, largest saving first (unknown savings last)."""
-    profiles = usage_profile(events).collect()
+def recommendation_list(
+    events: pl.LazyFrame, window_days: float, base_models: pl.LazyFrame | pl.DataFrame | None = None
+) -> list[Recommendation]:
+    """The cards as objects, largest saving first (unknown savings last). `base_models`: see
+    `usage_profile` (Azure deployments are priced and laddered by the model Azure reports)."""
+    profiles = usage_profile(events, base_models).collect()
     cards = [c for c in (decide(p, window_days) for p in profiles.iter_rows(named=True)) if c is not None]
     cards = _guard(cards, profiles)
     return sorted(cards, key=lambda c: (c.monthly_saving_usd is None, -(c.monthly_saving_usd or 0.0), c.feature))
 
 
-def recommendations(events: pl.LazyFrame, window_days: float) -> pl.DataFrame:
+def recommendations(
+    events: pl.LazyFrame, window_days: float, base_models: pl.LazyFrame | pl.DataFrame | None = None
+) -> pl.DataFrame:
     """The cards as a frame (`CARD_SCHEMA`): feature, provider, from_model, to_model, confidence,
     strength, task, monthly_saving_usd, monthly_cost_usd, evidence (struct), reason, signals.
 
-    `events` should cover `window_days` days (e.g. `load_events(conn, org, now - 14d, now)`).
+    `events`, a rollup frame, should cover `window_days` days (e.g. `load_rollups(conn, org,
+    now - 7d, now, histograms=RECOMMEND_HISTOGRAMS)`).
     """
-    cards = recommendation_list(events, window_days)
+    cards = recommendation_list(events, window_days, base_models)
     return pl.DataFrame([c.to_dict() for c in cards], schema=CARD_SCHEMA)

@@ -1,4 +1,5 @@
-"""Time series for charts: cost, requests, latency and errors per hour or day, optionally per group.
+"""Time series for charts: cost, requests, latency and errors per bucket of an hour or more,
+optionally per group, from rollup frames (a row's bucket is its hour, truncated).
 
 Buckets with no traffic are filled (zero requests, zero cost, null latency) over the whole range
 asked for, so a chart shows a quiet day as a dip rather than drawing a line straight across it.
@@ -7,18 +8,20 @@ asked for, so a chart shows a quiet day as a dip rather than drawing a line stra
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 
 import polars as pl
 
-from analytics.metrics import FEATURE, IS_ERROR, IS_UNPRICED, known_sum
+from analytics.metrics import FEATURE, count
+from analytics.rollups import cost, mean, with_quantiles
 
 
 def _bucket_range(
     events: pl.LazyFrame, every: str, start: dt.datetime | None, end: dt.datetime | None
 ) -> pl.LazyFrame:
-    """Every bucket start from `start` (or the first event) to `end` (or the last event)."""
-    ts = pl.col("created_at")
+    """Every bucket start from `start` (or the first row) to `end` (or the last row)."""
+    ts = pl.col("since")
     first = pl.lit(start, pl.Datetime("us", "UTC")) if start is not None else ts.min()
     # `end` is exclusive: the last bucket is the one holding the instant just before it.
     last = pl.lit(end - dt.timedelta(microseconds=1), pl.Datetime("us", "UTC")) if end is not None else ts.max()
@@ -31,6 +34,14 @@ def _bucket_range(
     )
 
 
+def _shorter_than_an_hour(every: str) -> bool:
+    """Whether a polars duration such as "30m", "1h" or "1d" is less than an hour."""
+    match = re.fullmatch(r"(\d+)(ns|us|ms|s|m|h|d|w|mo|q|y)", every)
+    if match is None:
+        raise ValueError(f"unsupported bucket size {every!r}; use e.g. '1h', '6h' or '1d'")
+    return match[2] in {"ns", "us", "ms", "s", "m"} and not (match[2] == "m" and int(match[1]) % 60 == 0)
+
+
 def timeseries(
     events: pl.LazyFrame,
     every: str = "1d",
@@ -38,31 +49,34 @@ def timeseries(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
 ) -> pl.LazyFrame:
-    """Per bucket (`every` is a polars duration: "1h", "1d", "1w"), and per `by` when given:
+    """Per bucket (`every` is a polars duration of an hour or more: "1h", "6h", "1d", "1w"), and
+    per `by` when given:
 
     bucket, [by...], requests, errors, error_rate, cost_usd (null when the bucket had requests
     but none with a known price), unpriced_requests, input_tokens, output_tokens,
     latency_ms_avg, latency_ms_p95. Buckets run from `start` to `end` when given, else from the
-    first to the last event; empty ones are filled. Sorted by bucket, then `by`.
+    first to the last row; empty ones are filled. The first and last buckets hold what the
+    frame holds of them (a window starting mid-hour starts mid-bucket). Sorted by bucket, then `by`.
     """
     keys = [] if by is None else [by] if isinstance(by, str) else list(by)
-    events = events.with_columns(FEATURE.alias("feature"), pl.col("created_at").dt.truncate(every).alias("bucket"))
+    if _shorter_than_an_hour(every):
+        raise ValueError(f"buckets of {every!r} are finer than the rollups' hour")
+    events = events.with_columns(FEATURE.alias("feature"), pl.col("hour").dt.truncate(every).alias("bucket"))
     grid = _bucket_range(events, every, start, end)
     if keys:
         grid = grid.join(events.select(keys).unique(), how="cross")
     counted = ["requests", "errors", "unpriced_requests", "input_tokens", "output_tokens"]
+    sums = events.group_by("bucket", *keys).agg(
+        count("requests").alias("requests"),
+        count("errors").alias("errors"),
+        cost().alias("cost_usd"),
+        count("unpriced").alias("unpriced_requests"),
+        count("input_tokens").alias("input_tokens"),
+        count("output_tokens").alias("output_tokens"),
+        mean("latency_ms").alias("latency_ms_avg"),
+    )
     return (
-        events.group_by("bucket", *keys)
-        .agg(
-            pl.len().cast(pl.Int64).alias("requests"),
-            IS_ERROR.sum().cast(pl.Int64).alias("errors"),
-            known_sum("cost_usd").alias("cost_usd"),
-            IS_UNPRICED.sum().cast(pl.Int64).alias("unpriced_requests"),
-            pl.col("input_tokens").sum(),
-            pl.col("output_tokens").sum(),
-            pl.col("latency_ms").mean().alias("latency_ms_avg"),
-            pl.col("latency_ms").quantile(0.95, interpolation="linear").alias("latency_ms_p95"),
-        )
+        with_quantiles(sums, events, ["bucket", *keys], {"latency_ms_p95": ("latency_ms", 0.95)})
         .join(grid, on=["bucket", *keys], how="right", nulls_equal=True)
         .with_columns(pl.col(counted).fill_null(0))
         .with_columns(

@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import format as fmt
-from dashboard.data import DEFAULT_PERIOD, PERIODS, window_end
+from dashboard.data import DEFAULT_PERIOD, PERIODS, Reach, window_end
 from proxy.config import Settings
 
 PERIOD_KEY = "period"
@@ -49,6 +49,23 @@ def period_caption(end: dt.datetime) -> None:
     label = PERIODS[period()].label
     before = label.removeprefix("Last ")
     st.caption(f"{label}, up to {end:%Y-%m-%d %H:%M} UTC · changes compare with the {before} before")
+
+
+def reach_note(reach: Reach, start: dt.datetime, log: bool = False) -> None:
+    """Say how far back raw events go when retention has dropped older ones (the rollups, and
+    so every figure, may reach further back): on the request log always, elsewhere only when
+    the period reaches past the raw events."""
+    if reach.raw is None:
+        return
+    months = Settings.from_env().retention_months
+    kept = f" (raw events are kept {months} months)" if months else ""
+    older_rollups = reach.rollups is not None and reach.rollups < reach.raw
+    if log and (older_rollups or start < reach.raw):
+        st.caption(f"The request log reaches back to {reach.raw:%Y-%m-%d %H:%M} UTC{kept}; older requests are "
+                   "counted in every figure (hourly rollups) but no longer listed one by one.")
+    elif not log and older_rollups and start < reach.raw:
+        st.caption(f"Figures come from hourly rollups kept since {reach.rollups:%Y-%m-%d}; raw events (the request "
+                   f"log) reach back to {reach.raw:%Y-%m-%d %H:%M} UTC{kept}.")
 
 
 def quickstart(extra_headers: Mapping[str, str] | None = None) -> None:

@@ -1,18 +1,25 @@
 """Cached loaders: every figure a page shows, computed by `analytics` for one org and period.
 
 The dashboard computes nothing itself. Each page asks for one bundle (`overview`, `features`,
-`providers`, …) keyed by (org id, period, window end); the bundle loads the org's events once
-through `analytics.load_events` and collects its figures with `pl.collect_all`.
+`providers`, …) keyed by (org id, period, window end); the bundle slices the org's rollup frames
+(`analytics.load_rollups`) and collects its figures with `pl.collect_all`. Only the request log
+reads raw events (`dashboard.request_log`).
 
-Two caches, on purpose:
+Three rollup loads, each cached on its own so a page loads only what it shows:
 
-- the raw events of a window live in `st.cache_resource` (`_window`): `st.cache_data` pickles
-  and copies its value on every hit, which for a million-row frame costs more than the page;
-  a polars frame is immutable, so sharing one object between sessions is safe;
-- the figures (small frames) live in `st.cache_data`, as Streamlit intends for data.
+- `current`: the period, and before it the anomalies' history, with the latency, TTFT and
+  overhead histograms, cut where the period and the provider-health windows start;
+- `previous`: the period of the same length before, sums only (it feeds `change`);
+- `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms.
+
+Each frame lives in `st.cache_resource`: `st.cache_data` pickles and copies its value on every
+hit; a polars frame is immutable, so sharing one object between sessions is safe. The figures
+(small frames) live in `st.cache_data`, as Streamlit intends for data.
 
 The window end is the current time rounded up to the minute, so every rerun within a minute
-hits the cache and a new minute brings new events.
+hits the cache and a new minute brings new events. It lies after every event written so far, so
+the hour it falls in comes whole from the rollups; the other cuts (the period's start, the
+health windows) share its minute and read at most half an hour of raw events each.
 """
 
 from __future__ import annotations
@@ -77,32 +84,48 @@ def warm_up() -> threading.Thread:
     return thread
 
 
+# Histograms per load: the figures of the period read latency, TTFT and overhead percentiles;
+# the recommendations read token sizes.
+CURRENT_HISTOGRAMS = ("latency_ms", "ttft_ms", "overhead_ms")
+
+
+def _day(at: dt.datetime) -> dt.datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.datetime]]:
+    """(where the `current` load starts, where it is cut): the period, and the anomalies'
+    history from the start of the day `ANOMALY_HISTORY` before it; cut at the period start and
+    the provider-health windows."""
+    start = end - PERIODS[period].length
+    return min(start, _day(start - ANOMALY_HISTORY)), [start, *analytics.health_cuts(end)]
+
+
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
-def _window(org_id: int, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-    """The org's events with `start <= created_at < end` (the columns the figures read)."""
-    return analytics.load_events(database().url, org_id, start, end).collect()
+def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    since, cuts = current_span(period, end)
+    return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts,
+                                  histograms=CURRENT_HISTOGRAMS).collect()
 
 
-def span(period: str) -> dt.timedelta:
-    """How far back one load for `period` reaches: the period and the one before it (changes),
-    the anomalies' history, and the recommendations' window. Every page of a period slices this
-    one load, so moving between pages never queries Postgres again within the minute."""
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     length = PERIODS[period].length
-    return max(2 * length, length + ANOMALY_HISTORY, dt.timedelta(days=RECOMMEND_DAYS + 1))
+    return analytics.load_rollups(database().url, org_id, end - 2 * length, end - length, histograms=()).collect()
 
 
-def events(org_id: int, period: str, end: dt.datetime, start: dt.datetime | None = None) -> pl.LazyFrame:
-    """The period's load (cached), narrowed to `start` when given."""
-    frame = _window(org_id, end - span(period), end).lazy()
-    return frame if start is None else frame.filter(pl.col("created_at") >= start)
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
+    start = end - dt.timedelta(days=RECOMMEND_DAYS)
+    return analytics.load_rollups(database().url, org_id, start, end,
+                                  histograms=analytics.RECOMMEND_HISTOGRAMS).collect()
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
     """(current, previous, start): the period and the one of the same length before it."""
-    length = PERIODS[period].length
-    start = end - length
-    current, previous = analytics.split_periods(events(org_id, period, end), start, end)
-    return current, previous, start
+    start = end - PERIODS[period].length
+    current = analytics.window(_current(org_id, period, end).lazy(), start, end)
+    return current, _previous(org_id, period, end).lazy(), start
 
 
 def _whole(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -118,8 +141,27 @@ def _first_row(frame: pl.DataFrame) -> dict[str, Any] | None:
 def has_traffic(org_id: int) -> bool:
     """Whether the org has ever sent a request (decides between a chart and the quickstart)."""
     with database().read() as conn:
-        row = conn.execute("SELECT EXISTS (SELECT 1 FROM events WHERE org_id = %s)", (org_id,)).fetchone()
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM rollup_hourly WHERE org_id = %s)"
+            " OR EXISTS (SELECT 1 FROM events WHERE org_id = %s)", (org_id, org_id),
+        ).fetchone()
     return bool(row and row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    raw: dt.datetime | None  # the oldest raw event still stored: how far back the request log goes
+    rollups: dt.datetime | None  # the oldest rollup hour: how far back the figures go
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def reach(org_id: int) -> Reach:
+    """How far back raw events and rollups go (`LECTR_RETENTION_MONTHS` may drop raw events
+    long before `LECTR_ROLLUP_RETENTION_MONTHS` drops rollups)."""
+    with database().read() as conn:
+        raw = analytics.raw_reach(conn, org_id)
+        row = conn.execute("SELECT min(hour) FROM rollup_hourly WHERE org_id = %s", (org_id,)).fetchone()
+    return Reach(raw, row[0] if row else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +212,11 @@ class ProvidersData:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def providers(org_id: int, period: str, end: dt.datetime) -> ProvidersData:
     current, previous, start = _periods(org_id, period, end)
-    recent = events(org_id, period, end, start - PERIODS[period].length)
     models, by_provider, cost, health, unpriced = pl.collect_all([
         analytics.by_model(current, previous),
         analytics.by_provider(current, previous),
         analytics.cost_by_provider(current, PERIODS[period].every, start=start, end=end),
-        analytics.provider_health(recent, min(end, dt.datetime.now(dt.UTC))),
+        analytics.provider_health(_current(org_id, period, end).lazy(), end),
         analytics.unpriced(current),
     ])
     return ProvidersData(models, by_provider, cost, health, unpriced)
@@ -187,7 +228,7 @@ class FilterOptions:
     tasks: list[str]
     providers: list[str]
     models: list[str]
-    statuses: list[int]
+    statuses: list[str | int]  # classes ("4xx") and the codes the rollups count (429, 499)
 
 
 def _keys(frame: pl.DataFrame, column: str, null_label: str | None = None) -> list[Any]:
@@ -197,19 +238,28 @@ def _keys(frame: pl.DataFrame, column: str, null_label: str | None = None) -> li
     return [*named, null_label] if null_label is not None and None in values else named
 
 
+# The status filters the request log offers for the rollups' status counts (codes in between
+# are reachable through "Successful" / "Failed").
+STATUS_COUNTS = {"status_429": 429, "status_499": 499}
+STATUS_CLASSES = {"status_2xx": "2xx", "status_3xx": "3xx", "status_4xx": "4xx", "status_5xx": "5xx"}
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
 def filter_options(org_id: int, period: str, end: dt.datetime) -> FilterOptions:
     """The values the request log's filters offer: what the org sent in the period."""
     current, _, _ = _periods(org_id, period, end)
-    by_feature, by_task, by_model, by_status = pl.collect_all([
+    by_feature, by_task, by_model, statuses = pl.collect_all([
         analytics.by_feature(current),
         analytics.breakdown(current, by="task"),
         analytics.by_model(current),
-        analytics.breakdown(current, by="status_code"),
+        current.select(pl.col([*STATUS_CLASSES, *STATUS_COUNTS]).sum()),
     ])
+    seen = statuses.row(0, named=True) if statuses.height else {}
     return FilterOptions(
         _keys(by_feature, "feature"), _keys(by_task, "task", NO_TASK), _keys(by_model, "provider"),
-        _keys(by_model, "model"), _keys(by_status, "status_code"),
+        _keys(by_model, "model"),
+        [label for column, label in STATUS_CLASSES.items() if seen.get(column)]
+        + [code for column, code in STATUS_COUNTS.items() if seen.get(column)],
     )
 
 
@@ -223,8 +273,9 @@ class RecommendationsData:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def recommendations(org_id: int, period: str, end: dt.datetime) -> RecommendationsData:
     """Cards over the last `RECOMMEND_DAYS` days whatever the period, as `lectr recommend` does."""
-    recent = events(org_id, period, end, end - dt.timedelta(days=RECOMMEND_DAYS))
-    cards = analytics.recommendations(recent, RECOMMEND_DAYS)
+    recent = _recent(org_id, end).lazy()
+    bases = analytics.azure_base_models(database().url, org_id, recent)
+    cards = analytics.recommendations(recent, RECOMMEND_DAYS, bases)
     return RecommendationsData(cards.to_dicts(), analytics.protected_features(recent).collect(), RECOMMEND_DAYS)
 
 
@@ -232,7 +283,6 @@ def recommendations(org_id: int, period: str, end: dt.datetime) -> Recommendatio
 def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     """`analytics.anomalies` whose bucket falls in the period (with history loaded before it)."""
     start = end - PERIODS[period].length
-    found = analytics.anomalies(events(org_id, period, end, start - ANOMALY_HISTORY))
+    found = analytics.anomalies(_current(org_id, period, end).lazy())
     # Daily buckets that overlap the period count too (the day the period starts in).
-    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    return found.filter(pl.col("bucket") >= first).collect()
+    return found.filter(pl.col("bucket") >= _day(start)).collect()

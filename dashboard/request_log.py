@@ -29,7 +29,9 @@ COLUMNS: tuple[str, ...] = (
 
 NO_TASK = "none"  # the task filter's name for requests sent without `X-Lectr-Task`
 
-StatusFilter: TypeAlias = Literal["ok", "error"] | int | None
+StatusClass: TypeAlias = Literal["2xx", "3xx", "4xx", "5xx"]
+StatusFilter: TypeAlias = Literal["ok", "error"] | StatusClass | int | None
+STATUS_CLASSES: tuple[StatusClass, ...] = ("2xx", "3xx", "4xx", "5xx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ def where_clause(org_id: int, filters: LogFilters) -> tuple[sql.Composable, list
         parts.append(sql.SQL("(status_code < 400 AND error_type IS NULL)"))
     elif filters.status == "error":
         parts.append(sql.SQL("(status_code >= 400 OR error_type IS NOT NULL)"))
+    elif filters.status in STATUS_CLASSES:
+        low = int(str(filters.status)[0]) * 100
+        parts.append(sql.SQL("status_code >= %s AND status_code < %s"))
+        params.extend([low, low + 100])
     elif isinstance(filters.status, int):
         parts.append(sql.SQL("status_code = %s"))
         params.append(filters.status)

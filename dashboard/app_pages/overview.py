@@ -9,12 +9,13 @@ import streamlit as st
 from dashboard import charts, data
 from dashboard import format as fmt
 from dashboard.auth import require_org
-from dashboard.components import empty_period, header, period, period_caption
+from dashboard.components import empty_period, header, period, period_caption, reach_note
 
 org = require_org()
 end = header("Overview")
 chosen = period()
 period_caption(end)
+reach_note(data.reach(org.id), end - data.PERIODS[chosen].length)
 view = data.overview(org.id, chosen, end)
 every = data.PERIODS[chosen].every
 

@@ -15,7 +15,7 @@ from analytics import UNTAGGED
 from dashboard import data, request_log
 from dashboard import format as fmt
 from dashboard.auth import require_org
-from dashboard.components import empty_period, header, period, table
+from dashboard.components import empty_period, header, period, reach_note, table
 from dashboard.db import database
 from dashboard.request_log import Cursor, LogFilters, StatusFilter
 
@@ -70,6 +70,7 @@ with database().read() as conn:
 shown = f"{request_log.COUNT_CAP:,}+" if matching > request_log.COUNT_CAP else f"{matching:,}"
 first = len(cursors) * request_log.PAGE_SIZE + 1
 st.caption(f"{shown} matching requests · showing {first:,}–{first + len(page.rows) - 1:,}, newest first")
+reach_note(data.reach(org.id), start, log=True)
 
 if page.rows:
     rows = pl.DataFrame(page.rows, schema_overrides={"cost_usd": pl.Float64}, infer_schema_length=None)

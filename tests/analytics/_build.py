@@ -1,13 +1,15 @@
-"""Hand-built event frames for the analytics tests."""
+"""Hand-built traffic for the analytics tests: events, aggregated into rollup rows as the writer
+aggregates them (figures read rollups)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
 
-from analytics import events_frame
+from analytics import events_frame, rollup
 
 # A Monday, so day buckets and weekdays are easy to reason about.
 T0 = dt.datetime(2025, 1, 6, tzinfo=dt.UTC)
@@ -28,5 +30,11 @@ def ev(**fields: Any) -> dict[str, Any]:
     return {**DEFAULTS, "created_at": T0 + dt.timedelta(hours=hours), **fields}
 
 
-def frame(*events: dict[str, Any]) -> pl.LazyFrame:
+def raw(*events: dict[str, Any]) -> pl.LazyFrame:
+    """The events themselves."""
     return events_frame(list(events))
+
+
+def frame(*events: dict[str, Any], cuts: Iterable[dt.datetime] = ()) -> pl.LazyFrame:
+    """The events' rollup rows, hours cut at `cuts` (collected once, as a load would be)."""
+    return rollup(raw(*events), cuts).collect().lazy()

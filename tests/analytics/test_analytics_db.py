@@ -16,6 +16,7 @@ from analytics import EVENT_SCHEMA, load_events
 from analytics.commands import recommend, report
 from analytics.demo import generate
 from proxy.orgs import OrgError, org_for_key
+from tests.rollups_sql import refill
 
 COLUMNS = ("id", "org_id", "created_at", "provider", "model", "feature", "task", "endpoint", "status_code",
            "error_type", "latency_ms", "input_tokens", "cost_usd")
@@ -100,6 +101,7 @@ def test_demo_generate_report_and_recommend(db: psycopg.Connection[Any]) -> None
     assert set(events["status_code"]) >= {200, 429, 500}
     assert events.filter(pl.col("stream"))["ttft_ms"].null_count() < events["stream"].sum()
     assert events["created_at"].min() >= now - dt.timedelta(days=3, minutes=1)
+    refill(db, org_id)  # idempotent: the rollups as the raw events make them
 
     rows = json.loads(report(db, "demo", days=7, as_json=True))
     assert rows and {"feature", "requests", "cost_usd", "share", "change", "latency_ms_avg", "latency_ms_p95",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from analytics import (
@@ -48,6 +49,7 @@ def test_by_feature_matches_hand_computed_figures() -> None:
             "unpriced_requests": [0, 1],
             "latency_ms_avg": [200.0, 225.0],
             # linear interpolation: [100, 200, 300] → 200 + 0.9 * 100; [50, 400] → 50 + 0.95 * 350
+            # (the histograms promise these within 2 %: compared below with that tolerance)
             "latency_ms_p95": [290.0, 382.5],
             "ttft_ms_p95": [50.0, None],
             "overhead_ms_avg": [10.0, 5.0],
@@ -61,7 +63,9 @@ def test_by_feature_matches_hand_computed_figures() -> None:
                           "cached_input_tokens": INT, "unpriced_requests": INT, "previous_requests": INT,
                           "ttft_ms_p95": F, "previous_cost_usd": F, "change": F},
     )
-    assert_frame_equal(got, expected)
+    p95s = ["latency_ms_p95", "ttft_ms_p95", "overhead_ms_p95"]
+    assert_frame_equal(got.drop(p95s), expected.drop(p95s))
+    assert_frame_equal(got.select(p95s), expected.select(p95s), rel_tol=0.02)
 
 
 def test_without_previous_period_change_is_null() -> None:
@@ -78,9 +82,9 @@ def test_empty_events_give_an_empty_typed_frame() -> None:
 
 def test_one_row() -> None:
     got = by_feature(frame(ev(feature="x", cost_usd=0.5, latency_ms=120.0, upstream_ms=100.0))).collect()
-    assert got.select("feature", "requests", "cost_usd", "share", "latency_ms_p95", "overhead_ms_p95").row(0) == (
-        "x", 1, 0.5, 1.0, 120.0, 20.0
-    )
+    assert got.select("feature", "requests", "cost_usd", "share").row(0) == ("x", 1, 0.5, 1.0)
+    assert got.select("latency_ms_p95", "overhead_ms_p95").row(0) == (pytest.approx(120.0, rel=0.015),
+                                                                     pytest.approx(20.0, rel=0.015))
 
 
 def test_all_untagged_and_all_unpriced_cost_is_unknown_not_zero() -> None:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from analytics import TASKS, family_of, ladder, protected_features, recommendation_list, recommendations
 from analytics.ladders import PROVIDERS_OF, provider_of_model
-from analytics.recommend import Recommendation, _guard, usage_profile
-from tests.analytics._build import ev, frame
+from analytics.recommend import Recommendation, _guard, base_models, usage_profile
+from tests.analytics._build import ev, frame, raw
 
 
 def traffic(n: int = 30, **fields: Any) -> list[dict[str, Any]]:
@@ -21,7 +21,8 @@ def traffic(n: int = 30, **fields: Any) -> list[dict[str, Any]]:
 
 
 def cards(*groups: list[dict[str, Any]], window_days: float = 1.0) -> list[Recommendation]:
-    return recommendation_list(frame(*[e for g in groups for e in g]), window_days)
+    events = [e for g in groups for e in g]
+    return recommendation_list(frame(*events), window_days, base_models(raw(*events)))
 
 
 def only(*groups: list[dict[str, Any]]) -> Recommendation:
@@ -45,8 +46,9 @@ def test_monthly_saving_reprices_observed_tokens_scaled_to_30_days() -> None:
     assert card.monthly_cost_usd == pytest.approx(current)
     assert card.monthly_saving_usd == pytest.approx(current - proposed)
     assert card.evidence == {
-        "requests": 20, "error_rate": 0.0, "prompt_tokens_p50": 1000.0, "response_tokens_p50": 10.0,
-        "task": "classification", "observed_monthly_cost_usd": None, "window_days": 1.0,
+        "requests": 20, "error_rate": 0.0, "prompt_tokens_p50": pytest.approx(1000.0, rel=0.015),
+        "response_tokens_p50": pytest.approx(10.0, rel=0.015), "task": "classification",
+        "observed_monthly_cost_usd": None, "window_days": 1.0,
     }
     # the same tokens over a 15-day window are half a month's worth
     half = recommendation_list(frame(*traffic(n=20, model="gpt-4o", task="classification")), 15.0)[0]
@@ -255,13 +257,14 @@ event = st.fixed_dictionaries(
 def test_no_input_yields_a_reasoning_downgrade_or_a_cross_provider_card(
     events: list[dict[str, Any]], window_days: float
 ) -> None:
-    lf = frame(*[ev(**e) for e in events])
+    built = [ev(**e) for e in events]
+    lf = frame(*built)
     reasoning = {
         (e["feature"] or "untagged", e["provider"], e["routed_model"] or e["model"])
         for e in events
         if e["task"] is not None and e["task"].strip().lower() == "reasoning"
     }
-    for card in recommendation_list(lf, window_days):
+    for card in recommendation_list(lf, window_days, base_models(raw(*built))):
         assert card.task in {"classification", "summarisation", "extraction", "generation", None}
         if card.task is None:
             assert (card.feature, card.provider, card.from_model) not in reasoning

@@ -42,7 +42,9 @@ def test_daily_series_fills_quiet_days() -> None:
         schema_overrides={"bucket": UTC, "requests": INT, "errors": INT, "unpriced_requests": INT,
                           "input_tokens": INT, "output_tokens": INT},
     )
-    assert_frame_equal(got, expected)
+    assert_frame_equal(got.drop("latency_ms_p95"), expected.drop("latency_ms_p95"))
+    # [100, 300] → 290 and [50]: from the histograms, within their 2 %
+    assert_frame_equal(got.select("latency_ms_p95"), expected.select("latency_ms_p95"), rel_tol=0.02)
 
 
 def test_hourly_series_over_an_explicit_range() -> None:
