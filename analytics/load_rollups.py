@@ -44,10 +44,11 @@ def _hour(at: dt.datetime) -> dt.datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-def edge_plan(
-    start: dt.datetime, end: dt.datetime, cuts: Iterable[dt.datetime], now: dt.datetime
-) -> dict[dt.datetime, tuple[list[tuple[dt.datetime, dt.datetime]], dt.datetime]]:
-    """Per hour to cut: (the pieces to read raw, the start of the piece derived by subtraction).
+Plan = dict[dt.datetime, tuple[list[tuple[dt.datetime, dt.datetime]], tuple[dt.datetime, dt.datetime]]]
+
+
+def edge_plan(start: dt.datetime, end: dt.datetime, cuts: Iterable[dt.datetime], now: dt.datetime) -> Plan:
+    """Per hour to cut: (the pieces to read raw, the piece derived by subtraction).
 
     The points are `start`, `end` and `cuts` inside the window that are not hour boundaries and
     lie before `now`; each hour holding some is split at them into pieces.
@@ -61,7 +62,7 @@ def edge_plan(
         bounds = [hour, *inside, hour + HOUR]
         pieces = list(zip(bounds, bounds[1:], strict=False))
         longest = max(pieces, key=lambda p: p[1] - p[0])
-        plan[hour] = ([p for p in pieces if p != longest], longest[0])
+        plan[hour] = ([p for p in pieces if p != longest], longest)
     return plan
 
 
@@ -109,7 +110,7 @@ def _negated(frame: pl.LazyFrame) -> pl.LazyFrame:
 def assemble(
     hourly: pl.LazyFrame,
     raw: pl.LazyFrame,
-    plan: dict[dt.datetime, tuple[list[tuple[dt.datetime, dt.datetime]], dt.datetime]],
+    plan: Plan,
     start: dt.datetime,
     end: dt.datetime,
     histograms: Sequence[str] = HISTOGRAMS,
@@ -118,8 +119,7 @@ def assemble(
     subtraction), sliced to `[start, end)`. Pure: `load_rollups` is this plus the two queries."""
     hourly = conform(hourly.with_columns(pl.col("hour").alias("since")))
     cut_hours = pl.LazyFrame(
-        {"hour": list(plan), "_derived": [d for _, d in plan.values()],
-         "_until": [min([b for p in pieces for b in p if b > d] or [h + HOUR]) for h, (pieces, d) in plan.items()]},
+        {"hour": list(plan), "_derived": [d[0] for _, d in plan.values()], "_until": [d[1] for _, d in plan.values()]},
         schema={"hour": pl.Datetime("us", "UTC"), "_derived": pl.Datetime("us", "UTC"),
                 "_until": pl.Datetime("us", "UTC")},
     )
@@ -136,7 +136,8 @@ def assemble(
             .join(cut_hours, on="hour")
             .with_columns(
                 # The hour's last error belongs to the derived piece only if it falls inside it; else
-                # it is in a raw piece, which says so itself (exact for windows ending at `end`).
+                # it lies in a later raw piece, and the derived piece's own is found by
+                # `_last_errors` where it matters (the piece that ends the window).
                 last_error_at=pl.when(pl.col("last_error_at").is_between("_derived", "_until", closed="left"))
                 .then(pl.col("last_error_at"))
             )
@@ -173,11 +174,39 @@ def load_rollups(
 
     plan = edge_plan(start, end, cuts, now or dt.datetime.now(dt.UTC))
     ranges = [piece for pieces, _ in plan.values() for piece in pieces]
+    # The derived piece that ends the window, when a raw piece follows it: its last error may
+    # hide behind the hour's (which lies after the window), so it is looked up.
+    closing = plan.get(_hour(end), ([], (end, end)))[1]
     with adbc.connect(_dsn(source)) as conn, conn.cursor() as cur:
         hourly = _arrow(cur, rollup_query(org_id, start, end, histograms))
         raw = _arrow(cur, raw_query(org_id, ranges)) if ranges else None
+        last_errors = _last_errors(cur, org_id, closing) if closing[1] == end and closing[0] < end else None
     raw_frame = raw.lazy() if raw is not None else pl.LazyFrame(schema={c: pl.Null for c in RAW_COLUMNS})
-    return assemble(hourly.lazy(), raw_frame, plan, start, end, histograms)
+    frame = assemble(hourly.lazy(), raw_frame, plan, start, end, histograms)
+    if last_errors is None:
+        return frame
+    return frame.join(last_errors.lazy(), on=["since", *DIMENSIONS], how="left", nulls_equal=True).with_columns(
+        last_error_at=pl.when(pl.col("since") == closing[0]).then(pl.col("_last")).otherwise(pl.col("last_error_at"))
+    ).drop("_last")
+
+
+def _last_errors(cur: Any, org_id: int, piece: tuple[dt.datetime, dt.datetime]) -> pl.DataFrame:
+    """The latest error per group within `piece` (since, dimensions, _last), from raw events."""
+    query = sql.SQL(
+        "SELECT {}::timestamptz AS since, {}, max(created_at) AS _last FROM events WHERE org_id = {}"
+        " AND created_at >= {} AND created_at < {} AND (status_code >= 400 OR error_type IS NOT NULL)"
+        " GROUP BY {}"
+    ).format(
+        sql.Literal(piece[0]), sql.SQL(", ").join(sql.SQL("nullif({0}, '') AS {0}").format(sql.Identifier(d))
+                                                  for d in DIMENSIONS),
+        sql.Literal(int(org_id)), sql.Literal(piece[0]), sql.Literal(piece[1]),
+        sql.SQL(", ").join(sql.SQL(str(i + 2)) for i in range(len(DIMENSIONS))),
+    )
+    cur.execute(query.as_string(None))
+    frame = pl.from_arrow(cur.fetch_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(pl.col("since").cast(pl.Datetime("us", "UTC")), pl.col(DIMENSIONS).cast(pl.String),
+                              pl.col("_last").cast(pl.Datetime("us", "UTC")))
 
 
 def raw_reach(source: psycopg.Connection[Any], org_id: int) -> dt.datetime | None:

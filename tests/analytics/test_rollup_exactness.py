@@ -1,0 +1,282 @@
+"""Figures from rollups against figures from the raw events, on the same random traffic.
+
+The rollups are recomputed from the events in SQL (`tests.rollups_sql`, an implementation
+independent of the polars one that aggregates the raw edges), the reference figures are SQL
+over the raw events (`count`, `sum`, `percentile_cont`). Windows start and end mid-hour, so
+every load mixes whole rollup hours, raw pieces and pieces derived by subtraction. Counts,
+every token kind and cost (as exact decimals, and as the floats the figures show) must be
+equal; percentiles within 2 % of `percentile_cont`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+import analytics
+from analytics.commands import report_frame
+from analytics.rollups import COUNTS
+from tests.rollups_sql import refill
+
+COLUMNS = (
+    "id", "org_id", "created_at", "provider", "model", "routed_model", "feature", "task", "endpoint", "stream",
+    "status_code", "error_type", "latency_ms", "ttft_ms", "upstream_ms", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd",
+    "request_bytes", "response_bytes", "message_count",
+)
+ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+UNPRICED = f"(cost_usd IS NULL AND NOT {ERROR})"
+# The reference for each rollup column, as SQL over raw events.
+REFERENCE = {
+    "requests": "count(*)", "errors": f"count(*) FILTER (WHERE {ERROR})",
+    "status_2xx": "count(*) FILTER (WHERE status_code BETWEEN 200 AND 299)",
+    "status_3xx": "count(*) FILTER (WHERE status_code BETWEEN 300 AND 399)",
+    "status_4xx": "count(*) FILTER (WHERE status_code BETWEEN 400 AND 499)",
+    "status_5xx": "count(*) FILTER (WHERE status_code BETWEEN 500 AND 599)",
+    "status_429": "count(*) FILTER (WHERE status_code = 429)",
+    "status_499": "count(*) FILTER (WHERE status_code = 499)",
+    "status_other": "count(*) FILTER (WHERE status_code NOT BETWEEN 200 AND 599)",
+    **{c: f"coalesce(sum({c}), 0)" for c in ("input_tokens", "output_tokens", "cached_input_tokens",
+                                           "cache_write_tokens", "reasoning_tokens", "message_count",
+                                           "request_bytes", "response_bytes")},
+    "message_count_sum": "coalesce(sum(message_count), 0)", "message_count_n": "count(message_count)",
+    "with_usage": "count(*) FILTER (WHERE input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
+    "usage_estimated": "count(*) FILTER (WHERE usage_estimated)", "priced": "count(cost_usd)",
+    "unpriced": f"count(*) FILTER (WHERE {UNPRICED})",
+    "unpriced_input_tokens": f"coalesce(sum(input_tokens) FILTER (WHERE {UNPRICED}), 0)",
+    "unpriced_output_tokens": f"coalesce(sum(output_tokens) FILTER (WHERE {UNPRICED}), 0)",
+    "stream": "count(*) FILTER (WHERE stream)", "latency_ms_n": "count(latency_ms)", "ttft_ms_n": "count(ttft_ms)",
+    "upstream_ms_n": "count(upstream_ms)", "overhead_ms_n": "count(latency_ms - upstream_ms)",
+    "cost_usd": "coalesce(sum(cost_usd), 0)",
+}
+
+
+def _maybe(rng: random.Random, value: Any, none: float = 0.2) -> Any:
+    return None if rng.random() < none else value
+
+
+def random_events(org_id: int, end: dt.datetime, n: int, seed: int) -> list[tuple[Any, ...]]:
+    """`n` events over the 3 days before `end`, every column varied, nulls included."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        status = rng.choice([200] * 12 + [201, 302, 400, 404, 429, 499, 500, 503, 102])
+        latency = rng.lognormvariate(6.5, 1.0)
+        rows.append((
+            uuid.uuid4(), org_id, end - dt.timedelta(seconds=rng.uniform(0, 3 * 86400)),
+            rng.choice(["openai", "groq", "azure"]), _maybe(rng, rng.choice(["gpt-4o", "llama-3.1-70b"]), 0.05),
+            _maybe(rng, "gpt-4o-mini", 0.8), _maybe(rng, rng.choice(["chat", "search", "extract"])),
+            _maybe(rng, rng.choice(["classification", "reasoning", "qa"]), 0.4), "chat/completions",
+            rng.random() < 0.4, status, _maybe(rng, "timeout", 0.9), _maybe(rng, latency, 0.05),
+            _maybe(rng, rng.uniform(80, 900), 0.6), _maybe(rng, latency * rng.uniform(0.6, 0.99), 0.1),
+            _maybe(rng, int(rng.lognormvariate(7, 1.2))), _maybe(rng, int(rng.lognormvariate(4, 1.5))),
+            _maybe(rng, rng.randrange(0, 2000), 0.5), _maybe(rng, rng.randrange(0, 500), 0.7),
+            _maybe(rng, rng.randrange(0, 900), 0.7), rng.random() < 0.1,
+            _maybe(rng, Decimal(rng.randrange(1, 10**11)) / 10**10, 0.25),
+            _maybe(rng, rng.randrange(100, 90_000)), _maybe(rng, rng.randrange(100, 90_000)),
+            _maybe(rng, rng.randrange(1, 30)),
+        ))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def traffic(pg_url: str) -> tuple[int, dt.datetime]:
+    """An org with 6,000 random events over 3 days ending a little before now, and its rollups."""
+    from proxy.db import connect, ensure_partitions
+    from proxy.orgs import create_org
+
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=7)
+    with connect(pg_url) as conn:
+        ensure_partitions(conn, end, months_back=1)
+        org, _ = create_org(conn, f"exact-{uuid.uuid4().hex[:8]}")
+        with conn.cursor() as cur, cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in random_events(org.id, end, 6000, seed=16):
+                copy.write_row(row)
+        refill(conn, org.id)
+    return org.id, end
+
+
+def reference(conn: psycopg.Connection[Any], org_id: int, start: dt.datetime, end: dt.datetime,
+              by: str | None = None) -> dict[Any, dict[str, Any]]:
+    """REFERENCE per `by` (or one row under None) over the raw events of `[start, end)`."""
+    key = f"{by}" if by else "NULL"
+    select = ", ".join(f"{expr} AS {name}" for name, expr in REFERENCE.items())
+    percentiles = ", ".join(
+        f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {expr}) AS {name}_p95"
+        for name, expr in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms"),
+                           ("overhead_ms", "latency_ms - upstream_ms"))
+    )
+    rows = conn.execute(
+        f"SELECT {key} AS k, {select}, {percentiles} FROM events WHERE org_id = %s AND created_at >= %s"  # type: ignore[arg-type]
+        f" AND created_at < %s GROUP BY 1",
+        (org_id, start, end),
+    ).fetchall()
+    names = ["k", *REFERENCE, "latency_ms_p95", "ttft_ms_p95", "overhead_ms_p95"]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+
+
+def windows(end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime, dt.datetime]]:
+    """(start, cut, end) triples, all mid-hour, some cuts near an hour's start or end."""
+    def ago(hours: float, minutes: float = 0, seconds: float = 0) -> dt.datetime:
+        return end - dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+    return [
+        (ago(48, 13), ago(24, 41), ago(5, 2)),
+        (ago(50, 37), ago(3, 0, 17), end),
+        (ago(2, 59), ago(1, 1), ago(0, 7)),
+        (ago(30, 30), ago(29, 31), ago(29, 29)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_rollup_frames_equal_raw_sums_in_every_column(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime],
+                                                       case: int) -> None:
+    org_id, end = traffic
+    start, cut, stop = windows(end)[case]
+    frame = analytics.load_rollups(db, org_id, start, stop, cuts=[cut], now=end).collect().lazy()
+    for a, b in ((start, stop), (start, cut), (cut, stop)):
+        got = analytics.window(frame, a, b).select(pl.col(*COUNTS, "cost_usd").sum()).collect().row(0, named=True)
+        want = reference(db, org_id, a, b).get(None, dict.fromkeys(REFERENCE, 0))
+        for column in REFERENCE:
+            name = {"message_count": "message_count_sum"}.get(column, column)
+            assert got[name] == want[column], (column, a, b)
+        assert got["requests"] > 0
+
+
+@pytest.mark.parametrize("by", ["feature", "provider"])
+def test_breakdowns_equal_raw_figures(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime], by: str) -> None:
+    org_id, end = traffic
+    start, cut, stop = windows(end)[0]
+    frame = analytics.load_rollups(db, org_id, start, stop, cuts=[cut], now=end)
+    current, previous = analytics.window(frame, cut, stop), analytics.window(frame, start, cut)
+    got = {r[by] if r[by] != analytics.UNTAGGED else None: r
+           for r in analytics.breakdown(current, previous, by=by).collect().iter_rows(named=True)}
+    want = reference(db, org_id, cut, stop, by)
+    before = reference(db, org_id, start, cut, by)
+    assert set(got) == set(want)
+    for key, row in want.items():
+        figure = got[key]
+        assert (figure["requests"], figure["errors"], figure["unpriced_requests"]) == (
+            row["requests"], row["errors"], row["unpriced"])
+        assert (figure["input_tokens"], figure["output_tokens"], figure["cached_input_tokens"]) == (
+            row["input_tokens"], row["output_tokens"], row["cached_input_tokens"])
+        assert figure["cost_usd"] == float(row["cost_usd"])  # the exact sum, correctly rounded
+        assert figure["previous_cost_usd"] == float(before[key]["cost_usd"])
+        for p95 in ("latency_ms_p95", "ttft_ms_p95", "overhead_ms_p95"):
+            assert figure[p95] == pytest.approx(row[p95], rel=0.02), (key, p95)
+
+
+def test_time_series_buckets_equal_raw_figures(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime]) -> None:
+    org_id, end = traffic
+    start, _, stop = windows(end)[1]
+    frame = analytics.load_rollups(db, org_id, start, stop, now=end)
+    for every, trunc in (("1h", "hour"), ("6h", None), ("1d", "day")):
+        got = analytics.timeseries(frame, every, start=start, end=stop).collect()
+        bucket = (f"date_trunc('{trunc}', created_at, 'UTC')" if trunc else
+                  "date_bin('6 hours', created_at, '2000-01-01 00:00+00')")
+        rows = db.execute(
+            f"SELECT {bucket} AS b, count(*), sum(cost_usd), sum(input_tokens),"  # type: ignore[arg-type]
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)"
+            " FROM events WHERE org_id = %s AND created_at >= %s AND created_at < %s GROUP BY 1",
+            (org_id, start, stop),
+        ).fetchall()
+        want = {b: (n, cost, tokens, p95) for b, n, cost, tokens, p95 in rows}
+        assert got.filter(pl.col("requests") > 0).height == len(want)
+        for row in got.filter(pl.col("requests") > 0).iter_rows(named=True):
+            n, cost, tokens, p95 = want[row["bucket"]]
+            assert (row["requests"], row["cost_usd"], row["input_tokens"]) == (n, float(cost), tokens)
+            assert row["latency_ms_p95"] == pytest.approx(p95, rel=0.02)
+
+
+def test_provider_health_mid_hour(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime]) -> None:
+    org_id, end = traffic
+    now = end - dt.timedelta(hours=4, minutes=22, seconds=5)
+    frame = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
+                                   now=end)
+    got = {r["provider"]: r for r in analytics.provider_health(frame, now).collect().iter_rows(named=True)}
+    for hours in (1, 24):
+        rows = db.execute(
+            f"SELECT provider, count(*), count(*) FILTER (WHERE {ERROR}), max(created_at) FILTER (WHERE {ERROR}),"  # type: ignore[arg-type]
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) FROM events"
+            " WHERE org_id = %s AND created_at >= %s AND created_at < %s GROUP BY 1",
+            (org_id, now - dt.timedelta(hours=hours), now),
+        ).fetchall()
+        for provider, n, errors, last_error, p95 in rows:
+            row = got[provider]
+            assert (row[f"requests_{hours}h"], row[f"errors_{hours}h"]) == (n, errors)
+            if hours == 24:
+                assert row["last_error_at"] == last_error
+            else:
+                assert row["latency_ms_p95_1h"] == pytest.approx(p95, rel=0.02)
+
+
+def test_typical_sizes_within_two_percent(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime]) -> None:
+    org_id, end = traffic
+    start = end - dt.timedelta(days=2, minutes=45)
+    frame = analytics.load_rollups(db, org_id, start, end, histograms=analytics.RECOMMEND_HISTOGRAMS, now=end)
+    profile = analytics.usage_profile(frame.filter(pl.col("task").is_null())).collect()
+    rows = db.execute(
+        "SELECT coalesce(feature, 'untagged'), provider, coalesce(routed_model, model),"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY input_tokens),"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens),"
+        " percentile_cont(0.9) WITHIN GROUP (ORDER BY output_tokens), sum(input_tokens)"
+        " FROM events WHERE org_id = %s AND created_at >= %s AND created_at < %s AND task IS NULL"
+        " AND coalesce(routed_model, model) IS NOT NULL GROUP BY 1, 2, 3",
+        (org_id, start, end),
+    ).fetchall()
+    assert len(rows) == profile.height > 5
+    for feature, provider, model, prompt, response, response_p90, tokens in rows:
+        got = profile.filter((pl.col("feature") == feature) & (pl.col("provider") == provider)
+                             & (pl.col("model") == model)).row(0, named=True)
+        assert got["input_tokens"] == tokens
+        assert got["prompt_tokens_p50"] == pytest.approx(prompt, rel=0.02)
+        assert got["response_tokens_p50"] == pytest.approx(response, rel=0.02)
+        assert got["response_tokens_p90"] == pytest.approx(response_p90, rel=0.02)
+
+
+def test_report_figures_equal_raw_figures(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime]) -> None:
+    org_id, end = traffic
+    features, _ = report_frame(db, org_id, 1, end)
+    want = reference(db, org_id, end - dt.timedelta(days=1), end, "feature")
+    before = reference(db, org_id, end - dt.timedelta(days=2), end - dt.timedelta(days=1), "feature")
+    for row in features.iter_rows(named=True):
+        key = None if row["feature"] == analytics.UNTAGGED else row["feature"]
+        assert (row["requests"], row["errors"]) == (want[key]["requests"], want[key]["errors"])
+        assert row["cost_usd"] == float(want[key]["cost_usd"])
+        assert row["change"] == pytest.approx(float(want[key]["cost_usd"]) / float(before[key]["cost_usd"]) - 1)
+        assert row["latency_ms_p95"] == pytest.approx(want[key]["latency_ms_p95"], rel=0.02)
+    assert features["requests"].sum() == sum(r["requests"] for r in want.values())
+
+
+def test_an_edge_hour_without_raw_events_counts_whole(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime],
+                                                      ) -> None:
+    """Raw events dropped by retention, rollups kept: the window's edge moves to the nearest hour
+    boundary (the hour counts whole on the side of its longer piece), sums stay whole."""
+    org_id, end = traffic
+    hour = (end - dt.timedelta(hours=60)).replace(minute=0, second=0, microsecond=0)
+    kept = db.execute("SELECT count(*) FROM events WHERE org_id = %s AND created_at >= %s AND created_at < %s",
+                      (org_id, hour, hour + dt.timedelta(hours=1))).fetchone()
+    # The load reads on a connection of its own: the deletion is committed, and undone after.
+    db.execute("CREATE TEMP TABLE gone AS SELECT * FROM events WHERE org_id = %s AND created_at < %s",
+               (org_id, hour + dt.timedelta(hours=1)))
+    db.execute("DELETE FROM events WHERE org_id = %s AND created_at < %s", (org_id, hour + dt.timedelta(hours=1)))
+    try:
+        late = analytics.load_rollups(db, org_id, hour + dt.timedelta(minutes=50), end, now=end)
+        early = analytics.load_rollups(db, org_id, hour + dt.timedelta(minutes=10), end, now=end)
+        n_late = late.select(pl.col("requests").sum()).collect().item()
+        n_early = early.select(pl.col("requests").sum()).collect().item()
+    finally:
+        db.execute("INSERT INTO events SELECT * FROM gone")
+        db.execute("DROP TABLE gone")
+    after = db.execute("SELECT count(*) FROM events WHERE org_id = %s AND created_at >= %s",
+                       (org_id, hour + dt.timedelta(hours=1))).fetchone()
+    assert kept is not None and after is not None and kept[0] > 0
+    assert n_late == after[0]  # 50 minutes in: the hour's longer piece lies before the window
+    assert n_early == after[0] + kept[0]  # 10 minutes in: the longer piece is inside, so the whole hour
