@@ -24,6 +24,7 @@ from dashboard import components
 from dashboard.data import window_end
 from proxy.db import connect
 from proxy.orgs import create_org
+from tests.rollups_sql import refill
 
 ENTRY = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"
 PAGES = ("overview", "features", "providers", "requests", "recommendations", "anomalies", "settings")
@@ -45,6 +46,7 @@ def demo_org(pg_url: str) -> SeededOrg:
     with connect(pg_url) as conn:
         key = demo.generate(conn, days=30, per_day=600)
         org_id = conn.execute("SELECT id FROM orgs WHERE name = %s", (demo.ORG,)).fetchone()[0]  # type: ignore[index]
+        refill(conn, int(org_id))  # idempotent: the rollups its events make
     return SeededOrg(int(org_id), demo.ORG, key)
 
 
@@ -71,6 +73,7 @@ def rival_org(pg_url: str) -> SeededOrg:
             for i in range(60)
         ]
         insert_events(conn, org.id, rows)
+        refill(conn, org.id)
     return SeededOrg(org.id, org.name, key)
 
 

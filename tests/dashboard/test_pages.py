@@ -17,13 +17,16 @@ from dashboard.data import PERIODS
 from tests.dashboard.conftest import PAGES, SeededOrg, open_page, page_text
 
 
-def _events(pg_url: str, org: SeededOrg, start: dt.datetime, end: dt.datetime) -> pl.LazyFrame:
-    return analytics.load_events(pg_url, org.id, start, end).collect().lazy()
+def _events(
+    pg_url: str, org: SeededOrg, start: dt.datetime, end: dt.datetime, cuts: tuple[dt.datetime, ...] = ()
+) -> pl.LazyFrame:
+    """The org's rollups over the window, loaded on their own (not through the dashboard's caches)."""
+    return analytics.load_rollups(pg_url, org.id, start, end, cuts=cuts).collect().lazy()
 
 
 def _period(pg_url: str, org: SeededOrg, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     length = PERIODS[period].length
-    return analytics.split_periods(_events(pg_url, org, end - 2 * length, end), end - length, end)
+    return analytics.split_periods(_events(pg_url, org, end - 2 * length, end, (end - length,)), end - length, end)
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -92,7 +95,8 @@ def test_providers_models_table_filters_by_provider(
     filtered = next(t.value for t in at.dataframe if "model" in t.value.columns and "share" in t.value.columns)
     assert set(filtered["provider"]) == {"anthropic"}
     assert len(filtered) == models.filter(pl.col("provider") == "anthropic").height
-    health = analytics.provider_health(_events(pg_url, demo_org, end - dt.timedelta(days=2), end), end).collect()
+    recent = _events(pg_url, demo_org, end - dt.timedelta(days=2), end, tuple(analytics.health_cuts(end)))
+    health = analytics.provider_health(recent, end).collect()
     text = page_text(at)
     for provider in health["provider"]:
         assert provider in text
@@ -103,7 +107,7 @@ def test_recommendations_cards_and_protection(
 ) -> None:
     at = open_page(as_demo, "recommendations")
     recent = _events(pg_url, demo_org, end - dt.timedelta(days=RECOMMEND_DAYS), end)
-    cards = analytics.recommendations(recent, RECOMMEND_DAYS)
+    cards = analytics.recommendations(recent, RECOMMEND_DAYS, analytics.azure_base_models(pg_url, demo_org.id, recent))
     savings = [m.value for m in at.metric if m.label == "Monthly saving"]
     assert savings == [fmt.money(v) for v in cards["monthly_saving_usd"]]
     assert len(savings) > 0
@@ -116,8 +120,9 @@ def test_recommendations_cards_and_protection(
 
 def test_anomalies_match_analytics(as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime) -> None:
     at = open_page(as_demo, "anomalies", "30d")
-    found = analytics.anomalies(_events(pg_url, demo_org, end - dt.timedelta(days=60), end)).collect()
-    in_period = found.filter(pl.col("bucket") >= (end - dt.timedelta(days=30)).replace(hour=0, minute=0))
+    start = end - dt.timedelta(days=30)
+    found = analytics.anomalies(_events(pg_url, demo_org, end - dt.timedelta(days=60), end, (start,))).collect()
+    in_period = found.filter(pl.col("bucket") >= start.replace(hour=0, minute=0))
     assert in_period.height > 0  # the demo's runaway day and provider incident
     shown = [m for m in at.metric if m.delta and "baseline" in m.delta]
     assert len(shown) == in_period.height
