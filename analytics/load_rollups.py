@@ -28,7 +28,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from analytics.load import _dsn
+from analytics.load import _dsn, fetch
 from analytics.rollups import COUNTS, DIMENSIONS, FLOAT_SUMS, HISTOGRAMS, conform, merge, rollup, window
 
 HOUR = dt.timedelta(hours=1)
@@ -91,10 +91,7 @@ def raw_query(org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]]) ->
     return query.as_string(None)
 
 
-def _arrow(cur: Any, query: str) -> pl.DataFrame:
-    cur.execute(query)
-    frame = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
+def _decimal_cost(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("cost_usd").str.to_decimal(scale=10))
 
 
@@ -170,17 +167,20 @@ def load_rollups(
     unknown = [h for h in histograms if h not in HISTOGRAMS]
     if unknown:
         raise ValueError(f"unknown histograms: {unknown}")
-    import adbc_driver_postgresql.dbapi as adbc
-
     plan = edge_plan(start, end, cuts, now or dt.datetime.now(dt.UTC))
     ranges = [piece for pieces, _ in plan.values() for piece in pieces]
     # The derived piece that ends the window, when a raw piece follows it: its last error may
     # hide behind the hour's (which lies after the window), so it is looked up.
     closing = plan.get(_hour(end), ([], (end, end)))[1]
-    with adbc.connect(_dsn(source)) as conn, conn.cursor() as cur:
-        hourly = _arrow(cur, rollup_query(org_id, start, end, histograms))
-        raw = _arrow(cur, raw_query(org_id, ranges)) if ranges else None
-        last_errors = _last_errors(cur, org_id, closing) if closing[1] == end and closing[0] < end else None
+    queries = [rollup_query(org_id, start, end, histograms)]
+    if ranges:
+        queries.append(raw_query(org_id, ranges))
+    if closing[1] == end and closing[0] < end:
+        queries.append(_last_errors_query(org_id, closing))
+    frames = fetch(_dsn(source), queries)
+    hourly = _decimal_cost(frames[0])
+    raw = _decimal_cost(frames[1]) if ranges else None
+    last_errors = _last_errors(frames[-1]) if len(frames) > 1 + bool(ranges) else None
     raw_frame = raw.lazy() if raw is not None else pl.LazyFrame(schema={c: pl.Null for c in RAW_COLUMNS})
     frame = assemble(hourly.lazy(), raw_frame, plan, start, end, histograms)
     if last_errors is None:
@@ -190,7 +190,7 @@ def load_rollups(
     ).drop("_last")
 
 
-def _last_errors(cur: Any, org_id: int, piece: tuple[dt.datetime, dt.datetime]) -> pl.DataFrame:
+def _last_errors_query(org_id: int, piece: tuple[dt.datetime, dt.datetime]) -> str:
     """The latest error per group within `piece` (since, dimensions, _last), from raw events."""
     query = sql.SQL(
         "SELECT {}::timestamptz AS since, {}, max(created_at) AS _last FROM events WHERE org_id = {}"
@@ -202,9 +202,10 @@ def _last_errors(cur: Any, org_id: int, piece: tuple[dt.datetime, dt.datetime]) 
         sql.Literal(int(org_id)), sql.Literal(piece[0]), sql.Literal(piece[1]),
         sql.SQL(", ").join(sql.SQL(str(i + 2)) for i in range(len(DIMENSIONS))),
     )
-    cur.execute(query.as_string(None))
-    frame = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
+    return query.as_string(None)
+
+
+def _last_errors(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("since").cast(pl.Datetime("us", "UTC")), pl.col(DIMENSIONS).cast(pl.String),
                               pl.col("_last").cast(pl.Datetime("us", "UTC")))
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from genai_prices import Usage, calc_price
-
 # Lectr's provider names → genai-prices provider ids.
 GENAI_PROVIDER: dict[str, str] = {
     "openai": "openai",
@@ -46,6 +44,8 @@ def unit_prices(model: str, provider: str) -> UnitPrices | None:
     provider_id = GENAI_PROVIDER.get(provider)
     if provider_id is None or not model:
         return None
+    # Imported here: the price snapshot takes ~0.3 s to load and only recommendations need it.
+    from genai_prices import Usage, calc_price
 
     def probe(**tokens: int) -> tuple[str, float]:
         price = calc_price(Usage(**tokens), model, provider_id=provider_id)  # type: ignore[arg-type]

@@ -51,6 +51,14 @@ ROLLUP_SCHEMA: Mapping[str, pl.DataType] = {
 }
 _LOG_GAMMA = math.log(GAMMA)
 
+# What `rollup` reads from an event (a column left out counts as null).
+EVENT_COLUMNS: Mapping[str, pl.DataType] = {
+    "created_at": UTC, **{d: pl.String() for d in DIMENSIONS}, "status_code": pl.Int64(), "error_type": pl.String(),
+    **{c: pl.Int64() for c in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+                                "reasoning_tokens", "message_count", "request_bytes", "response_bytes")},
+    "usage_estimated": pl.Boolean(), "stream": pl.Boolean(), "cost_usd": COST,
+    **{c: pl.Float64() for c in ("latency_ms", "ttft_ms", "upstream_ms")},
+}
 IS_ERROR: pl.Expr = (pl.col("status_code") >= 400) | pl.col("error_type").is_not_null()
 
 
@@ -105,6 +113,8 @@ def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFra
     """Raw events (`load.EVENT_SCHEMA` columns; `cost_usd` decimal or float) → rollup rows per
     (hour, piece, dimensions), each figure defined as `proxy/rollup.py` defines it. Empty
     dimensions count as null (the rollups' key cannot tell '' from null)."""
+    present = set(events.collect_schema().names())
+    events = events.with_columns(pl.lit(None, t).alias(c) for c, t in EVENT_COLUMNS.items() if c not in present)
     status = pl.col("status_code")
     cost = pl.col("cost_usd").cast(COST)
     unpriced = cost.is_null() & ~IS_ERROR

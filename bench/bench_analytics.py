@@ -1,12 +1,25 @@
-"""Analytics benchmark: 1,000,000 events in Postgres, then `report` and `recommend` end to end.
+"""Analytics benchmark: `lectr report` / `lectr recommend` as whole processes, and the dashboard's
+90-day bundle over a 100 M-event history.
 
-    python bench/bench_analytics.py [--rows 1000000] [--days 30] [--repeat 3]
+    python bench/bench_analytics.py cli [--rows 200000,2000000] [--days 90] [--repeat 5] [--baseline DIR]
+    python bench/bench_analytics.py dashboard [--events 100000000] [--period 90d] [--repeat 5]
 
-Uses `DATABASE_URL` when set, otherwise an embedded Postgres in a temporary directory. The rows
-are synthetic but shaped like real traffic (several features, all five providers, every task
-type, errors, streaming, unpriced models) and are written with one `COPY ... (FORMAT csv)`, so
-setting up a million rows takes seconds rather than minutes. Figures go to stdout; the latest
-ones are recorded in `bench/README.md` under "Analytics".
+`cli`: for each row count, an org with that many synthetic events over `--days` (inserted with
+one `COPY`, their rollups made by `analytics.rollup` as the writer would keep them), then each
+command is run as its own process (`python -m proxy.cli ...`, what `lectr` runs): wall time and
+peak RSS, beside the interpreter's own start. `--baseline DIR` times the same commands with
+`PYTHONPATH=DIR` too (e.g. a checkout of the code before rollups, which reads raw events).
+
+`dashboard`: rollup rows for a history of `--events` per period (two periods, plus the
+anomalies' history) synthesised directly (`bench/synth_rollups.py` says how), real events in
+the hours the loads cut mid-hour, then every bundle of the period (overview, features,
+providers, request-log filters, recommendations, anomalies) computed by `dashboard.data` with
+empty caches, in a fresh process: time and peak RSS.
+
+Uses `DATABASE_URL` when set, otherwise an embedded Postgres in a temporary directory. The
+events are synthetic but shaped like real traffic (several features, all five providers, every
+task type, errors, streaming, unpriced models). Figures go to stdout; the latest are recorded in
+`bench/README.md` under "Analytics".
 """
 
 from __future__ import annotations
@@ -16,10 +29,11 @@ import datetime as dt
 import io
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +41,7 @@ import numpy as np
 import polars as pl
 import psycopg
 
-import analytics
-from analytics.commands import RECOMMEND_DAYS, recommend, report
+from analytics.commands import RECOMMEND_DAYS
 from proxy.config import Settings
 from proxy.db import connect, database_url, ensure_partitions, migrate
 from proxy.db.connection import stop_embedded
@@ -151,82 +164,143 @@ def insert(conn: psycopg.Connection[Any], frame: pl.DataFrame) -> None:
         copy.write(buf.getbuffer())
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """(best, median) wall-clock seconds over `repeat` runs."""
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return min(runs), statistics.median(runs)
+def _child(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Run a process to its end: (wall seconds, peak RSS in MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {process.returncode}")
+    return elapsed, usage.ru_maxrss // 1024
 
 
-def dashboard(conn: psycopg.Connection[Any], org_id: int, days: int) -> None:
-    """What the dashboard does: load `days` once, then every figure and the cards, collected together."""
-    now = dt.datetime.now(dt.UTC)
-    events = analytics.load_events(conn, org_id, now - dt.timedelta(days=days), now)
-    current, previous = analytics.split_periods(events, now - dt.timedelta(days=days / 2), now)
-    pl.collect_all(
-        [
-            analytics.by_feature(current, previous),
-            analytics.by_model(current, previous),
-            analytics.by_provider(current, previous),
-            analytics.timeseries(current, "1d"),
-            analytics.cost_by_provider(current, "1d"),
-            analytics.provider_health(events, now),
-            analytics.untagged_share(current),
-            analytics.unpriced(current),
-        ]
-    )
-    analytics.recommendations(events, days)
+def timed_process(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, int]:
+    """(best, median wall seconds, peak RSS MB) of `repeat` runs of a process."""
+    runs = [_child(argv, env) for _ in range(repeat)]
+    walls = [w for w, _ in runs]
+    return min(walls), statistics.median(walls), max(r for _, r in runs)
 
 
-def run(conn: psycopg.Connection[Any], rows: int, days: int, repeat: int) -> list[tuple[str, float, float]]:
-    org, _ = create_org(conn, f"bench-{uuid.uuid4().hex[:8]}")
-    end = dt.datetime.now(dt.UTC)
-    ensure_partitions(conn, end, months_back=days // 28 + 2)
+def seed_org(conn: psycopg.Connection[Any], rows: int, days: int, end: dt.datetime) -> str:
+    """An org with `rows` synthetic events over the `days` before `end`, and their rollups."""
+    from synth_rollups import rollup_events
+
+    org, _ = create_org(conn, f"bench-{rows}-{uuid.uuid4().hex[:6]}")
     started = time.perf_counter()
     frame = synthetic_events(rows, org.id, end, days)
-    generated = time.perf_counter()
     insert(conn, frame)
+    rollup_events(conn, org.id, frame)
     conn.execute("ANALYZE events")
-    print(
-        f"setup: {rows:,} events over {days} days generated in {generated - started:.1f} s,"
-        f" copied in {time.perf_counter() - generated:.1f} s"
-    )
-    # Other work on the machine skews every figure; say how busy it was.
-    print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-    del frame
-    results = []
-    for name, fn in [
-        (
-            "report --days 7 --json (7 days + cost of the 7 before)",
-            lambda: report(conn, org.name, days=7, as_json=True),
-        ),
-        (f"recommend --json (loads {RECOMMEND_DAYS} days)", lambda: recommend(conn, org.name, as_json=True)),
-        (
-            "report + recommend, end to end",
-            lambda: (report(conn, org.name, days=7, as_json=True), recommend(conn, org.name, as_json=True)),
-        ),
-        (f"dashboard: one {RECOMMEND_DAYS}-day load, all figures + cards", lambda: dashboard(conn, org.id, 14)),
-        (
-            f"load only, {days} days, analytics columns",
-            lambda: analytics.load_events(conn, org.id, end - dt.timedelta(days=days), end).collect(),
-        ),
-        (f"dashboard over all {days} days (every row)", lambda: dashboard(conn, org.id, days)),
-    ]:
-        best, median = timed(fn, repeat)
-        results.append((name, best, median))
-        print(f"{name:<55} best {best:6.3f} s   median {median:6.3f} s", flush=True)
-    conn.execute("DELETE FROM orgs WHERE id = %s", (org.id,))
+    conn.execute("ANALYZE rollup_hourly")
+    print(f"setup: {rows:,} events over {days} days and their rollups in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    return org.name
+
+
+def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
+    end = dt.datetime.now(dt.UTC)
+    ensure_partitions(conn, end, months_back=2 * args.days // 28 + 2)
+    env = {**os.environ, "DATABASE_URL": url, "LECTR_LOG_LEVEL": "WARNING"}
+    best, median, rss = timed_process([sys.executable, "-c", "pass"], env, args.repeat)
+    results = [("interpreter start (`python -c pass`)", "", f"{best:.3f} s", f"{median:.3f} s", f"{rss} MB")]
+    print(f"interpreter start: best {best:.3f} s", flush=True)
+    for rows in (int(r) for r in args.rows.split(",")):
+        org = seed_org(conn, rows, args.days, end)
+        print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        commands = {
+            f"report --days {args.days} --json": ["report", "--org", org, "--days", str(args.days), "--json"],
+            "recommend --json": ["recommend", "--org", org, "--json"],
+        }
+        variants = [("rollups", env)]
+        if args.baseline:
+            variants.append(("baseline", {**env, "PYTHONPATH": args.baseline}))
+        for label, command in commands.items():
+            for variant, variant_env in variants:
+                best, median, rss = timed_process([sys.executable, "-m", "proxy.cli", *command], variant_env,
+                                                  args.repeat)
+                results.append((f"{label} ({variant})", f"{rows:,}", f"{best:.3f} s", f"{median:.3f} s", f"{rss} MB"))
+                print(f"{rows:>10,} {label} ({variant}): best {best:.3f} s, median {median:.3f} s, {rss} MB",
+                      flush=True)
     return results
+
+
+BUNDLE = """
+import datetime as dt, resource, statistics, sys, time, warnings
+warnings.filterwarnings("ignore")
+import logging; logging.disable(logging.WARNING)
+import streamlit as st
+from dashboard import data
+org, period, repeat = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+import adbc_driver_postgresql.dbapi, polars  # what the dashboard's warm-up imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+runs = []
+for _ in range(repeat):
+    st.cache_data.clear(); st.cache_resource.clear()
+    end = data.window_end()
+    started = time.perf_counter()
+    overview = data.overview(org, period, end)
+    data.features(org, period, end); data.providers(org, period, end); data.filter_options(org, period, end)
+    cards = data.recommendations(org, period, end); found = data.anomalies(org, period, end)
+    runs.append(time.perf_counter() - started)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(min(runs), statistics.median(runs), before, peak, overview.totals["requests"], len(cards.cards), found.height)
+"""
+
+
+def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
+    from synth_rollups import copy_rollups, real_hours, synthetic_rollups
+
+    from dashboard.data import PERIODS, current_span, window_end
+
+    length = PERIODS[args.period].length
+    end = window_end()
+    first = (end - 2 * length - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    per_hour = args.events / (length / dt.timedelta(hours=1))
+    ensure_partitions(conn, end, months_back=int(2 * length.days / 28) + 2)
+    org, _ = create_org(conn, f"bench-dash-{uuid.uuid4().hex[:6]}")
+    # The hours the bundle's loads cut mid-hour, for this hour's window ends and the next's.
+    cuts: set[dt.datetime] = set()
+    for shift in (dt.timedelta(0), dt.timedelta(hours=1)):
+        since, current_cuts = current_span(args.period, end + shift)
+        for at in (since, *current_cuts, end + shift - 2 * length, end + shift - length,
+                   end + shift - dt.timedelta(days=RECOMMEND_DAYS)):
+            cuts.add(at.replace(minute=0, second=0, microsecond=0))
+    hours = [first + dt.timedelta(hours=h) for h in range(int((end - first) / dt.timedelta(hours=1)) + 1)]
+    started = time.perf_counter()
+    rows = synthetic_rollups(org.id, [h for h in hours if h not in cuts], per_hour)
+    copy_rollups(conn, org.id, rows)
+    written = real_hours(conn, org.id, [h for h in hours if h in cuts], per_hour)
+    conn.execute("ANALYZE rollup_hourly")
+    conn.execute("ANALYZE events")
+    total = int(rows["requests"].sum()) + written
+    print(f"setup: {len(hours):,} hours, {rows.height:,} synthesised rollup rows standing for {total:,} events"
+          f" ({per_hour:,.0f} an hour, {args.events:,} per {args.period}), {written:,} real events in"
+          f" {len(cuts)} cut hours, in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    env = {**os.environ, "DATABASE_URL": url}
+    out = subprocess.run([sys.executable, "-c", BUNDLE, str(org.id), args.period, str(args.repeat)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    best, median, before, peak = float(out[0]), float(out[1]), int(out[2]), int(out[3])
+    print(f"bundle ({args.period}): best {best:.3f} s, median {median:.3f} s; RSS {before} MB after imports,"
+          f" {peak} MB peak; {int(out[4]):,} requests in the period, {out[5]} cards, {out[6]} anomalies")
+    return [(f"dashboard bundle, {args.period}", f"{args.events:,}", f"{best:.3f} s", f"{median:.3f} s",
+             f"{peak} MB (after imports {before} MB)")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=5)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("cli", help="lectr report / recommend as whole processes")
+    p.add_argument("--rows", default="200000,2000000", help="comma-separated event counts")
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--baseline", help="a checkout whose code to time as well (PYTHONPATH)")
+    p = sub.add_parser("dashboard", help="the dashboard's bundle over synthesised rollups")
+    p.add_argument("--events", type=int, default=100_000_000, help="events per period")
+    p.add_argument("--period", default="90d")
+    p.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="lectr-bench-") as tmp:
@@ -234,12 +308,12 @@ def main() -> None:
         try:
             with connect(url) as conn:
                 migrate(conn)
-                results = run(conn, args.rows, args.days, args.repeat)
+                results = (cli if args.mode == "cli" else dashboard)(conn, url, args)
         finally:
             stop_embedded(Path(tmp))
-    print("\n| step | best | median |\n|---|---:|---:|")
-    for name, best, median in results:
-        print(f"| {name} | {best:.2f} s | {median:.2f} s |")
+    print("\n| step | events | best | median | peak RSS |\n|---|---:|---:|---:|---:|")
+    for row in results:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
