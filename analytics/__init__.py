@@ -75,6 +75,7 @@ from analytics.ladders import Rung, family_of, ladder
 from analytics.load import ANALYTICS_COLUMNS, EVENT_SCHEMA, events_frame, load_events
 from analytics.load_rollups import azure_base_models, load_rollups, raw_reach
 from analytics.metrics import (
+    FEATURE,
     UNTAGGED,
     breakdown,
     by_feature,
@@ -101,6 +102,7 @@ from analytics.rollups import HISTOGRAMS, ROLLUP_SCHEMA, quantiles, rollup, wind
 from analytics.timeseries import cost_by_provider, timeseries
 
 __all__ = [
+    "FEATURE",
     "ANALYTICS_COLUMNS",
     "CARD_SCHEMA",
     "EVENT_SCHEMA",

@@ -215,16 +215,22 @@ def quantiles(frame: pl.LazyFrame, keys: Sequence[str], histogram: str, wanted: 
     if not wanted_keys:
         frame = frame.with_columns(pl.lit(0).alias("_all"))
     b, c = f"{histogram}_b", f"{histogram}_c"
+    # The lists of each key are concatenated first and the key replaced by a row number, so the
+    # explode repeats one integer per bucket rather than every key string.
+    groups = frame.group_by(keys).agg(
+        pl.col(b).list.explode(keep_nulls=False, empty_as_null=False),
+        pl.col(c).list.explode(keep_nulls=False, empty_as_null=False),
+    ).sort(keys, nulls_last=True).with_row_index("_g")  # sorted: the same numbering in every branch of the plan
     cumulated = (
-        frame.select(*keys, b, c)
+        groups.select("_g", b, c)
         .explode(b, c)
         .drop_nulls(b)
-        .group_by(*keys, b)
+        .group_by("_g", b)
         .agg(pl.col(c).sum())
         .filter(pl.col(c) > 0)
         .with_columns(
-            pl.col(c).cum_sum().over(keys, order_by=b).alias("_seen"),
-            pl.col(c).sum().over(keys).alias("_total"),
+            pl.col(c).cum_sum().over("_g", order_by=b).alias("_seen"),
+            pl.col(c).sum().over("_g").alias("_total"),
             representative(pl.col(b)).alias("_value"),
         )
     )
@@ -234,7 +240,7 @@ def quantiles(frame: pl.LazyFrame, keys: Sequence[str], histogram: str, wanted: 
         low = pl.col("_value").filter(pl.col("_seen") > rank.floor()).min()
         high = pl.col("_value").filter(pl.col("_seen") > rank.ceil()).min()
         aggregations.append((low + (high - low) * (rank - rank.floor())).alias(name))
-    found = cumulated.group_by(keys).agg(aggregations)
+    found = groups.select(*keys, "_g").join(cumulated.group_by("_g").agg(aggregations), on="_g").drop("_g")
     if wanted_keys:
         return found
     # No keys: one row, its quantiles null when nothing was measured.

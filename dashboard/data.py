@@ -249,9 +249,9 @@ def filter_options(org_id: int, period: str, end: dt.datetime) -> FilterOptions:
     """The values the request log's filters offer: what the org sent in the period."""
     current, _, _ = _periods(org_id, period, end)
     by_feature, by_task, by_model, statuses = pl.collect_all([
-        analytics.by_feature(current),
-        analytics.breakdown(current, by="task"),
-        analytics.by_model(current),
+        current.select(analytics.FEATURE.alias("feature")).unique(),
+        current.select("task").unique(),
+        current.select("provider", "model").unique(),
         current.select(pl.col([*STATUS_CLASSES, *STATUS_COUNTS]).sum()),
     ])
     seen = statuses.row(0, named=True) if statuses.height else {}
