@@ -165,15 +165,15 @@ def insert(conn: psycopg.Connection[Any], frame: pl.DataFrame) -> None:
 
 
 def _child(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a process to its end: (wall seconds, peak RSS in MB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{argv} exited with {process.returncode}")
-    return elapsed, usage.ru_maxrss // 1024
+    """Run a process to its end: (wall seconds, peak RSS in MB). The RSS comes from
+    `/usr/bin/time`, whose own child starts small: a child of this (large) process would carry
+    this process's RSS in its `ru_maxrss` (Linux keeps it across exec)."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], env=env, stdout=subprocess.DEVNULL,
+                       check=True)
+        elapsed = time.perf_counter() - started
+        return elapsed, int(rss.read().split()[-1]) // 1024
 
 
 def timed_process(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, int]:
@@ -227,14 +227,16 @@ def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> li
 
 
 BUNDLE = """
-import datetime as dt, resource, statistics, sys, time, warnings
+import datetime as dt, statistics, sys, time, warnings
 warnings.filterwarnings("ignore")
 import logging; logging.disable(logging.WARNING)
 import streamlit as st
 from dashboard import data
 org, period, repeat = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 import adbc_driver_postgresql.dbapi, polars  # what the dashboard's warm-up imports
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+def hwm():  # this process's own peak RSS in MB (ru_maxrss would include the parent's at fork)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
+before = hwm()
 runs = []
 for _ in range(repeat):
     st.cache_data.clear(); st.cache_resource.clear()
@@ -244,7 +246,7 @@ for _ in range(repeat):
     data.features(org, period, end); data.providers(org, period, end); data.filter_options(org, period, end)
     cards = data.recommendations(org, period, end); found = data.anomalies(org, period, end)
     runs.append(time.perf_counter() - started)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+peak = hwm()
 print(min(runs), statistics.median(runs), before, peak, overview.totals["requests"], len(cards.cards), found.height)
 """
 
