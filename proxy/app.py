@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -50,10 +50,12 @@ from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
 from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.routing import Target
-from proxy.telemetry import Telemetry
 from proxy.transport import Alive, LectrTransport, Timeouts, destination
 from proxy.upstream import Outbound, make_transport
 from proxy.writer import EventWriter
+
+if TYPE_CHECKING:
+    from proxy.telemetry import Telemetry
 
 _GC_THRESHOLD = 7000
 log = logging.getLogger("lectr.proxy")
@@ -101,8 +103,10 @@ class Proxy:
             retention_months=settings.retention_months,
         )
         await nursery.start(self.writer.run)
-        self.telemetry = Telemetry.create(settings, self.directory.org_name)
-        if self.telemetry is not None:
+        if settings.otel_traces or settings.otel_metrics:
+            from proxy.telemetry import Telemetry  # the OpenTelemetry SDK is loaded only when exporting
+
+            self.telemetry = Telemetry(settings, self.directory.org_name)
             await nursery.start(self.telemetry.run)
         await nursery.start(self._refresh_forever)
         await trio.to_thread.run_sync(self.shared_metrics.prepare)

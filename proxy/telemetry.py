@@ -220,8 +220,8 @@ class _CountingExporter(SpanExporter):
 
 
 class Telemetry:
-    """One worker's exporter. `Telemetry.create(settings, ...)` is None when export is off, so the
-    hot path pays one `is not None` test for it."""
+    """One worker's exporter, made only when export is on (`Proxy.telemetry` is None otherwise, so
+    the hot path pays one `is not None` test, and this module and the SDK are not even imported)."""
 
     def __init__(self, settings: Settings, org_name: Callable[[int], str | None]) -> None:
         self._org_name = org_name
@@ -269,12 +269,6 @@ class Telemetry:
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
         self.finished = trio.Event()
-
-    @classmethod
-    def create(cls, settings: Settings, org_name: Callable[[int], str | None]) -> Telemetry | None:
-        if not (settings.otel_traces or settings.otel_metrics):
-            return None
-        return cls(settings, org_name)
 
     # -- called by requests: never blocks --------------------------------------------------
 

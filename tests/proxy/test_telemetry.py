@@ -5,6 +5,8 @@ process: tests/test_telemetry_e2e.py."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -157,8 +159,17 @@ def test_trace_headers() -> None:
 def test_the_switch(env: dict[str, str], traces: bool, metrics: bool) -> None:
     settings = Settings.from_env(env)
     assert (settings.otel_traces, settings.otel_metrics) == (traces, metrics)
-    if not (traces or metrics):
-        assert Telemetry.create(settings, lambda _: None) is None  # off: the hot path sees None
+
+
+def test_export_off_loads_nothing() -> None:
+    """Off (the default), a worker does not even import the SDK: `Proxy.telemetry` stays None."""
+    code = (
+        "import sys, trio; from proxy.app import Proxy; from proxy.config import Settings\n"
+        "proxy = Proxy(Settings.from_env({}))\n"
+        "print(proxy.telemetry, sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'proxy.telemetry'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "[]"]
 
 
 def test_queue_caps_come_from_the_sdk_variables() -> None:
