@@ -44,7 +44,8 @@ def traffic(org_id: int, seed: int = 5) -> list[dict[str, Any]]:
         failed = rng.random() < 0.1
         priced = not failed and rng.random() < 0.9
         rows.append({
-            "id": uuid.uuid4(), "org_id": org_id, "provider": "openai", "model": "gpt-4o", "endpoint": "chat/completions",
+            "id": uuid.uuid4(), "org_id": org_id, "provider": "openai", "model": "gpt-4o",
+            "endpoint": "chat/completions",
             "created_at": START + dt.timedelta(seconds=rng.uniform(0, 6 * 86400)),
             "feature": rng.choice(["chat", "search", None]),
             "end_user": rng.choice([f"user-{i}" for i in range(12)] + [None]),
@@ -90,7 +91,8 @@ def test_whole_days_and_edges_are_split_at_utc_midnight() -> None:
     days, edges = split_days(start, end)
     assert days == ((START + dt.timedelta(days=1)).date(), (START + dt.timedelta(days=3)).date())
     assert edges == [(start, START + dt.timedelta(days=1)), (START + dt.timedelta(days=3), end)]
-    assert split_days(START, START + dt.timedelta(days=2)) == (((START.date()), (START + dt.timedelta(days=2)).date()), [])
+    two_days = START + dt.timedelta(days=2)
+    assert split_days(START, two_days) == ((START.date(), two_days.date()), [])
     inside = (START + dt.timedelta(hours=1), START + dt.timedelta(hours=20))
     assert split_days(*inside) == (None, [inside])
 
@@ -136,11 +138,14 @@ def test_cli_report_by_end_user(pg_url: str, db: psycopg.Connection[Any], new_or
     org, _ = new_org("enduser-cli")
     now = dt.datetime.now(dt.UTC)
     rows = [
-        {"id": uuid.uuid4(), "org_id": org.id, "created_at": now - dt.timedelta(days=d, minutes=5), "provider": "openai",
-         "model": "gpt-4o", "feature": feature, "endpoint": "chat/completions", "status_code": 200,
+        {"id": uuid.uuid4(), "org_id": org.id, "created_at": now - dt.timedelta(days=d, minutes=5),
+         "provider": "openai", "model": "gpt-4o", "feature": feature, "endpoint": "chat/completions",
+         "status_code": 200,
          "latency_ms": 100.0, "input_tokens": 10, "output_tokens": 5, "cost_usd": Decimal(cost), "end_user": user}
-        for d, user, feature, cost in [(0, "big", "chat", "2.5"), (2, "big", "search", "1.0"), (1, "small", "chat", "0.5"),
-                                       (10, "old", "chat", "9")]
+        for d, user, feature, cost in [
+            (0, "big", "chat", "2.5"), (2, "big", "search", "1.0"), (1, "small", "chat", "0.5"),
+            (10, "old", "chat", "9"),
+        ]
     ]
     with db.cursor() as cur, cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for r in rows:
