@@ -144,7 +144,7 @@ def span_attributes(event: Event, org_name: str | None, origin: Origin | None) -
         "lectr.org": org_name,
         "lectr.feature": event.feature,
         "lectr.task": event.task,
-        "lectr.end_user": getattr(event, "end_user", None),  # a column being added concurrently
+        "lectr.end_user": event.end_user,
         "lectr.cost_usd": float(event.cost_usd) if event.cost_usd is not None else None,
         "lectr.route_rule_id": event.route_rule_id,
         "lectr.upstream_ms": event.upstream_ms,

@@ -77,7 +77,7 @@ def test_chat_span_has_the_conventions_attributes_and_lectrs(
     feature = f"chat-{uuid.uuid4().hex[:6]}"
     answer = client(
         exporting, key, **{"X-Lectr-Feature": feature, "X-Lectr-Task": "summarise"}
-    ).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": PROMPT}])
+    ).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": PROMPT}], user="user-7781")
     assert answer.choices[0].message.content
     span = span_of(collector, feature)
     found = attributes(span.attributes)
@@ -103,6 +103,7 @@ def test_chat_span_has_the_conventions_attributes_and_lectrs(
         "lectr.org": org.name,
         "lectr.feature": feature,
         "lectr.task": "summarise",
+        "lectr.end_user": "user-7781",  # OpenAI's `user` field
         "lectr.request_id": row["request_id"],
     }
     assert {name: found.get(name) for name in expected} == expected
