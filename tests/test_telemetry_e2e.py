@@ -297,7 +297,9 @@ def test_a_collector_that_is_down_never_slows_the_proxy(
             with_down += timed(down.url, 100)
         without.sort(), with_down.sort()
         median_without, median_down = without[len(without) // 2], with_down[len(with_down) // 2]
-        assert median_down < median_without * 1.5 + 0.002, (median_without, median_down)
+        # A request that waited on the collector would take the SDK's export timeout (seconds); the
+        # margin is for a machine busy with other work (it failed once at 1.5x + 2 ms under load 11).
+        assert median_down < median_without * 2 + 0.005, (median_without, median_down)
         metrics = wait_for(lambda: _metrics(down), timeout=10)
         assert metrics["lectr_requests_total"] == 320
         # At most the queue (50) and the batch the exporter is stuck on (10) are not dropped.
