@@ -286,3 +286,12 @@ def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     found = analytics.anomalies(_current(org_id, period, end).lazy())
     # Daily buckets that overlap the period count too (the day the period starts in).
     return found.filter(pl.col("bucket") >= _day(start)).collect()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def end_users(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    """One row per (end user, feature) over the period (`analytics.end_users.load_end_users`: the
+    daily end-user rollup, raw events only for the partial days at the edges)."""
+    from analytics.end_users import load_end_users
+
+    return load_end_users(database().url, org_id, end - PERIODS[period].length, end).collect()
