@@ -158,7 +158,7 @@ def load_rollups(
     histograms: Sequence[str] = HISTOGRAMS,
     now: dt.datetime | None = None,
 ) -> pl.LazyFrame:
-    """The org's rollup frame (`rollups.ROLLUP_SCHEMA`) for `[start, end)`, exact at `start`,
+    """The org's rollup frame (`rollups.ROLLUP_SCHEMA`, in memory) for `[start, end)`, exact at `start`,
     `end` and every `cut`, so `rollups.window` can slice it there. `histograms` names the
     histograms to load (the others stay null: each costs load time); `now` (default: the clock)
     is the instant after which nothing has happened yet."""
@@ -183,11 +183,14 @@ def load_rollups(
     last_errors = _last_errors(frames[-1]) if len(frames) > 1 + bool(ranges) else None
     raw_frame = raw.lazy() if raw is not None else pl.LazyFrame(schema={c: pl.Null for c in RAW_COLUMNS})
     frame = assemble(hourly.lazy(), raw_frame, plan, start, end, histograms)
-    if last_errors is None:
-        return frame
-    return frame.join(last_errors.lazy(), on=["since", *DIMENSIONS], how="left", nulls_equal=True).with_columns(
-        last_error_at=pl.when(pl.col("since") == closing[0]).then(pl.col("_last")).otherwise(pl.col("last_error_at"))
-    ).drop("_last")
+    if last_errors is not None:
+        frame = frame.join(last_errors.lazy(), on=["since", *DIMENSIONS], how="left", nulls_equal=True).with_columns(
+            last_error_at=pl.when(pl.col("since") == closing[0]).then(pl.col("_last"))
+            .otherwise(pl.col("last_error_at"))
+        ).drop("_last")
+    # Assembled once here: every figure built on the frame branches from it, and a lazy assembly
+    # would run again in each branch (measured: 1.3 s of CPU for a report instead of 0.05 s).
+    return frame.collect().lazy()
 
 
 def _last_errors_query(org_id: int, piece: tuple[dt.datetime, dt.datetime]) -> str:

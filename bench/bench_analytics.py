@@ -164,23 +164,26 @@ def insert(conn: psycopg.Connection[Any], frame: pl.DataFrame) -> None:
         copy.write(buf.getbuffer())
 
 
-def _child(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a process to its end: (wall seconds, peak RSS in MB). The RSS comes from
-    `/usr/bin/time`, whose own child starts small: a child of this (large) process would carry
-    this process's RSS in its `ru_maxrss` (Linux keeps it across exec)."""
-    with tempfile.NamedTemporaryFile("r") as rss:
+def _child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float, int]:
+    """Run a process to its end: (wall seconds, CPU seconds, peak RSS in MB). CPU and RSS come
+    from `/usr/bin/time`, whose own child starts small: a child of this (large) process would
+    carry this process's RSS in its `ru_maxrss` (Linux keeps it across exec)."""
+    with tempfile.NamedTemporaryFile("r") as out:
         started = time.perf_counter()
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], env=env, stdout=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", out.name, *argv], env=env, cwd=cwd,
+                       stdout=subprocess.DEVNULL, check=True)
         elapsed = time.perf_counter() - started
-        return elapsed, int(rss.read().split()[-1]) // 1024
+        rss, user, system = out.read().split()[-3:]
+        return elapsed, float(user) + float(system), int(rss) // 1024
 
 
-def timed_process(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, int]:
-    """(best, median wall seconds, peak RSS MB) of `repeat` runs of a process."""
-    runs = [_child(argv, env) for _ in range(repeat)]
-    walls = [w for w, _ in runs]
-    return min(walls), statistics.median(walls), max(r for _, r in runs)
+def timed_process(
+    argv: list[str], env: dict[str, str], repeat: int, cwd: str | None = None
+) -> tuple[float, float, float, int]:
+    """(best wall, median wall, best CPU seconds, peak RSS MB) of `repeat` runs of a process."""
+    runs = [_child(argv, env, cwd) for _ in range(repeat)]
+    walls = [w for w, _, _ in runs]
+    return min(walls), statistics.median(walls), min(c for _, c, _ in runs), max(r for _, _, r in runs)
 
 
 def seed_org(conn: psycopg.Connection[Any], rows: int, days: int, end: dt.datetime) -> str:
@@ -203,8 +206,9 @@ def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> li
     end = dt.datetime.now(dt.UTC)
     ensure_partitions(conn, end, months_back=2 * args.days // 28 + 2)
     env = {**os.environ, "DATABASE_URL": url, "LECTR_LOG_LEVEL": "WARNING"}
-    best, median, rss = timed_process([sys.executable, "-c", "pass"], env, args.repeat)
-    results = [("interpreter start (`python -c pass`)", "", f"{best:.3f} s", f"{median:.3f} s", f"{rss} MB")]
+    best, median, cpu, rss = timed_process([sys.executable, "-c", "pass"], env, args.repeat)
+    results = [("interpreter start (`python -c pass`)", "", f"{best:.3f} s", f"{median:.3f} s", f"{cpu:.2f} s",
+                f"{rss} MB")]
     print(f"interpreter start: best {best:.3f} s", flush=True)
     for rows in (int(r) for r in args.rows.split(",")):
         org = seed_org(conn, rows, args.days, end)
@@ -213,16 +217,18 @@ def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> li
             f"report --days {args.days} --json": ["report", "--org", org, "--days", str(args.days), "--json"],
             "recommend --json": ["recommend", "--org", org, "--json"],
         }
-        variants = [("rollups", env)]
+        # `python -m` puts the working directory first on sys.path: run each variant from its tree.
+        variants = [("rollups", env, None)]
         if args.baseline:
-            variants.append(("baseline", {**env, "PYTHONPATH": args.baseline}))
+            variants.append(("baseline", {**env, "PYTHONPATH": args.baseline}, args.baseline))
         for label, command in commands.items():
-            for variant, variant_env in variants:
-                best, median, rss = timed_process([sys.executable, "-m", "proxy.cli", *command], variant_env,
-                                                  args.repeat)
-                results.append((f"{label} ({variant})", f"{rows:,}", f"{best:.3f} s", f"{median:.3f} s", f"{rss} MB"))
-                print(f"{rows:>10,} {label} ({variant}): best {best:.3f} s, median {median:.3f} s, {rss} MB",
-                      flush=True)
+            for variant, variant_env, cwd in variants:
+                best, median, cpu, rss = timed_process([sys.executable, "-m", "proxy.cli", *command], variant_env,
+                                                       args.repeat, cwd)
+                results.append((f"{label} ({variant})", f"{rows:,}", f"{best:.3f} s", f"{median:.3f} s",
+                                f"{cpu:.2f} s", f"{rss} MB"))
+                print(f"{rows:>10,} {label} ({variant}): best {best:.3f} s, median {median:.3f} s, CPU {cpu:.2f} s,"
+                      f" {rss} MB", flush=True)
     return results
 
 
@@ -237,17 +243,18 @@ import adbc_driver_postgresql.dbapi, polars  # what the dashboard's warm-up impo
 def hwm():  # this process's own peak RSS in MB (ru_maxrss would include the parent's at fork)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 before = hwm()
-runs = []
+runs, cpus = [], []
 for _ in range(repeat):
     st.cache_data.clear(); st.cache_resource.clear()
     end = data.window_end()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     overview = data.overview(org, period, end)
     data.features(org, period, end); data.providers(org, period, end); data.filter_options(org, period, end)
     cards = data.recommendations(org, period, end); found = data.anomalies(org, period, end)
-    runs.append(time.perf_counter() - started)
+    runs.append(time.perf_counter() - started); cpus.append(time.process_time() - cpu)
 peak = hwm()
-print(min(runs), statistics.median(runs), before, peak, overview.totals["requests"], len(cards.cards), found.height)
+print(min(runs), statistics.median(runs), before, peak, overview.totals["requests"], len(cards.cards), found.height,
+      min(cpus))
 """
 
 
@@ -284,11 +291,11 @@ def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace)
     env = {**os.environ, "DATABASE_URL": url}
     out = subprocess.run([sys.executable, "-c", BUNDLE, str(org.id), args.period, str(args.repeat)], env=env,
                          capture_output=True, text=True, check=True).stdout.split()
-    best, median, before, peak = float(out[0]), float(out[1]), int(out[2]), int(out[3])
+    best, median, before, peak, cpu = float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[7])
     print(f"bundle ({args.period}): best {best:.3f} s, median {median:.3f} s; RSS {before} MB after imports,"
           f" {peak} MB peak; {int(out[4]):,} requests in the period, {out[5]} cards, {out[6]} anomalies")
     return [(f"dashboard bundle, {args.period}", f"{args.events:,}", f"{best:.3f} s", f"{median:.3f} s",
-             f"{peak} MB (after imports {before} MB)")]
+             f"{cpu:.2f} s", f"{peak} MB (after imports {before} MB)")]
 
 
 def main() -> None:
@@ -313,7 +320,7 @@ def main() -> None:
                 results = (cli if args.mode == "cli" else dashboard)(conn, url, args)
         finally:
             stop_embedded(Path(tmp))
-    print("\n| step | events | best | median | peak RSS |\n|---|---:|---:|---:|---:|")
+    print("\n| step | events | best | median | CPU (best) | peak RSS |\n|---|---:|---:|---:|---:|---:|")
     for row in results:
         print("| " + " | ".join(row) + " |")
 
