@@ -190,7 +190,7 @@ class FakeProvider:
             if request.body and request.headers.get("content-type", "").startswith("application/json")
             else {}
         )
-        if self.name == "anthropic" and endpoint.startswith("messages"):
+        if self.name == "anthropic" and (endpoint.startswith("messages") or endpoint == "models"):
             return fakes_native.anthropic(base_headers, endpoint, data, scenario)
         if self.name in ("openai", "azure") and endpoint == "responses":
             return fakes_native.responses(base_headers, data, scenario)

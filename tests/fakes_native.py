@@ -8,7 +8,8 @@ check the order: a text delta needs its output item and content part first) read
   `content_block_start`, `ping` (written `{"type": "ping"}`, with its space), one
   `content_block_delta` per word, `content_block_stop`, `message_delta` (the stop reason and
   *only* `output_tokens`), `message_stop`; every event with its `event:` line. A plain answer
-  has the same usage in one object. `messages/count_tokens` answers `{"input_tokens": N}`.
+  has the same usage in one object. `messages/count_tokens` answers `{"input_tokens": N}`,
+  `models` Anthropic's model list.
 - Responses, streamed: `response.created`, `response.in_progress` (both with `usage: null`), for
   a reasoning model a reasoning item (`output_item.added`/`.done`), then the message item:
   `output_item.added`, `content_part.added`, one `output_text.delta` per word,
@@ -92,6 +93,11 @@ def anthropic(headers: list[tuple[bytes, bytes]], endpoint: str, data: dict[str,
         usage = anthropic_usage(data)
         total = usage["input_tokens"] + usage["cache_creation_input_tokens"] + usage["cache_read_input_tokens"]
         return _json(headers, {"input_tokens": total})
+    if endpoint == "models":
+        listed = {"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4",
+                  "created_at": "2025-05-22T00:00:00Z"}  # fmt: skip
+        page = {"data": [listed], "has_more": False, "first_id": listed["id"], "last_id": listed["id"]}
+        return _json(headers, page)
     if endpoint != "messages":
         return _json(headers, {"type": "error", "error": {"type": "not_found_error", "message": "Not found"}}, 404)
     model = snapshot(str(data.get("model")))

@@ -173,6 +173,25 @@ def test_count_tokens_is_forwarded_and_costs_nothing(
     )
 
 
+def test_requests_without_a_model_go_to_anthropic_for_its_sdk(
+    proxy: ProxyProcess, fakes: FakeProviders, db: Any, org: Any
+) -> None:
+    """`models.list()` (or a batch, a file) has no body to detect from: the SDK's `anthropic-version`
+    header says whose API it is."""
+    org_, key = org
+    page = sdk(proxy, key).models.list()
+    assert [model.id for model in page.data] == [SNAPSHOT]
+    received = fakes["anthropic"].received[-1]
+    assert (received.method, received.path, received.headers["x-api-key"]) == ("GET", "/v1/models", PROVIDER_KEY)
+    [row] = rows(db, org_.id, 1)
+    assert (row["provider"], row["provider_unknown"], row["endpoint"], row["status_code"]) == (
+        "anthropic",
+        False,
+        "models",
+        200,
+    )
+
+
 def test_missing_lectr_key_is_an_anthropic_shaped_401_without_the_key(
     proxy: ProxyProcess, fakes: FakeProviders, org: Any
 ) -> None:
