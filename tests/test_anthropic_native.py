@@ -89,6 +89,7 @@ def test_messages_create_with_cache_tokens(
         system=CACHED_SYSTEM,
         messages=MESSAGES,
         extra_headers={"anthropic-beta": beta, **own},
+        metadata={"user_id": "customer-42"},
     )
     assert message.content[0].text == TEXT and message.model == SNAPSHOT
     usage = message.usage
@@ -106,6 +107,7 @@ def test_messages_create_with_cache_tokens(
     [row] = rows(db, org_.id, 1)
     assert_event(row, expected(stream=False))
     assert row["feature"] == "anthropic-sdk" and row["message_count"] == 1
+    assert row["end_user"] == "customer-42"  # the body's metadata.user_id
 
 
 def test_messages_stream_merges_start_and_delta_usage(
