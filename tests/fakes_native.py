@@ -20,7 +20,7 @@ Usage is fixed per model family so a test can compute the cost by hand (see `ant
 and `responses_usage`). Anthropic reports cache tokens only when the request has a
 `cache_control` block, as the real API does. Scenarios (`x-fake-scenario`): `stream-error-event`
 (Anthropic's `event: error` after the first delta, status 200; for Responses a `response.failed`
-with usage), `linger-after-end` (the connection stays open 1 s after the last event).
+with usage), `linger-after-end` (five SSE comments 0.2 s apart after the last event, then the end).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _stream(headers: list[tuple[bytes, bytes]], events: list[bytes], scenario: s
     extra = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
     plan: list[tuple[float, bytes | None]] = [(0.0, event) for event in events]
     if scenario == "linger-after-end":
-        plan.append((1.0, b""))
+        plan += [(0.2, b": the provider has not closed the stream yet\n\n")] * 5  # SSE comments
     return 200, [*headers, *extra], iter(plan)
 
 
