@@ -5,8 +5,10 @@ usage chunk and `[DONE]`, and wrk holding 200 or 1,000 streams open back to back
 
 - `paced-floor`: nginx direct, the bare trio relay (`floor_relay.py`: accept, forward, relay bytes)
   and Lectr (one worker), each proxy pinned to the last CPU and wrk and nginx to CPU 0, so that
-  each proxy's CPU time is its own. The relay and Lectr take turns in rounds (order swapped every
-  round) so that both see the same moments of a shared machine, merged per side.
+  each proxy's CPU time is its own. The proxies take turns in rounds (order rotated every round)
+  so that all see the same moments of a shared machine, merged per side. `--base-root DIR` adds
+  Lectr from another checkout (e.g. `git worktree add /tmp/base main`) to the rounds: before and
+  after in the same run.
 - `paced-workers`: Lectr with 1 worker and with one per CPU (`proxy.up.default_workers()`), not
   pinned: wrk, nginx, Postgres and the workers share the machine's cores, as they would on a
   one-box deployment.
@@ -150,31 +152,33 @@ def paced_floor_scenario(run: Run) -> None:
     proxy_cpu, load_cpu = _cpus()
     _pin_nginx(run, load_cpu)
     proxy, org_id, key = run.start_proxy(name, run.upstream.steady_url, cpus=proxy_cpu)
+    base_root = getattr(run.args, "base_root", None)
+    base = base_key = None
+    if base_root is not None:
+        base, _, base_key = run.start_proxy(f"{name}-base", run.upstream.steady_url, cpus=proxy_cpu, root=base_root)
     relay = _Relay(run.upstream.steady_port, proxy_cpu)
     headers = {"X-Lectr-Key": key, "Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
     out: dict[str, Any] = {"proxy_cpu": proxy_cpu, "load_cpu": load_cpu, "loadavg": os.getloadavg()}
     client_ok = cutoff = 0
     try:
-        answers = {
-            "nginx": _answer_bytes(run.upstream.steady_port, headers),
-            "relay": _answer_bytes(relay.port, headers),
-            "lectr": _answer_bytes(proxy.port, headers),
-        }
+        targets = {"relay": (relay.port, relay.pids(), key), "lectr": (proxy.port, proxy.pids(), key)}
+        if base is not None and base_key is not None:
+            targets["base"] = (base.port, base.pids(), base_key)  # its own org: its events stay apart
+        answers = {"nginx": _answer_bytes(run.upstream.steady_port, headers)}
+        for side, (port, _, side_key) in targets.items():
+            answers[side] = _answer_bytes(port, {**headers, "X-Lectr-Key": side_key})
         client_ok = 1
         out["answer_bytes"] = answers
-        targets = {
-            "relay": (relay.port, relay.pids()),
-            "lectr": (proxy.port, proxy.pids()),
-        }
+        order = list(targets)
         for connections in STREAMS:
-            sides: dict[str, list[dict[str, Any]]] = {"nginx": [], "relay": [], "lectr": []}
+            sides: dict[str, list[dict[str, Any]]] = {"nginx": [], **{side: [] for side in order}}
             sides["nginx"].append(
                 _measure(run, run.upstream.steady_port, key, connections, None, answers["nginx"], load_cpu)
             )
             for index in range(ROUNDS):
-                for side in ("relay", "lectr") if index % 2 == 0 else ("lectr", "relay"):
-                    port, pids = targets[side]
-                    sides[side].append(_measure(run, port, key, connections, pids, answers[side], load_cpu))
+                for side in order[index % len(order) :] + order[: index % len(order)]:
+                    port, pids, side_key = targets[side]
+                    sides[side].append(_measure(run, port, side_key, connections, pids, answers[side], load_cpu))
                     print(f"   {connections} streams, round {index + 1}, {side} done", flush=True)
             merged = {side: _merge(rounds) for side, rounds in sides.items()}
             lectr_rounds = sides["lectr"]
@@ -189,6 +193,8 @@ def paced_floor_scenario(run: Run) -> None:
     finally:
         relay.stop()
         proxy.stop()
+        if base is not None:
+            base.stop()
         _pin_nginx(run, None)
     run.results[name] = out
     _floor_rows(run, name, out)
@@ -200,6 +206,19 @@ def _floor_rows(run: Run, name: str, out: dict[str, Any]) -> None:
         nginx, relay, lectr = m["nginx"], m["relay"], m["lectr"]
         ratio = lectr["cpu_ms_per_stream"] / relay["cpu_ms_per_stream"]
         at = f"{connections} streams"
+        if "base" in m:
+            old = m["base"]
+            run.add(
+                Row(
+                    name,
+                    f"{at}: `--base-root` Lectr: streams/s · p99 (s) · CPU per stream (ms) · per chunk (µs)",
+                    f"bare relay {relay['cpu_ms_per_stream']:.2f} ms",
+                    f"{old['streams_per_s']:.0f} · {old['p99_s']:.2f} · {old['cpu_ms_per_stream']:.2f} · "
+                    f"{old['cpu_us_per_chunk']:.0f}",
+                    f"×{old['cpu_ms_per_stream'] / relay['cpu_ms_per_stream']:.2f} the bare relay; this checkout "
+                    f"×{lectr['cpu_ms_per_stream'] / old['cpu_ms_per_stream']:.2f} of it",
+                )
+            )
         run.add(
             Row(
                 name,
@@ -269,3 +288,54 @@ def paced_workers_scenario(run: Run) -> None:
                 r["events"]["ok"],
             )
         )
+
+
+def profile(seconds: int = 10, connections: int = STREAMS[0]) -> None:
+    """py-spy on Lectr's worker and on the bare relay, each under `connections` steady streams
+    (wrk on CPU 0, the profiled process on the last CPU): bench/out/profile-steady-{lectr,relay}.*"""
+    import argparse
+    import tempfile
+
+    from harness import Database
+    from profile_proxy import OUT, _record, render, summarise
+    from upstream import Upstream
+
+    from proxy.db.connection import stop_embedded
+
+    proxy_cpu, load_cpu = _cpus()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lectr-steady-") as tmp:
+        work = Path(tmp)
+        upstream = Upstream(work / "nginx").start()
+        try:
+            run = Run(argparse.Namespace(duration=seconds + 1), Database.start(work / "pg"), upstream, work)
+            _pin_nginx(run, load_cpu)
+            proxy, _, key = run.start_proxy("steady", upstream.steady_url, cpus=proxy_cpu)
+            relay = _Relay(upstream.steady_port, proxy_cpu)
+            headers = {"X-Lectr-Key": key, "Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+            try:
+                for side, port, pid in (
+                    ("lectr", proxy.port, proxy.worker_pids()[0]),
+                    ("relay", relay.port, relay.process.pid),
+                ):
+                    answer = _answer_bytes(port, headers)
+                    for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
+                        recorder = _record(pid, OUT / f"profile-steady-{side}.{suffix}", fmt, seconds)
+                        result = _measure(run, port, key, connections, None, answer, load_cpu)
+                        recorder.communicate(timeout=60)
+                    text = render(
+                        summarise(OUT / f"profile-steady-{side}.txt", top=40),
+                        f"{side}, {connections} steady streams, {result['rps']:.0f} streams/s while sampled",
+                    )
+                    (OUT / f"profile-steady-{side}-summary.txt").write_text(text)
+                    print(text)
+            finally:
+                relay.stop()
+                proxy.stop()
+        finally:
+            upstream.stop()
+            stop_embedded(work / "pg")
+
+
+if __name__ == "__main__":
+    profile()

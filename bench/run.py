@@ -664,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per wrk phase (default 5, 2 with --quick)")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)")
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (bench/out/profile-*)")
+    parser.add_argument(
+        "--base-root", type=Path, help="paced-floor: also run Lectr from this checkout, in the same rounds"
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     for tool in ("nginx", "wrk"):

@@ -37,6 +37,7 @@ import httptools
 import trio
 from hypercorn.utils import parse_socket_addr
 
+from proxy import sockio
 from proxy.errors import (
     HeaderTooLarge,
     LectrError,
@@ -396,6 +397,7 @@ class Connection:
         self.context = context
         self.state = state
         self.stream = stream
+        self.raw = sockio.raw(stream.socket)
         self.parser = _Parser(config.h11_max_incomplete_size)
         self.idle = _Idle.of(context)
         self.read_timeout: float | None = config.read_timeout or None
@@ -717,11 +719,13 @@ class Connection:
             await self._write(head)
 
     async def _write(self, data: bytes) -> None:
+        """Write to the client: at once when the socket takes it (`proxy.sockio`: no pass through
+        trio's scheduler per stream chunk), else as it drains."""
         if self.gone:
             return
         try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await sockio.send_all(self.raw, data)
+        except (OSError, trio.ClosedResourceError):
             self.gone = True
         except BaseException:
             self.must_close = True  # cancelled mid-write: the stream is in an unknown state

@@ -58,8 +58,10 @@ import httptools
 import httpx
 import trio
 
+from proxy import sockio
 from proxy.addresses import address_forbidden
 from proxy.headers import TOKEN, valid_field
+from proxy.watch import ALIVE_POLL, Watch
 
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -164,8 +166,7 @@ async def _open_checked(hostname: str, port: int, request: httpx.Request | None)
     raise error
 
 
-# While waiting on the upstream, the caller's `alive` check runs this often (seconds).
-ALIVE_POLL = 1.0
+__all__ = ["ALIVE_POLL"]  # re-exported: while waiting on the upstream, `alive` runs this often
 
 Alive = Callable[[], Awaitable[bool]]
 
@@ -208,11 +209,14 @@ async def _within(seconds: float | None, operation: Awaitable[Any]) -> Any:
 class _Connection:
     """One upstream HTTP/1.1 connection: the trio stream, its socket, and whether it may be reused."""
 
-    __slots__ = ("stream", "socket", "reusable", "idle_since", "tls")
+    __slots__ = ("stream", "socket", "raw", "reusable", "idle_since", "tls")
 
     def __init__(self, stream: trio.abc.Stream, socket: Any) -> None:
         self.stream = stream
         self.socket = socket  # the trio socket under any TLS layer: for liveness checks and closing
+        # Plain TCP: the standard-library socket, which response bodies are read from directly
+        # (`proxy.sockio`); under TLS, None (bodies go through the `SSLStream`).
+        self.raw = sockio.raw(stream.socket) if isinstance(stream, trio.SocketStream) else None
         self.reusable = False  # set when a response ended cleanly on a keep-alive connection
         self.idle_since = 0.0
         # Under TLS, bytes the server sent after the answer can sit above the socket: decrypted in
@@ -275,6 +279,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._closed = False
+        self.watch = Watch()  # read timeouts and client checks of the bodies being read
         self.connections_opened = 0  # for tests and metrics: how many TCP connections were made
 
     # -- the pool: O(1) per request, never a scan ------------------------------------------------
@@ -531,7 +536,21 @@ class Reply:
 
 class _ResponseStream(httpx.AsyncByteStream):
     """A response body: raw bytes as they arrive. The connection goes back to the pool at the end of
-    the body; `aclose` before that closes it (the upstream sees the disconnect)."""
+    the body; `aclose` before that closes it (the upstream sees the disconnect). Its read timeout
+    and `alive` checks are the transport's `Watch`'s (`proxy.watch`): no cancel scope per read."""
+
+    __slots__ = (
+        "alive",
+        "timeout",
+        "waiting_since",
+        "asked_at",
+        "expired",
+        "_transport",
+        "_conn",
+        "_origin",
+        "_response",
+        "_request",
+    )
 
     def __init__(
         self,
@@ -543,13 +562,25 @@ class _ResponseStream(httpx.AsyncByteStream):
         timeout: float | None,
         alive: Alive | None = None,
     ) -> None:
-        self._alive = alive
+        self.alive = alive
+        self.timeout = timeout
+        self.waiting_since = 0.0  # when the current read began (0.0: not reading)
+        self.asked_at = 0.0
+        self.expired: str | None = None  # why the `Watch` closed the connection, if it did
         self._transport = transport
         self._conn: _Connection | None = conn
         self._origin = origin
         self._response = response
         self._request = request
-        self._timeout = timeout
+        if not response.complete:
+            transport.watch.add(self)
+
+    def expire(self, reason: str) -> None:
+        """The `Watch`'s verdict ("timeout", "abandoned"): close the connection, which wakes the read."""
+        self.expired = reason
+        conn = self._conn
+        if conn is not None:
+            conn.close()
 
     async def receive(self) -> bytes:
         """The next body bytes as they arrive; b"" once the body is over (the connection is then
@@ -567,9 +598,18 @@ class _ResponseStream(httpx.AsyncByteStream):
                     return chunks.popleft()
                 if response.complete:
                     self._conn = None
+                    self._transport.watch.discard(self)
                     self._transport._release(conn, self._origin, response)
                     return b""
-                data = await conn.receive(self._timeout, self._alive)
+                raw = conn.raw
+                self.waiting_since = trio.current_time()
+                try:
+                    if raw is not None:
+                        data = await sockio.receive_some(raw, _READ_SIZE)
+                    else:
+                        data = await conn.stream.receive_some(_READ_SIZE)
+                finally:
+                    self.waiting_since = 0.0
                 if not data:
                     if response.ends_at_close:  # no length and not chunked: the close is its end
                         self._close()
@@ -578,11 +618,12 @@ class _ResponseStream(httpx.AsyncByteStream):
                         "peer closed connection without sending complete message body", request=request
                     )
                 response.feed(data, request)
-        except trio.TooSlowError as exc:
-            self._close()
-            raise httpx.ReadTimeout("timed out waiting for the response body", request=request) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._close()
+            if self.expired == "timeout":
+                raise httpx.ReadTimeout("timed out waiting for the response body", request=request) from None
+            if self.expired == "abandoned":
+                raise Abandoned from None
             raise httpx.ReadError(f"reading the response body failed: {exc}", request=request) from exc
         except BaseException:  # protocol errors, Abandoned, cancellation
             self._close()
@@ -594,6 +635,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
+        self._transport.watch.discard(self)
         if conn is not None:
             conn.close()
 
@@ -606,6 +648,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         if conn is None:
             return
         self._conn = None
+        self._transport.watch.discard(self)
         if self._response.complete:
             self._transport._release(conn, self._origin, self._response)
         else:
