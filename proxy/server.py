@@ -474,12 +474,12 @@ class Connection:
     async def _recv(self) -> bytes:
         try:
             if self.read_timeout is None:
-                return await self.stream.receive_some(MAX_RECV)
+                return await sockio.receive_some(self.raw, MAX_RECV)
             with trio.move_on_after(self.read_timeout):
-                return await self.stream.receive_some(MAX_RECV)
+                return await sockio.receive_some(self.raw, MAX_RECV)
             return b""  # Hypercorn's read_timeout: treated as the client leaving
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return b""
+        except (OSError, trio.ClosedResourceError):
+            return b""  # reset, or closed: the client is gone
 
     def _recycle(self) -> bool:
         return not (
