@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, cpu_seconds, machine_jiffies, pinned, process_tree, wrk
+from harness import ROOT, cpu_seconds, machine_jiffies, pinned, process_tree, status_kb, wrk
 from probes import _Response, build_request
 from run import Row, Run, _check_events, _peak_rss, chat_body
 from upstream import STEADY_CHUNKS, free_port
@@ -74,10 +74,12 @@ def _measure(
     body = run.body_file("paced-floor", chat_body(stream=True))
     before = cpu_seconds(pids) if pids else 0.0
     busy_before, total_before = machine_jiffies()
+    # Past one core's worth, streams stretch to several seconds: 1,000 get three times as long.
+    seconds = max(run.args.duration, 3.0) * (3 if connections > STREAMS[0] else 1)
     result = wrk(
         f"http://127.0.0.1:{port}{PATH}",
         connections=connections,
-        duration=max(run.args.duration, 3.0),
+        duration=seconds,
         body_file=body,
         key=key,
         timeout=60.0,
@@ -262,9 +264,11 @@ def paced_workers_scenario(run: Run) -> None:
         proxy, org_id, key = run.start_proxy(f"{name}-{workers}", run.upstream.steady_url, workers=workers)
         headers = {"X-Lectr-Key": key, "Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
         try:
+            idle_mb = [status_kb(pid, "VmRSS") / 1024 for pid in proxy.worker_pids()]
             answer = _answer_bytes(proxy.port, headers)
             result = _measure(run, proxy.port, key, connections, proxy.pids(), answer, None)
             result["rss"] = _peak_rss(proxy)
+            result["rss"]["idle_per_worker_mb"] = idle_mb
             client_ok = 1 + result["requests"] - result["errors"]["status"]
             result["events"] = _check_events(run, f"{name}-{workers}", proxy, org_id, client_ok, connections)
         finally:
@@ -283,7 +287,8 @@ def paced_workers_scenario(run: Run) -> None:
                 "",
                 f"{r['rps']:.0f} · {r['latency_us']['p99'] / 1e6:.2f} · {r['cpu_ms_per_stream']:.2f} · "
                 f"{r['machine_busy'] * 100:.0f}%",
-                f"×{r['rps'] / one['rps']:.2f} vs 1 worker; RSS {r['rss']['max_worker_mb']:.0f} MB per worker",
+                f"×{r['rps'] / one['rps']:.2f} vs 1 worker; RSS per worker "
+                f"{max(r['rss']['idle_per_worker_mb']):.0f} MB idle, {r['rss']['max_worker_mb']:.0f} MB peak",
                 "",
                 r["events"]["ok"],
             )
