@@ -633,7 +633,14 @@ class _ResponseStream(httpx.AsyncByteStream):
         try:
             while True:
                 if chunks:
-                    return chunks.popleft()
+                    if len(chunks) == 1:
+                        return chunks.popleft()
+                    # One read of a chunked body brings as many pieces as it held chunks (an SSE
+                    # answer sent at once: one per event): handed out together, they go to the
+                    # client in one write instead of one each.
+                    data = b"".join(chunks)
+                    chunks.clear()
+                    return data
                 if response.complete:
                     self._conn = None
                     self._transport.watch.discard(self)
