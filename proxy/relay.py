@@ -201,8 +201,8 @@ class Relay:
         if first:
             await self._send_body(send, first)
         sse = self.sse
-        # The per-chunk loop: one read and one write, with what can be looked up once per stream
-        # looked up once (docs/PERFORMANCE.md step 19).
+        # The per-chunk loop: one read and one write; whatever can be looked up once per stream is
+        # (docs/PERFORMANCE.md step 18).
         receive, finished, clock = response.body.receive, response.is_finished, time.perf_counter
         feed = sse.feed if sse is not None else None
         event = self.event

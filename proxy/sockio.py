@@ -4,7 +4,7 @@ A relayed stream chunk is one read from the provider and one write to the client
 `SocketStream` each costs a generator-based context manager (error translation), a conflict
 detector, and (for a write that the socket takes at once, the usual case) a pass through trio's
 scheduler after the system call. Measured on a paced stream (`bench/run.py --scenario
-paced-floor`, docs/PERFORMANCE.md step 19) those were ~10 µs of the ~80 µs a chunk cost. Here:
+paced-floor`, docs/PERFORMANCE.md step 18) those were ~10 µs of the ~80 µs a chunk cost. Here:
 
 - `send_all` writes with a plain non-blocking `send`; it waits (`wait_writable`, a checkpoint) only
   when the socket's buffer is full. A write the socket takes at once does not yield: the task's

@@ -60,7 +60,7 @@ class SSEStream:
         one = chunk.find(b"\n\n") == len(chunk) - 2 and chunk.endswith(b"\n\n")
         if one and not self._buffer and b"\r" not in chunk:
             # The usual read of a paced stream: exactly one whole event (its first blank line is its
-            # end), nothing held over. No split, list or join (docs/PERFORMANCE.md step 19).
+            # end), nothing held over. No split, list or join (docs/PERFORMANCE.md step 18).
             edited = self._event(chunk[:-2])
             if not self.strip:
                 return chunk

@@ -5,7 +5,7 @@ While a response body is relayed, each read from the provider must end after the
 request open: every `ALIVE_POLL` seconds of waiting, the client is asked whether it is still there.
 Both used to be a trio cancel scope with a deadline around every read: entering and leaving one
 cost ~10 µs in trio 0.22 (a generator-based context manager re-files the deadline each time),
-the largest single item of a paced stream's CPU per chunk (docs/PERFORMANCE.md step 19).
+the largest single item of a paced stream's CPU per chunk (docs/PERFORMANCE.md step 18).
 
 Now a read only notes when it started waiting (`Watched.waiting_since`), and one task, started
 the first time a body is watched and gone again once nothing is, looks every `TICK` seconds at the
