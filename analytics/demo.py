@@ -80,8 +80,13 @@ COLUMNS = (
     "response_model", "feature", "task", "endpoint", "stream", "status_code", "error_type", "error_message",
     "latency_ms", "ttft_ms", "upstream_ms", "input_tokens", "output_tokens", "cached_input_tokens",
     "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd", "price_source",
-    "request_bytes", "response_bytes", "message_count",
+    "request_bytes", "response_bytes", "message_count", "end_user",
 )
+
+# Features that act for a customer name one (X-Lectr-User or the body's `user`): 40 customers, a
+# few of them heavy (a Pareto draw), as in most products.
+CUSTOMER_FEATURES = frozenset({"support-bot", "search-answers", "email-drafts", "autocomplete"})
+CUSTOMERS = 40
 
 ERRORS = (  # status, error_type, message, probability
     (429, "rate_limited", "Rate limit reached for requests", 0.015),
@@ -132,7 +137,12 @@ def _event(rng: random.Random, org_id: int, when: dt.datetime, p: Profile, incid
         0 if billed else None,
         reasoning, stream and rng.random() < 0.02, cost, "genai-prices" if cost is not None else None,
         tokens_in * 4 + 200, tokens_out * 4 + 300 if billed else 120, rng.randint(*p.messages),
+        _customer(rng) if p.feature in CUSTOMER_FEATURES else None,
     )
+
+
+def _customer(rng: random.Random) -> str:
+    return f"customer-{min(CUSTOMERS, int(rng.paretovariate(1.2))):03d}"
 
 
 def _day_events(

@@ -55,6 +55,7 @@ EVENT_SCHEMA: Mapping[str, pl.DataType] = {
     "request_bytes": pl.Int64(),
     "response_bytes": pl.Int64(),
     "message_count": pl.Int64(),
+    "end_user": pl.String(),
 }
 
 # Exactly what the figures, recommendations and anomalies read: the default projection. Every

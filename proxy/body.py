@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import MalformedJSON, MissingModel
+from proxy.headers import END_USER_CHARS
 
 # Endpoints whose JSON body must name a model.
 MODEL_REQUIRED = frozenset({"chat/completions", "completions", "embeddings"})
@@ -23,6 +24,8 @@ class RequestInfo:
     # The client did not ask for usage in its stream: we ask upstream and strip it on the way back.
     add_usage_option: bool = False
     message_count: int | None = None
+    # The body's own end user: OpenAI's `user`, Anthropic's `metadata.user_id` (SPEC §3).
+    end_user: str | None = None
 
 
 def inspect(body: bytes, content_type: bytes, endpoint: str) -> RequestInfo:
@@ -48,10 +51,20 @@ def inspect(body: bytes, content_type: bytes, endpoint: str) -> RequestInfo:
     elif endpoint == "completions" and "prompt" in data:
         prompt = data["prompt"]
         info.message_count = len(prompt) if isinstance(prompt, list) else 1
+    info.end_user = _end_user(data)
     if info.stream and endpoint in USAGE_OPTION:
         options = data.get("stream_options")
         info.add_usage_option = not (isinstance(options, dict) and options.get("include_usage") is True)
     return info
+
+
+def _end_user(data: dict[str, Any]) -> str | None:
+    """OpenAI's `user`, else Anthropic's `metadata.user_id`: a non-empty string, cut to 200 characters."""
+    user = data.get("user")
+    if not isinstance(user, str) or not user:
+        metadata = data.get("metadata")
+        user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user[:END_USER_CHARS] if isinstance(user, str) and user else None
 
 
 def with_usage_option(body: bytes, info: RequestInfo) -> bytes:

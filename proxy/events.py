@@ -90,6 +90,8 @@ class Event:
     request_bytes: int | None = None
     response_bytes: int | None = None
     message_count: int | None = None
+    # Who the request was for (`X-Lectr-User`, or the body's `user` / `metadata.user_id`), ≤ 200 chars.
+    end_user: str | None = None
 
     def set_usage(self, usage: Usage, *, estimated: bool = False) -> None:
         self.input_tokens = usage.input_tokens

@@ -19,6 +19,9 @@ def valid_field(name: bytes, value: bytes) -> bool:
     return TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
 
 
+# An end user's name is stored as sent, up to this many characters (SPEC §3).
+END_USER_CHARS = 200
+
 # The methods the proxy answers under /v1/ (SPEC §3), for `allow` on a 405 (app and server alike).
 ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
 
@@ -77,6 +80,7 @@ class Incoming:
     feature: str | None = None
     task: str | None = None
     provider: str | None = None
+    end_user: str | None = None
     content_type: bytes = b""
     content_length: int | None = None
     accept_encoding: bytes | None = None
@@ -107,6 +111,8 @@ def read_request_headers(raw: list[tuple[bytes, bytes]], max_value_bytes: int) -
                 incoming.feature = clean_text(value) or None
             elif name == b"x-lectr-task":
                 incoming.task = clean_text(value) or None
+            elif name == b"x-lectr-user":
+                incoming.end_user = clean_text(value)[:END_USER_CHARS] or None
             elif name == b"x-lectr-provider":
                 incoming.provider = clean_text(value)
             elif name.startswith(b"x-lectr-auth-"):

@@ -68,6 +68,13 @@ class WriterStatistics:
     journal_files: int
 
 
+def _widened(row: list[Any]) -> list[Any]:
+    """A journal row written before a column was added (columns are only ever appended), padded
+    with nulls to today's width: a journal left by the previous version still replays."""
+    missing = len(COLUMNS) - len(row)
+    return row + [None] * missing if missing > 0 else row
+
+
 class EventWriter:
     def __init__(
         self,
@@ -354,7 +361,7 @@ class EventWriter:
                     cur.execute("CREATE TEMP TABLE replay (LIKE events) ON COMMIT DROP")
                     with cur.copy(_REPLAY_COPY) as copy:
                         for row in rows:
-                            copy.write_row(row)
+                            copy.write_row(_widened(row))
                     inserted = cur.execute(_REPLAY_INSERT).rowcount
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
                 log.exception("journal file %s is refused by Postgres; kept aside as .rejected", path.name)

@@ -341,3 +341,27 @@ async def test_events_taken_during_a_flush_go_to_a_new_spool_file(
             assert spool.stat().st_size == 0
             await writer.aclose()
     assert pg.count("SELECT count(*) FROM events WHERE org_id = %s", (org.id,)) == 25
+
+
+async def test_a_journal_written_before_the_end_user_column_still_replays(
+    pg_url: str, new_org: Any, tmp_path: Path
+) -> None:
+    """Columns are only ever appended: rows spilled by the previous version (one column fewer)
+    are padded with nulls on replay instead of being refused."""
+    from proxy.events import new_id
+
+    org, _ = new_org("oldjournal")
+    journal = Journal(tmp_path / "journal")
+    old_rows = []
+    for i in range(3):
+        event = make_event(org.id, i)
+        event.id = new_id()
+        old_rows.append(event.row()[:-1])  # without `end_user`
+    await trio.to_thread.run_sync(journal.append, old_rows)
+    writer = EventWriter(pg_url, journal, flush_seconds=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await until(lambda: writer.statistics().replayed >= 3, writer, 10)
+        await writer.aclose()
+    assert len(rows(pg_url, org.id)) == 3 and not journal.files()
+    assert not list((tmp_path / "journal").glob("*.rejected"))
