@@ -1,7 +1,7 @@
 """Paced streams against trio's floor (`paced-floor`), and across workers (`paced-workers`).
 
 Both use nginx's `steady` server: 40 SSE chunks 25 ms apart (a 1 s answer at 40 tokens/s), then the
-usage chunk and `[DONE]`, and wrk holding 200 or 1,000 streams open back to back (issue 19).
+usage chunk and `[DONE]`, and wrk holding 50, 200 or 1,000 streams open back to back (issue 19).
 
 - `paced-floor`: nginx direct, the bare trio relay (`floor_relay.py`: accept, forward, relay bytes)
   and Lectr (one worker), each proxy pinned to the last CPU and wrk and nginx to CPU 0, so that
@@ -19,7 +19,9 @@ served. wrk stops with up to one stream per connection unfinished, so streams ar
 `bytes read / bytes of one whole answer` (the answer measured once per target beforehand): the
 partial streams count for what they got. CPU per chunk divides by the 42 upstream writes of a
 stream (40 chunks, the usage chunk, `[DONE]`). Stream durations are wrk's latency distribution
-(with its coordinated-omission correction: see `wrk.lua`).
+(with its coordinated-omission correction: see `wrk.lua`). Each proxy's share of its core is
+reported too: one that gets less than it needs falls behind, its reads then bring several chunks
+each, and its CPU per stream drops, so only sides with similar shares compare.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class _Connection:
         raw = self.raw
         if raw is not None:
             return await sockio.receive_some(raw, _READ_SIZE)
-        return await self.stream.receive_some(_READ_SIZE)  # type: ignore[no-any-return]
+        return bytes(await self.stream.receive_some(_READ_SIZE))  # TLS; bytes() of bytes does not copy
 
     async def receive(self, watch: Watch, timeout: float | None, alive: Alive | None = None) -> bytes:
         """The next bytes from the server: `trio.TooSlowError` after `timeout`, and with `alive`,
