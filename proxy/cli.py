@@ -167,6 +167,17 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lectr", description="Lectr: LLM proxy with cost analytics")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the proxy and the dashboard")
     up.add_argument("--proxy-port", type=int, default=None, help="proxy port (default $PORT or 8080)")
     up.add_argument("--dashboard-port", type=int, default=8501)
-    up.add_argument("--workers", type=int, default=1, help="proxy worker processes")
+    up.add_argument(
+        "--workers", type=_positive, default=None, help="proxy worker processes (default: one per CPU available)"
+    )
     up.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
