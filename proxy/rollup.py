@@ -149,9 +149,12 @@ def _known(column: Iterable[Any]) -> list[Any]:
     return list(filter(_is_known, column))
 
 
-def _cost(column: Iterable[Decimal | None]) -> Decimal:
+def _cost(column: Sequence[Any]) -> Decimal:
     """The sum of the costs as Postgres stores them (rounded to 10 places, half away from zero)."""
-    return sum(map(_stored_cost, filter(None, column)), Decimal(0))
+    try:
+        return sum(map(_stored_cost, filter(None, column)), Decimal(0))
+    except AttributeError:  # a cost that is not a Decimal (a float): as Postgres reads its text
+        return sum((_stored_cost(Decimal(str(cost))) for cost in filter(None, column)), Decimal(0))
 
 
 def histogram(values: Sequence[float]) -> tuple[list[int], list[int]]:
