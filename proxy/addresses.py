@@ -208,11 +208,12 @@ def webhook_url(
     if not host:
         raise WebhookRefused("it has no host")
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
+        given = parts.port
     except ValueError:
         raise WebhookRefused("its port is not a number from 1 to 65535") from None
-    if port == 0:
+    if given == 0:
         raise WebhookRefused("its port is not a number from 1 to 65535")
+    port = given or (443 if scheme == "https" else 80)
     if allow_private:
         return text
     ip = _ip(host)

@@ -15,6 +15,8 @@ Each round of the elected worker (`alert_check_seconds`, 5 s):
      episode ended more than `anomaly_quiet_seconds` ago, starts an episode and raises an alert;
      one seen again sooner continues its episode; an episode not seen in a check ends;
   3. deliveries due are attempted (`proxy.alert_delivery`).
+The anomaly checks run in a task of their own, on a connection of their own, so a slow one never
+holds up a delivery.
 Alerts live in Postgres, so a new sender picks up where the last left off.
 """
 
@@ -51,10 +53,9 @@ class Alerter:
         self._settings = settings
         self._tracker = tracker
         self._lock_conn: psycopg.Connection[Any] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conns: dict[str, psycopg.Connection[Any]] = {}  # "work" (rounds), "anomalies"
         self._transport = LectrTransport(max_idle_per_origin=4, idle_expiry=30)
         self._raised: set[tuple[int, str]] = set()  # dedup keys known to be in `alerts`
-        self._next_anomaly_check = 0.0
         self.leader = False
 
     # -- election ------------------------------------------------------------------------------
@@ -85,57 +86,74 @@ class Alerter:
         self.leader = False
 
     async def run(self) -> None:
-        """Forever (cancel to stop): stand for election; once elected, do a round every interval."""
+        """Forever (cancel to stop): stand for election; once elected, send until the lock is lost."""
         settings = self._settings
         try:
             while True:
                 try:
-                    if self.leader and not await trio.to_thread.run_sync(self._still_held):
-                        log.warning("lost the alert sender's lock; standing for election again")
-                        self._drop_lock()
-                    if not self.leader and await trio.to_thread.run_sync(self._try_lock):
+                    if await trio.to_thread.run_sync(self._try_lock):
                         self.leader = True
                         log.info("this worker (pid %d) sends the alerts", os.getpid())
-                    if self.leader:
-                        await self.round()
-                except (psycopg.Error, OSError) as exc:
-                    log.warning("alert sender: database unavailable (%s)", type(exc).__name__)
+                        await self._lead()
+                        self._drop_lock()
+                except* (psycopg.Error, OSError) as group:
+                    log.warning("alert sender: database unavailable (%s)", type(group.exceptions[0]).__name__)
                     self._drop_lock()
-                    self._close_work_conn()
-                await trio.sleep(settings.alert_check_seconds if self.leader else settings.alert_election_seconds)
+                self._close_conns()
+                await trio.sleep(settings.alert_election_seconds)
         finally:
             with trio.CancelScope(shield=True):
                 self._drop_lock()
-                self._close_work_conn()
+                self._close_conns()
                 await self._transport.aclose()
 
-    def _work_conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
-        return self._conn
+    async def _lead(self) -> None:
+        """The elected worker's rounds, with the anomaly checks (slower) in a task of their own so
+        that they never hold up deliveries; returns when the lock's session is gone."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._check_anomalies_forever)
+            while await trio.to_thread.run_sync(self._still_held):
+                await self.round()
+                await trio.sleep(self._settings.alert_check_seconds)
+            log.warning("lost the alert sender's lock; standing for election again")
+            nursery.cancel_scope.cancel()
 
-    def _close_work_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    # -- one round -----------------------------------------------------------------------------
-
-    async def round(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        await trio.to_thread.run_sync(self._raise_budget_alerts, now)
-        if trio.current_time() >= self._next_anomaly_check:
-            self._next_anomaly_check = trio.current_time() + self._settings.anomaly_check_seconds
+    async def _check_anomalies_forever(self) -> None:
+        while True:
             try:
-                await trio.to_thread.run_sync(self._raise_anomaly_alerts, now)
+                await self.check_anomalies()
             except (psycopg.Error, OSError):
                 raise
             except Exception:  # a bug in the figures must not stop budget alerts
                 log.exception("anomaly check failed")
+            await trio.sleep(self._settings.anomaly_check_seconds)
+
+    def _connection(self, name: str) -> psycopg.Connection[Any]:
+        conn = self._conns.get(name)
+        if conn is None or conn.closed:
+            conn = self._conns[name] = connect(self._url)
+        return conn
+
+    def _close_conns(self) -> None:
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            try:
+                conn.close()
+            except Exception:  # already broken
+                pass
+
+    # -- one round -----------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        """Raise the budget alerts due, then attempt the deliveries due."""
+        await trio.to_thread.run_sync(self._raise_budget_alerts, dt.datetime.now(dt.UTC))
         await self.deliver()
 
+    async def check_anomalies(self) -> None:
+        await trio.to_thread.run_sync(self._raise_anomaly_alerts, dt.datetime.now(dt.UTC))
+
     async def deliver(self) -> list[delivery.Outcome]:
-        conn = await trio.to_thread.run_sync(self._work_conn)
+        conn = await trio.to_thread.run_sync(self._connection, "work")
         items = await trio.to_thread.run_sync(delivery.due, conn)
         if not items:
             return []
@@ -160,7 +178,7 @@ class Alerter:
                     crossed.append((budget, spend, threshold, dedup))
         if not crossed:
             return
-        conn = self._work_conn()
+        conn = self._connection("work")
         names = self._org_names(conn, {budget.org_id for budget, *_ in crossed})
         for budget, spend, threshold, dedup in crossed:
             if budget.org_id not in names:
@@ -175,7 +193,7 @@ class Alerter:
         from analytics.anomalies import anomalies
         from analytics.load import load_events
 
-        conn = self._work_conn()
+        conn = self._connection("anomalies")
         orgs = conn.execute(
             "SELECT DISTINCT o.id, o.name FROM orgs o JOIN alert_webhooks w ON w.org_id = o.id"
         ).fetchall()
