@@ -101,6 +101,7 @@ class Proxy:
             flush_seconds=settings.writer_flush_seconds,
             queue_size=settings.writer_queue_size,
             retention_months=settings.retention_months,
+            rollup_retention_months=settings.rollup_retention_months,
             watcher=self.budgets,
         )
         await nursery.start(self.writer.run)

@@ -95,7 +95,10 @@ class Settings:
     # to send a whole request body (then 408): a slow client must not hold a worker's memory.
     max_connections: int = 10_000
     body_timeout: float = 60.0
+    # Months of raw events kept (monthly partitions dropped), and of rollups kept (rows deleted);
+    # 0 keeps all. Rollups can outlive raw events: a year of dashboards on a month of raw rows.
     retention_months: int = 0
+    rollup_retention_months: int = 0
     log_level: str = "INFO"
     # Where apps reach the proxy, as the dashboard's quickstart shows it (`lectr up` sets it).
     proxy_url: str = "http://localhost:8080/v1"
@@ -143,6 +146,7 @@ class Settings:
             max_connections=_int(env, "LECTR_MAX_CONNECTIONS", 10_000),
             body_timeout=_float(env, "LECTR_BODY_TIMEOUT", 60.0),
             retention_months=_int(env, "LECTR_RETENTION_MONTHS", 0),
+            rollup_retention_months=_int(env, "LECTR_ROLLUP_RETENTION_MONTHS", 0),
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             proxy_url=env.get("LECTR_PROXY_URL", "").strip() or "http://localhost:8080/v1",
             http1=_choice(env, "LECTR_HTTP1", ("lean", "hypercorn")),

@@ -29,10 +29,17 @@ from proxy.events import COLUMNS, Event, new_id
 from proxy.orgs import OrgError
 from proxy.spend import BudgetTracker
 from proxy.webhooks import add_webhook, delivery_log
+from tests.conftest import fresh_database
 from tests.receiver import Receiver
 
 UTC = dt.UTC
 LECTR = str(Path(sys.executable).parent / "lectr")
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A database of this module's own: its alert senders compete with no proxy of other tests."""
+    yield from fresh_database(pg_server_url)
 
 
 @pytest.fixture

@@ -1,0 +1,216 @@
+"""Rollup accounting: a batch of event rows aggregated in memory into rollup rows (SPEC §4).
+
+Pure, no I/O: the writer hands it the rows it has just inserted (in `COLUMNS` order, as
+`Event.row()` makes them or as `RETURNING` gives them back) and upserts what comes out in the
+same transaction (`proxy.db.rollups`). The rows are the ones of migration 005's tables
+`rollup_hourly` (per org, UTC hour, feature, task, provider, model, routed model) and
+`rollup_daily_end_user` (per org, UTC day, end user, feature), column for column as its
+comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL.
+
+Cheap by construction, because it runs in the writer's flush thread, holding the GIL, for every
+event (the writer's target is ≥ 20,000 events/s): one Python step per row puts the row in its
+group, then every figure of a group is computed column by column with C-level builtins (`zip`,
+`map`, `filter`, `compress`, `sum`, `Counter`) rather than one interpreted statement per row and
+figure. Histogram buckets use `math.log(v) / log(γ)` exactly as `proxy.histogram.bucket` and
+`lectr_bucket` do, so the writer, Python and SQL put a value in the same bucket.
+
+Empty dimensions: the rollups' unique key coalesces null dimensions to '' (migration 005), so
+'' and null cannot be two groups; both are stored as null (untagged), here and in the rebuild.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from itertools import compress, repeat
+from operator import and_, is_, is_not, itemgetter, le, lt, methodcaller, not_, or_, sub
+from typing import Any
+
+from proxy.events import COLUMNS
+from proxy.histogram import ZERO
+
+_LOG_GAMMA = math.log(1.015 / 0.985)  # the same double as proxy.histogram and lectr_bucket compute
+_CENT = Decimal("1e-10")  # events.cost_usd is numeric(20, 10): Postgres rounds half away from zero
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_is_known = partial(is_not, None)
+_positive = partial(lt, 0)
+_stored_cost = methodcaller("quantize", _CENT, decimal.ROUND_HALF_UP)
+
+(ORG, CREATED, FEATURE, TASK, PROVIDER, MODEL, ROUTED, STREAM, STATUS, ERROR_TYPE, LATENCY, TTFT, UPSTREAM,
+ INPUT, OUTPUT, CACHED, CACHE_WRITE, REASONING, ESTIMATED, COST, REQUEST_BYTES, RESPONSE_BYTES, MESSAGES,
+ END_USER) = (COLUMNS.index(name) for name in (
+    "org_id", "created_at", "feature", "task", "provider", "model", "routed_model", "stream", "status_code",
+    "error_type", "latency_ms", "ttft_ms", "upstream_ms", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd", "request_bytes", "response_bytes",
+    "message_count", "end_user"))
+_HOURLY_DIMENSIONS = itemgetter(ORG, FEATURE, TASK, PROVIDER, MODEL, ROUTED)
+_DAILY_DIMENSIONS = itemgetter(ORG, END_USER, FEATURE)
+
+HISTOGRAMS = ("latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "input_tokens", "output_tokens")
+HOURLY_COLUMNS: tuple[str, ...] = (
+    "org_id", "hour", "feature", "task", "provider", "model", "routed_model",
+    "requests", "errors", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_429", "status_499",
+    "status_other", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+    "reasoning_tokens", "with_usage", "usage_estimated", "cost_usd", "priced", "unpriced",
+    "unpriced_input_tokens", "unpriced_output_tokens", "stream", "latency_ms_sum", "latency_ms_n", "ttft_ms_sum",
+    "ttft_ms_n", "upstream_ms_sum", "upstream_ms_n", "overhead_ms_sum", "overhead_ms_n", "message_count_sum",
+    "message_count_n", "request_bytes", "response_bytes", "last_error_at",
+    *(f"{name}_{part}" for name in HISTOGRAMS for part in "bc"),
+)
+HOURLY_KEY = 7  # the first seven columns name the group
+DAILY_COLUMNS: tuple[str, ...] = (
+    "org_id", "day", "end_user", "feature", "requests", "errors", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "unpriced", "latency_ms_sum",
+    "latency_ms_n",
+)
+DAILY_KEY = 4
+
+
+@dataclass(slots=True)
+class Rollups:
+    """The rollup rows of a batch: `hourly` in HOURLY_COLUMNS order, `daily` in DAILY_COLUMNS order,
+    each sorted by its key (every writer then locks rollup rows in the same order: no deadlocks)."""
+
+    hourly: list[tuple[Any, ...]] = field(default_factory=list)
+    daily: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.hourly or self.daily)
+
+
+def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
+    """The rollup rows of event rows (in `COLUMNS` order) that were all just inserted."""
+    hourly: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+    daily: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+    for row in rows:  # the one interpreted step per row: put it in its groups
+        seconds = row[CREATED].timestamp()
+        key = (_HOURLY_DIMENSIONS(row), seconds // 3600)
+        group = hourly.get(key)
+        if group is None:
+            hourly[key] = [row]
+        else:
+            group.append(row)
+        if row[END_USER] is not None:
+            key = (_DAILY_DIMENSIONS(row), seconds // 86400)
+            group = daily.get(key)
+            if group is None:
+                daily[key] = [row]
+            else:
+                group.append(row)
+    with decimal.localcontext() as context:
+        context.prec = 60  # cost sums are exact (numeric(30, 10) has 30 digits)
+        return Rollups(
+            hourly=sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order),
+            daily=sorted((_daily(key, group) for key, group in _normalised(daily, 2, 1).items()), key=_order),
+        )
+
+
+def _normalised(
+    groups: dict[tuple[Any, ...], list[Sequence[Any]]], first: int, count: int
+) -> dict[tuple[Any, ...], list[Sequence[Any]]]:
+    """Groups keyed by (org, dimensions..., period) with '' dimensions made null, merging groups
+    that then coincide. `first`, `count`: where the nullable dimensions sit in the dimensions."""
+    merged: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+    for (dimensions, period), group in groups.items():
+        key = (*dimensions[:first], *(value or None for value in dimensions[first : first + count]),
+               *dimensions[first + count :], int(period))
+        if key in merged:
+            merged[key] = merged[key] + group
+        else:
+            merged[key] = group
+    return merged
+
+
+def _order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple("" if value is None else value for value in row[:HOURLY_KEY])
+
+
+def _errors(status: Sequence[int], error_type: Sequence[Any]) -> list[bool]:
+    """Per row: status >= 400 or an error type (analytics' IS_ERROR)."""
+    return list(map(or_, map(le, repeat(400), status), map(is_not, error_type, repeat(None))))
+
+
+def _sum(column: Iterable[Any]) -> int:
+    return sum(filter(None, column))
+
+
+def _known(column: Iterable[Any]) -> list[Any]:
+    return list(filter(_is_known, column))
+
+
+def _cost(column: Iterable[Decimal | None]) -> Decimal:
+    """The sum of the costs as Postgres stores them (rounded to 10 places, half away from zero)."""
+    return sum(map(_stored_cost, filter(None, column)), Decimal(0))
+
+
+def histogram(values: Sequence[float]) -> tuple[list[int], list[int]]:
+    """(bucket indices ascending, counts) of known values, as `proxy.histogram.Histogram.arrays`."""
+    positive = list(filter(_positive, values))
+    counts = Counter(map(math.ceil, map(float.__truediv__, map(math.log, positive), repeat(_LOG_GAMMA))))
+    if len(positive) < len(values):
+        counts[ZERO] += len(values) - len(positive)
+    indices = sorted(counts)
+    return indices, [counts[index] for index in indices]
+
+
+def _hourly(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
+    org, feature, task, provider, model, routed, hour = key
+    columns = list(zip(*rows, strict=True))
+    status = columns[STATUS]
+    errors = _errors(status, columns[ERROR_TYPE])
+    classes = Counter(status)
+    by_class = [0] * 7  # 2xx 3xx 4xx 5xx 429 499 other
+    for code, count in classes.items():
+        if 200 <= code < 600:
+            by_class[code // 100 - 2] += count
+            if code == 429 or code == 499:
+                by_class[4 if code == 429 else 5] += count
+        else:
+            by_class[6] += count
+    inputs, outputs, costs = columns[INPUT], columns[OUTPUT], columns[COST]
+    none = repeat(None)
+    unpriced = list(map(and_, map(is_, costs, none), map(not_, errors)))
+    latency, upstream = columns[LATENCY], columns[UPSTREAM]
+    both = list(map(and_, map(is_not, latency, none), map(is_not, upstream, none)))
+    overhead = list(map(sub, compress(latency, both), compress(upstream, both)))
+    known_latency, known_ttft, known_upstream = _known(latency), _known(columns[TTFT]), _known(upstream)
+    known_input, known_output, messages = _known(inputs), _known(outputs), _known(columns[MESSAGES])
+    n = len(rows)
+    return (
+        org, dt.datetime.fromtimestamp(hour * 3600, dt.UTC), feature, task, provider, model, routed,
+        n, sum(errors), *by_class,
+        sum(known_input), sum(known_output), _sum(columns[CACHED]), _sum(columns[CACHE_WRITE]),
+        _sum(columns[REASONING]),
+        n - sum(map(and_, map(is_, inputs, none), map(is_, outputs, none))),
+        sum(columns[ESTIMATED]), _cost(costs), n - costs.count(None), sum(unpriced),
+        _sum(compress(inputs, unpriced)), _sum(compress(outputs, unpriced)), sum(columns[STREAM]),
+        float(sum(known_latency)), len(known_latency), float(sum(known_ttft)), len(known_ttft),
+        float(sum(known_upstream)), len(known_upstream), float(sum(overhead)), len(overhead),
+        sum(messages), len(messages), _sum(columns[REQUEST_BYTES]), _sum(columns[RESPONSE_BYTES]),
+        max(compress(columns[CREATED], errors), default=None),
+        *histogram(known_latency), *histogram(known_ttft), *histogram(known_upstream), *histogram(overhead),
+        *histogram(known_input), *histogram(known_output),
+    )
+
+
+def _daily(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
+    org, end_user, feature, day = key
+    columns = list(zip(*rows, strict=True))
+    errors = _errors(columns[STATUS], columns[ERROR_TYPE])
+    costs = columns[COST]
+    latency = _known(columns[LATENCY])
+    return (
+        org, dt.date.fromordinal(_EPOCH_ORDINAL + day), end_user, feature, len(rows), sum(errors),
+        _sum(columns[INPUT]), _sum(columns[OUTPUT]), _sum(columns[CACHED]), _sum(columns[CACHE_WRITE]),
+        _sum(columns[REASONING]), _cost(costs),
+        sum(map(and_, map(is_, costs, repeat(None)), map(not_, errors))), float(sum(latency)), len(latency),
+    )
+
+
+__all__ = ["DAILY_COLUMNS", "HISTOGRAMS", "HOURLY_COLUMNS", "Rollups", "aggregate", "histogram"]
