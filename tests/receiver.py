@@ -54,8 +54,9 @@ class Receiver:
                     time.sleep(owner.delay)
                 status = 500 if failing else owner.status
                 if not failing and 200 <= status < 300:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
                     with lock:
-                        owner.received.append(Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
+                        owner.received.append(Delivery(self.path, headers, body, time.monotonic()))
                 answer = b"ok" if status < 300 else b"failing on purpose"
                 self.send_response(status)
                 self.send_header("content-length", str(len(answer)))
