@@ -13,7 +13,7 @@ two versions of the code, put the difference behind an environment variable for 
 `--a-root` / `--b-root` (e.g. `git worktree add /tmp/base <commit>`, then `--a-root /tmp/base`:
 that side's proxy imports its `proxy` package from there). Needs what `run.py` needs.
 
-`--budgets` gives each side's org the budgets of the worst case for the hot path's check (issue
+`--budgets A|B|both` gives that side's org the budgets of the worst case for the hot path's check (issue
 17): a hard budget on all its traffic, not reached (its spend is tracked on every event), and a
 hard budget on another feature, reached (so the org is in the tracker's reached set and every
 request compares its feature with it).
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b-root", type=Path, help="run proxy B from this checkout")
     parser.add_argument("--scenario", choices=_SCENARIOS, default="chat")
     parser.add_argument("--rounds", type=int, default=20, help="1-second rounds per side (default 20)")
-    parser.add_argument("--budgets", action="store_true", help="give each side's org budgets (see above)")
+    parser.add_argument("--budgets", choices=("A", "B", "both"), help="give that side's org budgets (see above)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or (shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()):
         raise SystemExit("`nginx` and `wrk` are needed: apt-get install -y nginx libnginx-mod-http-echo wrk")
@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             db = Database.start(work / "pg")
             run = Run(argparse.Namespace(duration=1), db, upstream, work)
             body_file = run.body_file("ab", body)
-            orgs = []
+            orgs = {}
             for side, extra in sides.items():
                 proxy, org_id, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra, root=roots[side])
                 proxies[side] = (proxy, key)
-                orgs.append(org_id)
-            for org_id in orgs if args.budgets else []:
-                _add_budgets(db.url, org_id)
+                orgs[side] = org_id
+            for side, org_id in orgs.items():
+                if args.budgets in (side, "both"):
+                    _add_budgets(db.url, org_id)
             for proxy, key in proxies.values():  # warm up: pools, first flushes
                 wrk(proxy.url + path, connections=50, duration=1, body_file=body_file, key=key, mode=mode)
             base = f"http://127.0.0.1:{upstream.fast_port}{path}"
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = " ".join(f"{latency[q] / 1000:>7.2f}" for q in ("p50", "p90", "p99", "p999"))
         print(f"{side:<6} {latency['n']:>8} {figures} {cpu:>8}")
     for side, extra in sides.items():
-        print(f"{side}: {' '.join(f'{k}={v}' for k, v in extra.items()) or '(defaults)'}")
+        budgets = " with budgets" if args.budgets in (side, "both") else ""
+        print(f"{side}: {' '.join(f'{k}={v}' for k, v in extra.items()) or '(defaults)'}{budgets}")
     return 0
 
 

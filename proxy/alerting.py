@@ -170,7 +170,7 @@ class Alerter:
     def _raise_budget_alerts(self, now: dt.datetime) -> None:
         """Worker thread: an alert for each threshold crossed and not yet raised in this period."""
         crossed = []
-        for budget, spend in self._tracker.snapshot(now):
+        for budget, spend in self._tracker.snapshot():
             start = period_start(budget.period, now).date().isoformat()
             for threshold in budget.alert_at:
                 dedup = f"budget:{budget.id}:{start}:{threshold}"

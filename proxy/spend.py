@@ -9,8 +9,9 @@ twice nor dropped between the commit and the next refresh:
 
     priced ──▶ pending ──commit──▶ recent ──refresh starts──▶ settling ──refresh done──▶ (in the rollups)
 
-Whenever a figure changes (a priced event, a refresh), the org's hard budgets are compared with
-their limits and the reached ones are put in `_blocked`, so the hot path's check is a dictionary
+Each budget's spend is kept as a running figure (`_spent`): a priced event adds to the budgets it
+falls in, a refresh recounts them all. When a hard budget reaches its limit it is put in
+`_blocked`, so the hot path's check is a dictionary
 lookup (`check`), never a query. How far a burst can overshoot: docs/BUDGETS.md.
 """
 
@@ -54,7 +55,10 @@ class BudgetTracker:
         self._pending: Unsettled = {}
         self._recent: Unsettled = {}
         self._settling: Unsettled = {}
+        self._spent: dict[int, float] = {}  # budget id → its spend as this worker sees it
+        self._starts = {period: period_start(period, dt.datetime.now(dt.UTC)).date() for period in ("day", "month")}
         self._blocked: dict[int, list[Reached]] = {}  # by org: the reached hard budgets
+        self._reached: set[int] = set()  # their ids
         self.loaded = False
         self.last_error: str | None = None
 
@@ -73,12 +77,22 @@ class BudgetTracker:
     # -- the writer's hook (plain functions, called on the event loop) -----------------------
 
     def priced(self, row: tuple[Any, ...]) -> None:
-        """An event the writer has priced and holds: its cost counts from now on."""
+        """An event the writer has priced and holds: its cost counts from now on. A few additions
+        per budget of the org (this runs on the event loop, once per event)."""
         org_id, cost = row[_ORG], row[_COST]
-        if not cost or org_id not in self._budgets:
+        if not cost:
             return
-        _add(self._pending, org_id, (row[_FEATURE], row[_CREATED].astimezone(dt.UTC).date()), float(cost))
-        self._evaluate(org_id, dt.datetime.now(dt.UTC))
+        budgets = self._budgets.get(org_id)
+        if budgets is None:
+            return
+        feature, day, amount = row[_FEATURE], row[_CREATED].astimezone(dt.UTC).date(), float(cost)
+        _add(self._pending, org_id, (feature, day), amount)
+        spent = self._spent
+        for budget in budgets:
+            if (budget.feature is None or budget.feature == feature) and day >= self._starts[budget.period]:
+                total = spent[budget.id] = spent.get(budget.id, 0.0) + amount
+                if budget.hard and total >= budget.limit_usd and budget.id not in self._reached:
+                    self._evaluate(org_id, dt.datetime.now(dt.UTC))
 
     def committed(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Rows the writer has committed (or given up on): their cost is in the rollups, and the
@@ -99,27 +113,41 @@ class BudgetTracker:
 
     # -- figures -----------------------------------------------------------------------------
 
-    def spend(self, budget: Budget, now: dt.datetime) -> float:
+    def spend(self, budget: Budget) -> float:
         """The budget's spend in its current period as this worker sees it."""
-        start = period_start(budget.period, now).date()
-        total = self._rolled.get(budget.id, 0.0)
-        for unsettled in (self._pending, self._recent, self._settling):
-            for (feature, day), amount in unsettled.get(budget.org_id, {}).items():
-                if day >= start and (budget.feature is None or feature == budget.feature):
-                    total += amount
-        return total
+        return self._spent.get(budget.id, 0.0)
 
-    def snapshot(self, now: dt.datetime | None = None) -> list[tuple[Budget, float]]:
+    def snapshot(self) -> list[tuple[Budget, float]]:
         """Every budget and its spend (for the alerter and tests)."""
-        now = now or dt.datetime.now(dt.UTC)
-        return [(b, self.spend(b, now)) for budgets in self._budgets.values() for b in budgets]
+        return [(b, self.spend(b)) for budgets in self._budgets.values() for b in budgets]
+
+    def _recount(self, now: dt.datetime) -> None:
+        """Every budget's spend from the rollups' figures and what is not in them yet; the reached
+        hard budgets. After each refresh (a few budgets × a few keys: off the per-event path)."""
+        self._starts = {period: period_start(period, now).date() for period in ("day", "month")}
+        spent: dict[int, float] = {}
+        for org_id, budgets in self._budgets.items():
+            unsettled = [self._pending.get(org_id, {}), self._recent.get(org_id, {}), self._settling.get(org_id, {})]
+            for budget in budgets:
+                start = self._starts[budget.period]
+                total = self._rolled.get(budget.id, 0.0)
+                for by_key in unsettled:
+                    for (feature, day), amount in by_key.items():
+                        if day >= start and (budget.feature is None or feature == budget.feature):
+                            total += amount
+                spent[budget.id] = total
+        self._spent = spent
+        self._blocked, self._reached = {}, set()
+        for org_id in self._budgets:
+            self._evaluate(org_id, now)
 
     def _evaluate(self, org_id: int, now: dt.datetime) -> None:
         reached = [
             (budget, spend, period_end(budget.period, now))
             for budget in self._budgets.get(org_id, ())
-            if budget.hard and (spend := self.spend(budget, now)) >= budget.limit_usd
+            if budget.hard and (spend := self.spend(budget)) >= budget.limit_usd
         ]
+        self._reached.update(budget.id for budget, _, _ in reached)
         if reached:
             self._blocked[org_id] = reached
         else:
@@ -154,10 +182,7 @@ class BudgetTracker:
         self._settling = {}
         for org_id in set(self._pending) - set(budgets):
             del self._pending[org_id]  # its budgets were removed
-        now = dt.datetime.now(dt.UTC)
-        self._blocked = {}
-        for org_id in budgets:
-            self._evaluate(org_id, now)
+        self._recount(dt.datetime.now(dt.UTC))
         self.loaded, self.last_error = True, None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
