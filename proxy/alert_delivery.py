@@ -175,6 +175,9 @@ async def post(transport: LectrTransport, item: Due, timeout: float, allow_priva
         return done(False, None, "refused: the host resolves to a loopback, private, link-local or metadata address")
     except httpx.HTTPError as exc:
         return done(False, status, f"{type(exc).__name__}: could not reach the receiver")
+    except Exception as exc:  # whatever a receiver does, it is this attempt's failure, nothing more
+        log.warning("alert %d: unexpected failure sending to webhook %s", item.alert_id, item.webhook_id, exc_info=True)
+        return done(False, status, f"{type(exc).__name__}: the attempt failed")
     if 200 <= status < 300:
         return done(True, status, None)
     return done(False, status, f"the receiver answered HTTP {status}")

@@ -99,6 +99,9 @@ class Alerter:
                 except* (psycopg.Error, OSError) as group:
                     log.warning("alert sender: database unavailable (%s)", type(group.exceptions[0]).__name__)
                     self._drop_lock()
+                except* Exception as group:  # a bug of ours: logged, and the worker keeps serving
+                    log.error("alert sender failed; standing for election again", exc_info=group)
+                    self._drop_lock()
                 self._close_conns()
                 await trio.sleep(settings.alert_election_seconds)
         finally:
