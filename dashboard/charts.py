@@ -111,3 +111,20 @@ def ranked_bars(frame: pl.DataFrame, category: str, column: str, title: str, for
         )
     )
 
+
+
+def split_ranked_bars(frame: pl.DataFrame, category: str, column: str, group: str, title: str,
+                      formatter: Formatter, axis_format: str | None = None) -> alt.Chart:
+    """Horizontal bars, largest total first, each split by `group` (an end user's cost per feature)."""
+    data = _shown(frame.filter(pl.col(column).fill_null(0) > 0), column, formatter)
+    return (
+        alt.Chart(data, title=title, height=alt.Step(26))
+        .mark_bar()
+        .encode(
+            y=alt.Y(f"{category}:N", sort="-x", title=None),
+            x=alt.X(f"sum({column}):Q", title=None, axis=_axis(axis_format)),
+            color=alt.Color(f"{group}:N", title=None, legend=alt.Legend(orient="bottom", columns=5, labelLimit=160)),
+            tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip(f"{group}:N"),
+                     alt.Tooltip(f"{column}_text:N", title=title)],
+        )
+    )

@@ -236,3 +236,12 @@ def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     # Daily buckets that overlap the period count too (the day the period starts in).
     first = start.replace(hour=0, minute=0, second=0, microsecond=0)
     return found.filter(pl.col("bucket") >= first).collect()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def end_users(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    """One row per (end user, feature) over the period (`analytics.end_users.load_end_users`: the
+    daily end-user rollup, raw events only for the partial days at the edges)."""
+    from analytics.end_users import load_end_users
+
+    return load_end_users(database().url, org_id, end - PERIODS[period].length, end).collect()

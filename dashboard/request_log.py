@@ -24,7 +24,7 @@ COUNT_CAP = 10_000
 
 COLUMNS: tuple[str, ...] = (
     "created_at", "feature", "task", "provider", "model", "status_code", "error_type", "latency_ms",
-    "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "stream", "endpoint", "request_id", "id",
+    "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "stream", "endpoint", "end_user", "request_id", "id",
 )
 
 NO_TASK = "none"  # the task filter's name for requests sent without `X-Lectr-Task`
@@ -43,6 +43,7 @@ class LogFilters:
     providers: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     status: StatusFilter = None
+    end_user: str | None = None  # one end user, exactly as sent (`X-Lectr-User` or the body's `user`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,9 @@ def where_clause(org_id: int, filters: LogFilters) -> tuple[sql.Composable, list
             part, values_params = _any_of(column, values, null_label)
             parts.append(part)
             params.extend(values_params)
+    if filters.end_user:
+        parts.append(sql.SQL("end_user = %s"))
+        params.append(filters.end_user)
     if filters.status == "ok":
         parts.append(sql.SQL("(status_code < 400 AND error_type IS NULL)"))
     elif filters.status == "error":

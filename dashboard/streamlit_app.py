@@ -26,6 +26,7 @@ else:
             st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
             st.Page("app_pages/features.py", title="Features", icon=":material/category:"),
             st.Page("app_pages/providers.py", title="Providers & models", icon=":material/hub:"),
+            st.Page("app_pages/end_users.py", title="End users", icon=":material/group:"),
             st.Page("app_pages/requests.py", title="Requests", icon=":material/list:"),
         ],
         "Act": [

@@ -10,6 +10,7 @@
                           5. routing rules / fallbacks pick the attempts        (routing.py)
                           6. upstream over HTTP/1.1; answer relayed as it comes (transport.py, relay.py, sse.py)
                           7. one Event handed to the writer, never awaited      (events.py, writer.py)
+                             (and to the OpenTelemetry exporter, when it is on)  (telemetry.py)
     anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
 
 The `/v1` route is plain ASGI rather than a Quart view: the response must be the provider's,
@@ -26,7 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -56,6 +57,9 @@ from proxy.transport import Alive, LectrTransport, Timeouts, destination
 from proxy.upstream import Outbound, make_transport
 from proxy.writer import EventWriter
 
+if TYPE_CHECKING:
+    from proxy.telemetry import Telemetry
+
 _GC_THRESHOLD = 7000
 log = logging.getLogger("lectr.proxy")
 
@@ -75,6 +79,7 @@ class Proxy:
         self.budgets: BudgetTracker | None = None
         self.writer: EventWriter | None = None
         self.upstream: LectrTransport | None = None
+        self.telemetry: Telemetry | None = None  # None: export off (the default)
         self.timeouts = Timeouts()
         self._background: list[trio.CancelScope] = []  # the tasks cancelled at stop
 
@@ -105,6 +110,11 @@ class Proxy:
             watcher=self.budgets,
         )
         await nursery.start(self.writer.run)
+        if settings.otel_traces or settings.otel_metrics:
+            from proxy.telemetry import Telemetry  # the OpenTelemetry SDK is loaded only when exporting
+
+            self.telemetry = Telemetry(settings, self.directory.org_name)
+            await nursery.start(self.telemetry.run)
         await nursery.start(self._refresh_forever)
         await nursery.start(self._refresh_budgets_forever)
         nursery.start_soon(self._send_alerts_forever, Alerter(url, settings, self.budgets))
@@ -150,7 +160,10 @@ class Proxy:
         return scope
 
     async def publish_metrics(self) -> dict[str, Any]:
-        snapshot = self.metrics.snapshot(self.writer.statistics() if self.writer else None)
+        snapshot = self.metrics.snapshot(
+            self.writer.statistics() if self.writer else None,
+            self.telemetry.statistics() if self.telemetry else None,
+        )
         await trio.to_thread.run_sync(self.shared_metrics.publish, snapshot)
         return snapshot
 
@@ -170,6 +183,8 @@ class Proxy:
             log.info(
                 "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
             )
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
         await self.publish_metrics()  # the last figures: this worker's requests stay counted in /metrics
         if self.upstream is not None:
             await self.upstream.aclose()
@@ -251,7 +266,7 @@ class Proxy:
             if event is not None:
                 event.status_code, event.error_type, event.error_message = exc.status, exc.code, exc.message
                 event.latency_ms = (time.perf_counter() - started) * 1000
-                self.writer.record(event)
+                self._record(event, scope, None)
             return
         try:
             await self._forward(attempts, event, info, started, scope, receive, send)
@@ -392,7 +407,16 @@ class Proxy:
         except Exception:  # a response we could not read usage from must still become an event
             log.exception("could not read the response of %s; recording the event without usage", event.endpoint)
         self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
+        self._record(event, scope, attempts[event.attempts - 1][1])
+
+    def _record(self, event: Event, scope: Scope, sent: Outbound | None) -> None:
+        """Hand a finished request's event to the writer and, when export is on, to the telemetry
+        exporter (with the client's trace headers and the upstream it went to: `sent`, if any).
+        Neither blocks: both queue it for their own task."""
+        assert self.writer is not None
         self.writer.record(event)
+        if self.telemetry is not None:
+            self.telemetry.record(event, scope["headers"], sent.where.origin if sent is not None else None)
 
     async def _attempt(
         self,

@@ -197,6 +197,13 @@ def cmd_alert_test(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 
 
 def cmd_report(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    if args.by == "end-user":
+        from analytics import end_users
+
+        print(end_users.report(conn, args.org, days=args.days, as_json=args.json, feature=args.feature))
+        return 0
+    if args.feature is not None:
+        raise OrgError("--feature narrows `--by end-user`; the feature report already lists every feature")
     from analytics.commands import report
 
     print(report(conn, args.org, days=args.days, as_json=args.json))
@@ -315,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(handler=cmd_alert_test)
 
-    p = sub.add_parser("report", help="per-feature cost, latency and errors")
+    p = sub.add_parser("report", help="per-feature (or per-end-user) cost, latency and errors")
     p.add_argument("--org", required=True)
     p.add_argument("--days", type=int, default=7)
+    p.add_argument("--by", choices=("feature", "end-user"), default="feature",
+                   help="feature (default) or end-user: the top end users by cost (X-Lectr-User, or the body's user)")
+    p.add_argument("--feature", help="with --by end-user: only this feature's traffic (`untagged` for none)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_report)
 

@@ -41,6 +41,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
 
 
+def _otel_signal(env: Mapping[str, str], signal: str) -> bool:
+    """Whether to export a signal (TRACES or METRICS) over OTLP: an endpoint for it is set
+    (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`), and neither
+    `OTEL_SDK_DISABLED=true` nor `OTEL_<SIGNAL>_EXPORTER=none` says otherwise (their standard meaning)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none":
+        return False
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    return any(env.get(name, "").strip() for name in endpoints)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable about Lectr; see README "Configuration"."""
@@ -104,6 +116,14 @@ class Settings:
     proxy_url: str = "http://localhost:8080/v1"
     # Who speaks plain HTTP/1.1 inside Hypercorn's worker: "lean" (`proxy/server.py`) or "hypercorn".
     http1: str = "lean"
+    # OpenTelemetry export (SPEC §10, proxy/telemetry.py): spans when an OTLP endpoint for traces
+    # is set, metrics when one for metrics is; the SDK reads the other OTEL_* variables itself.
+    otel_traces: bool = False
+    otel_metrics: bool = False
+    # Spans held per worker while the collector is slow or away (then dropped, counted in /metrics),
+    # and the most sent in one export (never more than the queue holds: the SDK refuses that).
+    otel_queue_size: int = 2048
+    otel_batch_size: int = 512
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +170,10 @@ class Settings:
             log_level=env.get("LECTR_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             proxy_url=env.get("LECTR_PROXY_URL", "").strip() or "http://localhost:8080/v1",
             http1=_choice(env, "LECTR_HTTP1", ("lean", "hypercorn")),
+            otel_traces=_otel_signal(env, "TRACES"),
+            otel_metrics=_otel_signal(env, "METRICS"),
+            otel_queue_size=(queue := max(1, _int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))),
+            otel_batch_size=min(queue, max(1, _int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))),
         )
 
     @property

@@ -55,6 +55,7 @@ class Directory:
         self._azure_allowed_hosts = azure_allowed_hosts
         self._by_hash: dict[str, tuple[str, Org]] = {}
         self._routing: dict[int, OrgRouting] = {}
+        self._names: dict[int, str] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self.loaded = False
         self.last_error: str | None = None
@@ -99,6 +100,10 @@ class Directory:
                 await self.refresh()
         return self.authenticate(key)
 
+    def org_name(self, org_id: int) -> str | None:
+        """The name of an org that has an active key (telemetry labels spans with it)."""
+        return self._names.get(org_id)
+
     def routing(self, org_id: int) -> OrgRouting | None:
         """The org's routing rules and fallbacks, or None when it has neither."""
         return self._routing.get(org_id)
@@ -134,6 +139,7 @@ class Directory:
         self._last_reload = trio.current_time()
         try:
             self._by_hash, self._routing = await trio.to_thread.run_sync(self._load)
+            self._names = {org.id: org.name for _, org in self._by_hash.values()}
             self.loaded = True
             self.last_error = None
         except (psycopg.Error, OSError) as exc:

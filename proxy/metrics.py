@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
+    from proxy.telemetry import TelemetryStatistics
     from proxy.writer import WriterStatistics
 
 log = logging.getLogger("lectr.metrics")
@@ -75,17 +76,20 @@ class Metrics:
         self.latency.observe(latency)
         self.overhead.observe(max(0.0, latency - upstream))
 
-    def snapshot(self, writer: WriterStatistics | None) -> dict[str, Any]:
+    def snapshot(self, writer: WriterStatistics | None, telemetry: TelemetryStatistics | None = None) -> dict[str, Any]:
         return {
             "requests": {str(status): n for status, n in self.requests.items()},
             "latency": self.latency.snapshot(),
             "overhead": self.overhead.snapshot(),
             "writer": asdict(writer) if writer is not None else None,
+            "telemetry": asdict(telemetry) if telemetry is not None else None,
         }
 
 
 _KEYS = frozenset({"requests", "latency", "overhead", "writer"})
 _WRITER_COUNTERS = ("written", "spilled", "replayed", "dropped", "rejected", "failures")
+# OpenTelemetry export (proxy/telemetry.py), present when it is on: spans exported and dropped.
+_TELEMETRY_COUNTERS = ("exported", "dropped", "failed_exports")
 
 
 def render(snapshots: list[dict[str, Any]], live: int) -> str:
@@ -94,11 +98,19 @@ def render(snapshots: list[dict[str, Any]], live: int) -> str:
     latency, overhead = _Histogram(), _Histogram()
     writer: dict[str, int] = dict.fromkeys(_WRITER_COUNTERS, 0)
     queued, healthy, writers = 0, 1, 0
+    telemetry: dict[str, int] | None = None
     for index, snapshot in enumerate(snapshots):
         for status, count in snapshot["requests"].items():
             requests[int(status)] = requests.get(int(status), 0) + count
         latency.add(snapshot["latency"])
         overhead.add(snapshot["overhead"])
+        exporting = snapshot.get("telemetry")
+        if exporting is not None:
+            telemetry = telemetry or dict.fromkeys(("queued", *_TELEMETRY_COUNTERS), 0)
+            for name in _TELEMETRY_COUNTERS:
+                telemetry[name] += exporting[name]
+            if index < live:
+                telemetry["queued"] += exporting["queued"]
         stats = snapshot.get("writer")
         if stats is None:
             continue
@@ -120,6 +132,12 @@ def render(snapshots: list[dict[str, Any]], live: int) -> str:
             metric = f"lectr_writer_{name}" + ("_total" if kind == "counter" else "")
             lines.append(f"# TYPE {metric} {kind}")
             lines.append(f"{metric} {values[name]}")
+    if telemetry is not None:
+        lines += ["# TYPE lectr_telemetry_spans_queued gauge", f"lectr_telemetry_spans_queued {telemetry['queued']}"]
+        for name in _TELEMETRY_COUNTERS:
+            kind = name if name == "failed_exports" else f"spans_{name}"
+            metric = f"lectr_telemetry_{kind}_total"
+            lines += [f"# TYPE {metric} counter", f"{metric} {telemetry[name]}"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Requests: the log, newest first, filtered by time, feature, task, model, provider and status.
+"""Requests: the log, newest first, filtered by time, feature, task, model, provider, status and end user.
 
 Pages come from Postgres one at a time (`dashboard.request_log`, keyset pagination), so the log
 of an org with millions of requests opens as fast as an empty one.
@@ -56,7 +56,12 @@ def _day_start(day: dt.date) -> dt.datetime:
 picked = tuple(dates) if isinstance(dates, tuple | list) else (dates,)
 since = max(start, _day_start(picked[0])) if picked and picked[0] else start
 until = min(end, _day_start(picked[-1]) + dt.timedelta(days=1)) if picked and picked[-1] else end
-filters = LogFilters(since, until, tuple(features), tuple(tasks), tuple(providers), tuple(models), status)
+end_user = st.text_input(
+    "End user", key="log_end_user", placeholder="Any",
+    help="One end user, exactly as sent in `X-Lectr-User` (or the body's `user` / `metadata.user_id`).",
+).strip()
+filters = LogFilters(since, until, tuple(features), tuple(tasks), tuple(providers), tuple(models), status,
+                     end_user or None)
 
 if st.session_state.get(SIGNATURE) != filters:
     st.session_state[SIGNATURE] = filters
@@ -79,7 +84,7 @@ if page.rows:
         {"created_at": "Time", "feature": "Feature", "task": "Task", "provider": "Provider", "model": "Model",
          "status_code": "Status", "cost_usd": "Cost", "latency_ms": "Latency", "ttft_ms": "TTFT",
          "input_tokens": "Input tokens", "output_tokens": "Output tokens", "error_type": "Error",
-         "stream": "Stream", "request_id": "Request id"},
+         "stream": "Stream", "end_user": "End user", "request_id": "Request id"},
         {"created_at": fmt.timestamp, "latency_ms": fmt.duration, "ttft_ms": fmt.duration,
          "input_tokens": fmt.tokens, "output_tokens": fmt.tokens, "cost_usd": fmt.money},
     )

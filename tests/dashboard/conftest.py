@@ -26,7 +26,7 @@ from proxy.db import connect
 from proxy.orgs import create_org
 
 ENTRY = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"
-PAGES = ("overview", "features", "providers", "requests", "recommendations", "anomalies", "settings")
+PAGES = ("overview", "features", "providers", "end_users", "requests", "recommendations", "anomalies", "settings")
 # Features only the rival org sends: none of these may ever appear while signed in as demo.
 RIVAL_FEATURES = ("rival-secret-ledger", "rival-payroll-bot")
 RIVAL_MODEL = "gpt-4.1"
@@ -67,7 +67,7 @@ def rival_org(pg_url: str) -> SeededOrg:
             {"created_at": now - dt.timedelta(minutes=5 + i * 7), "provider": "openai", "model": RIVAL_MODEL,
              "feature": RIVAL_FEATURES[i % 2], "task": "classification", "status_code": 200 if i % 5 else 500,
              "latency_ms": 400.0 + i, "upstream_ms": 390.0, "input_tokens": 900, "output_tokens": 4,
-             "cost_usd": 0.0125, "message_count": 1}
+             "cost_usd": 0.0125, "message_count": 1, "end_user": f"rival-customer-{i % 3}"}
             for i in range(60)
         ]
         insert_events(conn, org.id, rows)

@@ -34,6 +34,7 @@ PAGES = (
     ("Overview", "Overview", "overview"),
     ("Features", "Features", "features"),
     ("Providers & models", "Providers & models", "providers"),
+    ("End users", "End users", "end_users"),
     ("Requests", "Requests", "requests"),
     ("Recommendations", "Recommendations", "recommendations"),
     ("Anomalies", "Anomalies", "anomalies"),

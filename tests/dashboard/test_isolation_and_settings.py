@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ def test_demo_never_sees_the_rival(as_demo: AppTest, period: str) -> None:
         text = page_text(open_page(as_demo, page, period))
         for feature in RIVAL_FEATURES:
             assert feature not in text, f"{feature} shown to demo on {page}"
+        assert "rival-customer" not in text, f"a rival end user shown to demo on {page}"
 
 
 def test_rival_sees_only_its_own(app_env: None, demo_org: SeededOrg, rival_org: SeededOrg) -> None:
@@ -28,6 +30,7 @@ def test_rival_sees_only_its_own(app_env: None, demo_org: SeededOrg, rival_org: 
     for page in PAGES:
         text = page_text(open_page(at, page, "24h"))
         seen_own = seen_own or RIVAL_FEATURES[0] in text
+        assert re.search(r"(?<!rival-)customer-\d{3}", text) is None, f"demo's end user shown to the rival on {page}"
         for feature in DEMO_ONLY:
             assert feature not in text, f"demo's {feature} shown to the rival on {page}"
     assert seen_own

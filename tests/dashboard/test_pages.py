@@ -131,3 +131,27 @@ def test_sidebar_period_and_sign_out(as_demo: AppTest) -> None:
     assert not at.exception
     assert at.text_input[0].label == "Org key"
     assert "lectr_org" not in at.session_state
+
+
+@pytest.mark.parametrize("period", ["24h", "7d"])
+def test_end_users_are_ranked_by_cost_and_narrow_to_a_feature(
+    as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime, period: str
+) -> None:
+    from analytics.end_users import load_end_users, top_end_users
+
+    at = open_page(as_demo, "end_users", period)
+    start = end - PERIODS[period].length
+    expected = top_end_users(load_end_users(pg_url, demo_org.id, start, end), limit=None).collect()
+    assert expected.height > 0
+    shown = at.dataframe[0].value
+    assert list(shown["end_user"]) == expected["end_user"].to_list()
+    assert list(shown["requests"]) == expected["requests"].to_list()
+    assert list(shown["cost_usd"]) == pytest.approx(expected["cost_usd"].to_list())
+    assert _metric(at, "End users") == fmt.count(expected.height)
+    charts = page_text(at)
+    assert "Top 15 by cost" in charts and "Top 15 by requests" in charts
+    at.multiselect(key="end_users_features").set_value(["support-bot"]).run()
+    narrowed = top_end_users(
+        load_end_users(pg_url, demo_org.id, start, end, features=["support-bot"]), limit=None
+    ).collect()
+    assert list(at.dataframe[0].value["requests"]) == narrowed["requests"].to_list()

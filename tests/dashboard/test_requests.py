@@ -90,3 +90,15 @@ def test_page_query_binds_every_value(db: Any, demo_org: SeededOrg, end: dt.date
     assert text.count("%s") == len(params)
     assert '"feature" IS NULL' in text and '"task" IS NULL' in text
     assert "ORDER BY events.created_at DESC, events.id DESC LIMIT %s" in text
+
+
+def test_end_user_filter_and_column(as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime) -> None:
+    at = open_page(as_demo, "requests", "7d")
+    assert "end_user" in at.dataframe[0].value.columns
+    at.text_input(key="log_end_user").set_value("customer-002").run()
+    shown = at.dataframe[0].value
+    assert len(shown) > 0 and set(shown["end_user"]) == {"customer-002"}
+    with_user = _log(pg_url, demo_org, end).height
+    assert any(f"{with_user:,} matching" not in c.value and "matching" in c.value for c in at.caption)
+    at.text_input(key="log_end_user").set_value("nobody-at-all").run()
+    assert not at.dataframe and any("No requests match" in i.value for i in at.info)
