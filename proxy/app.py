@@ -249,7 +249,7 @@ class Proxy:
             info = bodies.inspect(raw, incoming.content_type, endpoint)
             event.model, event.stream, event.message_count = info.model, info.stream, info.message_count
             event.end_user = incoming.end_user or info.end_user
-            found = detect(info.model, incoming.provider)
+            found = detect(info.model, incoming.provider, b"anthropic-version" in incoming.special)
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown

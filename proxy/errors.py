@@ -1,8 +1,9 @@
 """Every error the proxy itself answers with, and its one JSON shape on the wire.
 
-The shape is OpenAI's, so every OpenAI SDK surfaces our errors like the provider's own::
+One shape that both families of SDKs read as their provider's own: OpenAI's `error` object, inside
+Anthropic's envelope (`"type": "error"`, for clients of `/v1/messages`)::
 
-    {"error": {"message": "...", "type": "...", "code": "..."}}
+    {"type": "error", "error": {"message": "...", "type": "...", "code": "..."}}
 
 The tree::
 
@@ -56,7 +57,7 @@ class LectrError(Exception):
         self.extra_headers = headers or []
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type, "code": self.code}})
+        return orjson.dumps({"type": "error", "error": {"message": self.message, "type": self.type, "code": self.code}})
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         body_len = str(len(self.body())).encode()

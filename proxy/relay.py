@@ -278,7 +278,16 @@ class Relay:
                 usage = from_body(parsed)
         if event.status_code >= 400 and event.error_message is None:
             event.error_type, event.error_message = error_message(parsed, event.status_code, self.secrets)
-        cut_short = event.status_code == 499 or event.error_type == "upstream_incomplete"
+        stream_error = self.sse.error if self.sse is not None else None
+        if stream_error is not None and event.error_type is None:
+            # The provider failed after the stream began (status 200): Anthropic's `event: error`,
+            # the Responses API's `error` / `response.failed`.
+            event.error_type, event.error_message = error_message(stream_error, event.status_code, self.secrets)
+        cut_short = (
+            event.status_code == 499
+            or event.error_type == "upstream_incomplete"
+            or (stream_error is not None and self.sse is not None and self.sse.error_cuts_short)
+        )
         if usage is not None and self.sse is not None and cut_short:
             # A stream cut short keeps the usage it saw (Anthropic's `message_start`: input and cache
             # tokens), and what it did not see (the output so far) is estimated, and said to be.

@@ -19,6 +19,20 @@ from proxy.usage import Usage, merge_raw, normalise, raw_usage
 _USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _DONE = b"[DONE]"
+# Events that end a native stream or report an error in it, told apart by how their JSON starts (a
+# prefix test in C per event, no regex: chat chunks start with `{"id"` and fail it at once). Both
+# APIs send compact JSON with `type` first; the spaced form is accepted as well.
+_FINALS = tuple(  # the last event of the native APIs, which end without `[DONE]`
+    b'{"type":' + space + b'"' + kind + b'"'
+    for kind in (b"message_stop", b"response.completed", b"response.incomplete", b"response.failed")
+    for space in (b"", b" ")
+)
+# Anthropic's `event: error` and the Responses API's `error` event; an error object in a chat chunk.
+_ERRORS = (b'{"type":"error"', b'{"type": "error"', b'{"error"')
+_NOTABLE = _FINALS + _ERRORS
+# An error object, anywhere in such an event (`response.failed` nests it in its response).
+_ERROR = re.compile(rb'"type"\s*:\s*"error"|"error"\s*:\s*\{')
+_UNPARSED: Any = object()
 
 
 _USAGE_NULL_TAIL = b',"usage":null}'
@@ -39,14 +53,29 @@ def _data(event: bytes) -> bytes | None:
 class SSEStream:
     """Feed it upstream chunks; it returns what to forward and remembers what it learnt."""
 
-    __slots__ = ("strip", "response_model", "events", "done", "_buffer", "_first", "_usage")
+    __slots__ = (
+        "strip",
+        "response_model",
+        "events",
+        "done",
+        "error",
+        "error_cuts_short",
+        "_buffer",
+        "_first",
+        "_usage",
+    )
 
     def __init__(self, *, strip: bool) -> None:
         self.strip = strip
         self._usage: dict[str, Any] | None = None  # every event's usage, merged (`usage.merge_raw`)
         self.response_model: str | None = None
         self.events = 0  # data events seen (a rough output-token count when usage is missing)
-        self.done = False  # the provider's final `data: [DONE]` went through
+        self.done = False  # the provider's last event (`data: [DONE]`, or one of `_FINALS`) went through
+        # The first error the provider reported mid-stream, as `{"error": {...}}` (the shape
+        # `redact.error_message` reads), and whether it ended the stream before its usage came
+        # (all but `response.failed`, which carries the final usage itself).
+        self.error: dict[str, Any] | None = None
+        self.error_cuts_short = False
         self._buffer = b""
         self._first = True
 
@@ -122,9 +151,15 @@ class SSEStream:
             self.done = True
             return event
         self.events += 1
+        body: Any = _UNPARSED
         if self._first:
             self._first = False
-            self._learn(data, want_model=True)
+            body = self._learn(data, want_model=True)
+        if data.startswith(_NOTABLE):
+            if data.startswith(_FINALS):
+                self.done = True
+            if self.error is None and _ERROR.search(data) is not None:
+                self._learn_error(_loads(data) if body is _UNPARSED else body)
         if b'"usage"' not in data:
             return event
         if (b'"usage":null' in data or b'"usage": null' in data) and b"x_groq" not in data:
@@ -152,6 +187,28 @@ class SSEStream:
             if found is not None:
                 self._usage = merge_raw(self._usage or {}, found)
         return body
+
+    def _learn_error(self, body: Any) -> None:
+        """Remember the first error the provider reported in the stream (see `error`)."""
+        if not isinstance(body, dict):
+            return
+        error = body.get("error")
+        response = body.get("response")
+        if not isinstance(error, dict) and isinstance(response, dict):
+            error = response.get("error")  # `response.failed`
+        if not isinstance(error, dict):
+            if body.get("type") != "error":
+                return
+            error = {"type": body.get("code") or "error", "message": body.get("message")}  # Responses' `error`
+        self.error = {"error": error}
+        self.error_cuts_short = body.get("type") != "response.failed"
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _model(body: dict[str, Any]) -> str | None:

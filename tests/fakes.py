@@ -11,6 +11,9 @@ its error body when it is wrong, its usage quirks, and its SSE framing:
 - groq: usage also in `x_groq.usage` of the last stream chunk, with or without the option.
 - gemini: thinking tokens only visible as `total_tokens` > prompt + completion; errors as a list.
 
+Anthropic's native `/v1/messages` and OpenAI's `/v1/responses` speak their own wire formats,
+event for event: `tests/fakes_native.py`.
+
 A test steers a fake through the `x-fake-scenario` request header (forwarded by the proxy like
 any other): `error-500`, `error-429`, `slow` (sleeps past any short timeout), `reset-mid-stream`,
 `slow-stream` (one chunk every 50 ms), `stall-stream` (the first chunk, then 10 s of silence),
@@ -31,6 +34,8 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+
+from tests import fakes_native
 
 PROVIDERS = ("openai", "anthropic", "groq", "gemini", "azure")
 AZURE_DEPLOYMENT_PREFIX = "/openai/deployments/"
@@ -185,6 +190,10 @@ class FakeProvider:
             if request.body and request.headers.get("content-type", "").startswith("application/json")
             else {}
         )
+        if self.name == "anthropic" and (endpoint.startswith("messages") or endpoint == "models"):
+            return fakes_native.anthropic(base_headers, endpoint, data, scenario)
+        if self.name in ("openai", "azure") and endpoint == "responses":
+            return fakes_native.responses(base_headers, data, scenario)
         if endpoint == "models":
             return self._json(base_headers, {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}, delay)
         if endpoint == "embeddings":

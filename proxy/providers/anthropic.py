@@ -1,4 +1,11 @@
-"""Anthropic, through its OpenAI-compatible endpoint: the key moves to `x-api-key`."""
+"""Anthropic: its native Messages API (`/v1/messages`, `messages/count_tokens`, models, batches)
+and its OpenAI-compatible `chat/completions`, both under the same base URL.
+
+The key goes upstream as `x-api-key`: a client's `Authorization: Bearer` (the OpenAI SDKs, and the
+`anthropic` SDK from 2.x on) is rewritten to it; a client's own `x-api-key` (curl, earlier SDKs)
+is passed through. `anthropic-version` is the client's when it sent one, else ours; the client's
+`anthropic-beta` and other headers go through untouched with the rest.
+"""
 
 from __future__ import annotations
 

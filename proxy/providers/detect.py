@@ -73,8 +73,12 @@ def detect_model(model: str) -> str | None:
     return None
 
 
-def detect(model: str | None, header: str | None) -> Detection:
-    """Who serves this request. A valid header wins; an invalid one falls back to openai, flagged."""
+def detect(model: str | None, header: str | None, anthropic_client: bool = False) -> Detection:
+    """Who serves this request. A valid header wins; an invalid one falls back to openai, flagged.
+
+    `anthropic_client`: the request carries `anthropic-version`, which only Anthropic's SDKs and
+    API send. When the model names no provider (or there is none: `models.list()`, batches,
+    files), that says the request is for Anthropic; otherwise its key would go to OpenAI."""
     if header is not None:
         wanted = header.strip().lower()
         if wanted in PROVIDERS:
@@ -82,5 +86,5 @@ def detect(model: str | None, header: str | None) -> Detection:
         return Detection("openai", True)
     found = detect_model(model) if model else None
     if found is None:
-        return Detection("openai", True)
+        return Detection("anthropic", False) if anthropic_client else Detection("openai", True)
     return Detection(found, False)

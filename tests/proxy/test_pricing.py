@@ -64,3 +64,20 @@ def test_unknown_model_has_no_price_not_zero() -> None:
 def test_azure_deployment_falls_back_to_openai_base_model() -> None:
     found = price("azure", "gpt-4o-mini", Usage(1000, 1000), NOW)
     assert found is not None and found.cost_usd > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # claude-sonnet-4: $3 input, $0.30 cache read, $3.75 cache write, $15 output per million:
+        # 50 × 3 + 2000 × 0.30 + 300 × 3.75 + 120 × 15 = 3,675 µ$.
+        ("claude-sonnet-4-20250514", Decimal("0.003675")),
+        # claude-3-5-haiku: $0.80, $0.08, $1, $4: 50 × 0.8 + 2000 × 0.08 + 300 × 1 + 120 × 4 = 980 µ$.
+        ("claude-3-5-haiku-20241022", Decimal("0.00098")),
+    ],
+)
+def test_anthropic_cache_reads_and_writes_at_their_own_rates(model: str, expected: Decimal) -> None:
+    """A hand-computed figure from genai-prices' published rates: 50 fresh input tokens, 2,000 read
+    from the cache, 300 written to it (all three in `input_tokens`), 120 output."""
+    got = price("anthropic", model, Usage(2350, 120, cached_input_tokens=2000, cache_write_tokens=300), NOW)
+    assert got is not None and got.cost_usd == expected

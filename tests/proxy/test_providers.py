@@ -100,3 +100,19 @@ def test_azure_url_and_api_key() -> None:
 def test_azure_without_endpoint_says_how_to_configure() -> None:
     with pytest.raises(AzureNotConfigured, match="lectr org azure acme --endpoint"):
         adapter_for("azure").target("", "chat/completions", b"", "d", ORG, b"Bearer k", {})
+
+
+@pytest.mark.parametrize(
+    ("model", "header", "provider", "unknown"),
+    [
+        (None, None, "anthropic", False),  # models.list(), batches, files: no body
+        ("my-fine-tune", None, "anthropic", False),
+        ("gpt-4o", None, "openai", False),  # the model still wins
+        (None, "groq", "groq", False),  # and so does X-Lectr-Provider
+    ],
+)
+def test_detect_an_anthropic_client_by_its_version_header(
+    model: str | None, header: str | None, provider: str, unknown: bool
+) -> None:
+    found = detect(model, header, anthropic_client=True)
+    assert (found.provider, found.unknown) == (provider, unknown)

@@ -181,3 +181,51 @@ def test_a_later_event_never_drops_or_doubles_a_field() -> None:
     stream = SSEStream(strip=False)
     relay(stream, events)
     assert stream.usage == Usage(2050, 15, 2000, 0, 0)
+
+
+ANTHROPIC_ERROR = ANTHROPIC_START_AND_DELTA[:2] + sse(
+    ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+)
+RESPONSES_ERROR_EVENT = responses_stream("response.completed")[:2] + sse(
+    ("error", {"type": "error", "code": "ERR_SOMETHING", "message": "Something went wrong", "param": None}),
+)
+RESPONSES_FAILED = responses_stream("response.completed")[:2] + sse(
+    ("response.failed", {"type": "response.failed", "response": {
+        "model": "o4-mini", "status": "failed", "error": {"code": "server_error", "message": "failed"},
+        "usage": {"input_tokens": 40, "output_tokens": 12}}}),
+)  # fmt: skip
+CHAT_ERROR_CHUNK = sse(
+    (None, {"model": "gpt-4o", "choices": [{"delta": {"content": "a"}}]}),
+    (None, {"error": {"message": "The server had an error", "type": "server_error"}}),
+)
+# Text that merely mentions errors is no error: inside a JSON string the key's quotes are escaped.
+ERROR_IN_TEXT = sse(
+    (None, {"model": "gpt-4o", "choices": [{"delta": {"content": '{"type":"error","error":{"x":1}}'}}]}),
+) + [b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize(
+    ("events", "error", "cuts_short", "done"),
+    [
+        pytest.param(ANTHROPIC_ERROR, {"type": "overloaded_error", "message": "Overloaded"}, True, False,
+                     id="anthropic-error-event"),
+        pytest.param(RESPONSES_ERROR_EVENT, {"type": "ERR_SOMETHING", "message": "Something went wrong"}, True, False,
+                     id="responses-error-event"),
+        pytest.param(RESPONSES_FAILED, {"code": "server_error", "message": "failed"}, False, True,
+                     id="responses-failed"),
+        pytest.param(CHAT_ERROR_CHUNK, {"message": "The server had an error", "type": "server_error"}, True, False,
+                     id="chat-error-chunk"),
+        pytest.param(ANTHROPIC_START_AND_DELTA, None, False, True, id="anthropic-message-stop"),
+        pytest.param(responses_stream("response.completed"), None, False, True, id="responses-completed"),
+        pytest.param(responses_stream("response.incomplete"), None, False, True, id="responses-incomplete"),
+        pytest.param(ERROR_IN_TEXT, None, False, True, id="error-only-in-text"),
+    ],
+)  # fmt: skip
+def test_errors_inside_a_stream_and_its_last_event(
+    events: list[bytes], error: dict[str, str] | None, cuts_short: bool, done: bool
+) -> None:
+    stream = SSEStream(strip=False)
+    data = b"".join(events)
+    assert relay(stream, [data[i : i + 5] for i in range(0, len(data), 5)]) == data
+    assert stream.error == (None if error is None else {"error": error})
+    assert (stream.error_cuts_short, stream.done) == (cuts_short, done)
