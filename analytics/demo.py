@@ -6,7 +6,8 @@ a deployment name and `provider_header` 'azure'), every task type plus missing a
 with time to first token, rate limits, server errors and timeouts, a weekly and daily rhythm,
 one runaway day for a feature (a cost anomaly), one provider incident (an error-rate anomaly),
 untagged traffic, requests whose provider was not detected, and models nobody can price (cost
-null, never 0). Costs come from genai-prices, one lookup per model. Rows go in with COPY.
+null, never 0). Costs come from genai-prices, one lookup per model. Rows go in with COPY, and
+the org's rollups are recomputed from them in the same transaction (`lectr_rollup_rebuild`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 
 from analytics.pricing import unit_prices
 from proxy.db import ensure_partitions
+from proxy.db.rollups import rebuild_org
 from proxy.orgs import ensure_org, rotate_key
 
 ORG = "demo"
@@ -203,6 +205,7 @@ def generate(conn: psycopg.Connection[Any], days: int = 30, progress: TextIO | N
                 if progress is not None:
                     print(f"demo: {day:%Y-%m-%d} {len(rows):>6} events ({(index + 1) * 100 // (days + 1)}%)",
                           file=progress, flush=True)
+        rebuild_org(conn, org.id)  # the rollups of the events just replaced, with them
     if progress is not None:
         print(f"demo: {total} events for org {ORG!r}; sign in to the dashboard with the key below", file=progress)
     return key

@@ -164,9 +164,16 @@ class ProxyProcess:
     """`python -m hypercorn --worker-class trio --config python:proxy.hypercorn_config ...`."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, port: int, workers: int = 1, root: Path | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        port: int,
+        workers: int = 1,
+        root: Path | None = None,
+        cpus: str | None = None,
     ) -> None:
         self.root = root or ROOT  # the checkout whose `proxy` package runs (`python -m` imports from cwd)
+        self.cpus = cpus  # `taskset -c` list the whole proxy tree is pinned to (None: anywhere)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = env
@@ -177,7 +184,7 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            proxy_command("127.0.0.1", self.port, self.workers),
+            pinned(proxy_command("127.0.0.1", self.port, self.workers), self.cpus),
             env={**os.environ, **self.env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -238,6 +245,11 @@ class ProxyProcess:
 # -- wrk ----------------------------------------------------------------------------------
 
 
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    """`command` run under `taskset -c cpus` (its children inherit the CPU set), or as is."""
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
 def wrk(
     url: str,
     *,
@@ -249,6 +261,7 @@ def wrk(
     threads: int = 1,
     timeout: float = 10.0,
     timed: bool = False,
+    cpus: str | None = None,
 ) -> dict[str, Any]:
     """Run wrk with bench/wrk.lua; returns its BENCH_JSON summary (latencies in µs). `timed` adds
     "raw_us", each request's own latency as {µs: count} (wrk.lua says why wrk's differ)."""
@@ -274,7 +287,7 @@ def wrk(
         str(Path(__file__).with_name("wrk.lua")),
         url,
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
+    done = subprocess.run(pinned(command, cpus), env=env, capture_output=True, text=True, timeout=duration + 60)
     raw: dict[int, int] = {}
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_HIST "):

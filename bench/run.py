@@ -45,7 +45,7 @@ from upstream import STREAM_CHUNKS, Upstream, free_port  # noqa: E402
 from proxy.db.connection import stop_embedded  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
-SCENARIOS = ("chat", "stream", "paced", "embeddings", "body100k", "workers2", "floor")
+SCENARIOS = ("chat", "stream", "paced", "paced-floor", "paced-workers", "embeddings", "body100k", "workers2", "floor")
 PACED_STREAMS = 2000
 TTFB_REQUESTS = 300
 
@@ -105,6 +105,7 @@ class Run:
         workers: int = 1,
         extra_env: dict[str, str] | None = None,
         root: Path | None = None,
+        cpus: str | None = None,
     ) -> tuple[ProxyProcess, int, str]:
         org_id, key = self.db.new_org(name)
         data = self.work / f"proxy-{name}"
@@ -116,7 +117,7 @@ class Run:
             "LECTR_LOG_LEVEL": "INFO",
             **(extra_env or {}),
         }
-        proxy = ProxyProcess(env, data / "proxy.log", free_port(), workers, root).start()
+        proxy = ProxyProcess(env, data / "proxy.log", free_port(), workers, root, cpus).start()
         return proxy, org_id, key
 
     def body_file(self, name: str, body: bytes) -> Path:
@@ -663,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per wrk phase (default 5, 2 with --quick)")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)")
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (bench/out/profile-*)")
+    parser.add_argument(
+        "--base-root", type=Path, help="paced-floor: also run Lectr from this checkout, in the same rounds"
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     for tool in ("nginx", "wrk"):
@@ -692,6 +696,14 @@ def main(argv: list[str] | None = None) -> int:
                     wrk_scenario(run, name, "/v1/chat/completions", big_body())
                 elif name == "paced":
                     paced_scenario(run)
+                elif name == "paced-floor":
+                    from paced_floor import paced_floor_scenario
+
+                    paced_floor_scenario(run)
+                elif name == "paced-workers":
+                    from paced_floor import paced_workers_scenario
+
+                    paced_workers_scenario(run)
                 elif name == "workers2":
                     workers2_scenario(run)
                 elif name == "floor":

@@ -8,6 +8,8 @@ Two servers in one nginx (one worker process, C, event-driven):
   one (the proxy forwards every header that is not `X-Lectr-*`).
 - **paced** (`/v1/chat/completions`): the echo module writes 30 SSE chunks over 2 s
   (`echo_sleep` between flushed chunks), for the 2,000-concurrent-streams scenario.
+- **steady** (`/v1/chat/completions`): 40 SSE chunks 25 ms apart (a 1 s answer at 40 tokens/s),
+  for the `paced-floor` scenario (Lectr against a bare trio relay, issue 19).
 
 The SSE bodies are what OpenAI sends when `stream_options.include_usage` is on (the proxy always
 asks for it): `"usage":null` on every chunk and a usage-only chunk before `[DONE]`, so the proxy's
@@ -27,6 +29,9 @@ from pathlib import Path
 
 STREAM_CHUNKS = 30
 PACED_SECONDS = 2.0
+# The `steady` server: 40 content chunks 25 ms apart, then the usage chunk and `[DONE]`.
+STEADY_CHUNKS = 40
+STEADY_GAP = 0.025
 _ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 _CREATED = 1730000000
 
@@ -61,14 +66,14 @@ def chat_json() -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def sse_chunks() -> list[bytes]:
-    """30 content chunks, the usage-only chunk and `[DONE]`, each a complete SSE event."""
+def sse_chunks(count: int = STREAM_CHUNKS) -> list[bytes]:
+    """`count` content chunks, the usage-only chunk and `[DONE]`, each a complete SSE event."""
     head = '{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":' + str(_CREATED)
     head += ',"model":"gpt-4o-mini-2024-07-18",'
     events = []
-    for i in range(STREAM_CHUNKS):
+    for i in range(count):
         delta = '{"role":"assistant","content":""}' if i == 0 else '{"content":" token' + str(i) + '"}'
-        finish = '"stop"' if i == STREAM_CHUNKS - 1 else "null"
+        finish = '"stop"' if i == count - 1 else "null"
         events.append(
             head
             + '"system_fingerprint":"fp_bench","choices":[{"index":0,"delta":'
@@ -79,7 +84,7 @@ def sse_chunks() -> list[bytes]:
         )
     events.append(
         head + '"system_fingerprint":"fp_bench","choices":[],"usage":{"prompt_tokens":25,'
-        '"completion_tokens":29,"total_tokens":54}}'
+        f'"completion_tokens":{count - 1},"total_tokens":{count + 24}}}}}'
     )
     return [f"data: {e}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
@@ -104,6 +109,18 @@ def _nginx_string(data: bytes) -> str:
     return "'" + text.replace("\\", "\\\\").replace("\n", "\\n") + "'"
 
 
+def _paced(count: int, gap: float) -> str:
+    """nginx echo directives: `count` content chunks flushed `gap` seconds apart, then the usage
+    chunk and `[DONE]` at once (as OpenAI sends them)."""
+    lines = []
+    for i, chunk in enumerate(sse_chunks(count)):
+        lines.append(f"            echo -n {_nginx_string(chunk)};")
+        lines.append("            echo_flush;")
+        if i < count - 1:
+            lines.append(f"            echo_sleep {gap:.3f};")
+    return "\n".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,6 +134,7 @@ class Upstream:
     folder: Path
     fast_port: int = 0
     paced_port: int = 0
+    steady_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,6 +144,10 @@ class Upstream:
     @property
     def paced_url(self) -> str:
         return f"http://127.0.0.1:{self.paced_port}/v1"
+
+    @property
+    def steady_url(self) -> str:
+        return f"http://127.0.0.1:{self.steady_port}/v1"
 
     def _write_files(self) -> Path:
         files = self.folder / "files"
@@ -138,15 +160,8 @@ class Upstream:
         return files
 
     def _config(self, files: Path) -> str:
-        chunks = sse_chunks()
-        gap = PACED_SECONDS / (STREAM_CHUNKS - 1)
-        paced = []
-        for i, chunk in enumerate(chunks):
-            paced.append(f"            echo -n {_nginx_string(chunk)};")
-            paced.append("            echo_flush;")
-            if i < STREAM_CHUNKS - 1:
-                paced.append(f"            echo_sleep {gap:.3f};")
-        paced_lines = "\n".join(paced)
+        paced_lines = _paced(STREAM_CHUNKS, PACED_SECONDS / (STREAM_CHUNKS - 1))
+        steady_lines = _paced(STEADY_CHUNKS, STEADY_GAP)
         tmp = self.folder / "tmp"
         return f"""
 load_module {_ECHO_MODULE};
@@ -196,6 +211,14 @@ http {{
 {paced_lines}
         }}
     }}
+    server {{
+        listen 127.0.0.1:{self.steady_port} backlog=4096;
+        location = /v1/chat/completions {{
+            default_type text/event-stream;
+            echo_read_request_body;
+{steady_lines}
+        }}
+    }}
 }}
 """
 
@@ -206,7 +229,7 @@ http {{
         if not _ECHO_MODULE.exists():
             raise SystemExit("nginx's echo module is missing: apt-get install -y libnginx-mod-http-echo")
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.fast_port, self.paced_port = free_port(), free_port()
+        self.fast_port, self.paced_port, self.steady_port = free_port(), free_port(), free_port()
         config = self.folder / "nginx.conf"
         config.write_text(self._config(self._write_files()))
         self.process = subprocess.Popen(
@@ -219,7 +242,7 @@ http {{
             if self.process.poll() is not None:
                 raise SystemExit(f"nginx exited: {(self.folder / 'nginx.stderr').read_text()[-2000:]}")
             try:
-                for port in (self.fast_port, self.paced_port):
+                for port in (self.fast_port, self.paced_port, self.steady_port):
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return self
             except OSError:

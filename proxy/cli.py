@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -225,6 +226,49 @@ def cmd_demo(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: 
     return 0
 
 
+def cmd_rollup_rebuild(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """Recompute the rollups from raw events a UTC day at a time (one transaction each, which
+    writers wait for at their rollup upsert: see migration 006), with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    from proxy.db.rollups import rebuild_days
+    from proxy.orgs import get_org
+
+    org_ids = None
+    if args.org is not None:
+        org_ids = [get_org(conn, args.org).id]
+    days, chunks = rebuild_days(conn, org_ids, args.since)
+    if not days:
+        print("no raw events to rebuild rollups from", file=sys.stderr)
+        return 0
+    events = rows = 0
+    with tqdm(total=len(days), unit="day", file=sys.stderr, desc="rollup rebuild", dynamic_ncols=True) as bar:
+        for day, counted, written in chunks:
+            events, rows = events + counted, rows + written
+            bar.set_postfix_str(f"{day:%Y-%m-%d}, {events:,} events, {rows:,} rollup rows", refresh=False)
+            bar.update()
+    print(f"rebuilt the rollups of {days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d}: {events:,} events, {rows:,} hourly rows")
+    return 0
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lectr", description="Lectr: LLM proxy with cost analytics")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the proxy and the dashboard")
     up.add_argument("--proxy-port", type=int, default=None, help="proxy port (default $PORT or 8080)")
     up.add_argument("--dashboard-port", type=int, default=8501)
-    up.add_argument("--workers", type=int, default=1, help="proxy worker processes")
+    up.add_argument(
+        "--workers", type=_positive, default=None, help="proxy worker processes (default: one per CPU available)"
+    )
     up.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
@@ -335,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_recommend)
+
+    rollup = sub.add_parser("rollup", help="the analytics rollups").add_subparsers(dest="rollup_command", required=True)
+    p = rollup.add_parser("rebuild", help="recompute the rollups from raw events, a day at a time")
+    p.add_argument("--org", help="only this org (default: every org)")
+    p.add_argument("--since", type=_date, help="first UTC day to rebuild, YYYY-MM-DD (default: the first raw event)")
+    p.set_defaults(handler=cmd_rollup_rebuild)
 
     p = sub.add_parser("demo", help="fill the org `demo` with generated traffic")
     p.add_argument("--days", type=int, default=30)

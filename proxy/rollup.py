@@ -35,9 +35,11 @@ from typing import Any
 from proxy.events import COLUMNS
 from proxy.histogram import ZERO
 
-_LOG_GAMMA = math.log(1.015 / 0.985)  # the same double as proxy.histogram and lectr_bucket compute
+# γ as proxy.histogram and lectr_bucket compute it. `math.log(v, γ)` is `log(v) / log(γ)` in C, the
+# same two operations as `bucket` and `lectr_bucket`, in one call.
+_GAMMA = 1.015 / 0.985
 _CENT = Decimal("1e-10")  # events.cost_usd is numeric(20, 10): Postgres rounds half away from zero
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_UTC = dt.UTC
 _is_known = partial(is_not, None)
 _positive = partial(lt, 0)
 _stored_cost = methodcaller("quantize", _CENT, decimal.ROUND_HALF_UP)
@@ -89,15 +91,18 @@ def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
     hourly: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
     daily: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
     for row in rows:  # the one interpreted step per row: put it in its groups
-        seconds = row[CREATED].timestamp()
-        key = (_HOURLY_DIMENSIONS(row), seconds // 3600)
+        created = row[CREATED]
+        if created.tzinfo is not _UTC:  # (a replayed row, in the session's time zone)
+            created = created.astimezone(_UTC)
+        hour = created.toordinal() * 24 + created.hour  # hours since 0001-01-01 UTC: cheaper than timestamp()
+        key = (_HOURLY_DIMENSIONS(row), hour)
         group = hourly.get(key)
         if group is None:
             hourly[key] = [row]
         else:
             group.append(row)
         if row[END_USER] is not None:
-            key = (_DAILY_DIMENSIONS(row), seconds // 86400)
+            key = (_DAILY_DIMENSIONS(row), hour // 24)
             group = daily.get(key)
             if group is None:
                 daily[key] = [row]
@@ -144,16 +149,21 @@ def _known(column: Iterable[Any]) -> list[Any]:
     return list(filter(_is_known, column))
 
 
-def _cost(column: Iterable[Decimal | None]) -> Decimal:
+def _cost(column: Sequence[Any]) -> Decimal:
     """The sum of the costs as Postgres stores them (rounded to 10 places, half away from zero)."""
-    return sum(map(_stored_cost, filter(None, column)), Decimal(0))
+    try:
+        return sum(map(_stored_cost, filter(None, column)), Decimal(0))
+    except AttributeError:  # a cost that is not a Decimal (a float): as Postgres reads its text
+        return sum((_stored_cost(Decimal(str(cost))) for cost in filter(None, column)), Decimal(0))
 
 
 def histogram(values: Sequence[float]) -> tuple[list[int], list[int]]:
     """(bucket indices ascending, counts) of known values, as `proxy.histogram.Histogram.arrays`."""
-    positive = list(filter(_positive, values))
-    counts = Counter(map(math.ceil, map(float.__truediv__, map(math.log, positive), repeat(_LOG_GAMMA))))
-    if len(positive) < len(values):
+    try:  # times are positive: one pass
+        counts = Counter(map(math.ceil, map(math.log, values, repeat(_GAMMA))))
+    except ValueError:  # a zero or a negative (no output tokens, an overhead below zero): the ZERO bucket
+        positive = list(filter(_positive, values))
+        counts = Counter(map(math.ceil, map(math.log, positive, repeat(_GAMMA))))
         counts[ZERO] += len(values) - len(positive)
     indices = sorted(counts)
     return indices, [counts[index] for index in indices]
@@ -183,12 +193,13 @@ def _hourly(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
     known_input, known_output, messages = _known(inputs), _known(outputs), _known(columns[MESSAGES])
     n = len(rows)
     return (
-        org, dt.datetime.fromtimestamp(hour * 3600, dt.UTC), feature, task, provider, model, routed,
+        org, dt.datetime.fromordinal(hour // 24).replace(hour=hour % 24, tzinfo=_UTC), feature, task, provider,
+        model, routed,
         n, sum(errors), *by_class,
         sum(known_input), sum(known_output), _sum(columns[CACHED]), _sum(columns[CACHE_WRITE]),
         _sum(columns[REASONING]),
         n - sum(map(and_, map(is_, inputs, none), map(is_, outputs, none))),
-        sum(columns[ESTIMATED]), _cost(costs), n - costs.count(None), sum(unpriced),
+        sum(columns[ESTIMATED]), _cost(costs), n - sum(map(is_, costs, none)), sum(unpriced),
         _sum(compress(inputs, unpriced)), _sum(compress(outputs, unpriced)), sum(columns[STREAM]),
         float(sum(known_latency)), len(known_latency), float(sum(known_ttft)), len(known_ttft),
         float(sum(known_upstream)), len(known_upstream), float(sum(overhead)), len(overhead),
@@ -206,7 +217,7 @@ def _daily(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
     costs = columns[COST]
     latency = _known(columns[LATENCY])
     return (
-        org, dt.date.fromordinal(_EPOCH_ORDINAL + day), end_user, feature, len(rows), sum(errors),
+        org, dt.date.fromordinal(day), end_user, feature, len(rows), sum(errors),
         _sum(columns[INPUT]), _sum(columns[OUTPUT]), _sum(columns[CACHED]), _sum(columns[CACHE_WRITE]),
         _sum(columns[REASONING]), _cost(costs),
         sum(map(and_, map(is_, costs, repeat(None)), map(not_, errors))), float(sum(latency)), len(latency),

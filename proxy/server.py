@@ -37,6 +37,7 @@ import httptools
 import trio
 from hypercorn.utils import parse_socket_addr
 
+from proxy import sockio
 from proxy.errors import (
     HeaderTooLarge,
     LectrError,
@@ -396,6 +397,7 @@ class Connection:
         self.context = context
         self.state = state
         self.stream = stream
+        self.raw = sockio.raw(stream.socket)
         self.parser = _Parser(config.h11_max_incomplete_size)
         self.idle = _Idle.of(context)
         self.read_timeout: float | None = config.read_timeout or None
@@ -472,12 +474,12 @@ class Connection:
     async def _recv(self) -> bytes:
         try:
             if self.read_timeout is None:
-                return await self.stream.receive_some(MAX_RECV)
+                return await sockio.receive_some(self.raw, MAX_RECV)
             with trio.move_on_after(self.read_timeout):
-                return await self.stream.receive_some(MAX_RECV)
+                return await sockio.receive_some(self.raw, MAX_RECV)
             return b""  # Hypercorn's read_timeout: treated as the client leaving
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return b""
+        except (OSError, trio.ClosedResourceError):
+            return b""  # reset, or closed: the client is gone
 
     def _recycle(self) -> bool:
         return not (
@@ -717,11 +719,13 @@ class Connection:
             await self._write(head)
 
     async def _write(self, data: bytes) -> None:
+        """Write to the client: at once when the socket takes it (`proxy.sockio`: no pass through
+        trio's scheduler per stream chunk), else as it drains."""
         if self.gone:
             return
         try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await sockio.send_all(self.raw, data)
+        except (OSError, trio.ClosedResourceError):
             self.gone = True
         except BaseException:
             self.must_close = True  # cancelled mid-write: the stream is in an unknown state

@@ -86,6 +86,14 @@ class SSEStream:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one upstream chunk; return the bytes to forward to the client now."""
+        one = chunk.find(b"\n\n") == len(chunk) - 2 and chunk.endswith(b"\n\n")
+        if one and not self._buffer and b"\r" not in chunk:
+            # The usual read of a paced stream: exactly one whole event (its first blank line is its
+            # end), nothing held over. No split, list or join (docs/PERFORMANCE.md step 18).
+            edited = self._event(chunk[:-2])
+            if not self.strip:
+                return chunk
+            return edited + b"\n\n" if edited is not None else b""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" not in buffer:
             # Providers end events with LF LF: one split in C (only a buffer with a CR needs the

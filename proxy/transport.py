@@ -58,8 +58,11 @@ import httptools
 import httpx
 import trio
 
+from proxy import sockio
 from proxy.addresses import address_forbidden
 from proxy.headers import TOKEN, valid_field
+from proxy.watch import ALIVE_POLL as ALIVE_POLL  # re-exported: `alive` runs this often while waiting
+from proxy.watch import Watch
 
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -164,9 +167,6 @@ async def _open_checked(hostname: str, port: int, request: httpx.Request | None)
     raise error
 
 
-# While waiting on the upstream, the caller's `alive` check runs this often (seconds).
-ALIVE_POLL = 1.0
-
 Alive = Callable[[], Awaitable[bool]]
 
 
@@ -208,11 +208,14 @@ async def _within(seconds: float | None, operation: Awaitable[Any]) -> Any:
 class _Connection:
     """One upstream HTTP/1.1 connection: the trio stream, its socket, and whether it may be reused."""
 
-    __slots__ = ("stream", "socket", "reusable", "idle_since", "tls")
+    __slots__ = ("stream", "socket", "raw", "reusable", "idle_since", "tls")
 
     def __init__(self, stream: trio.abc.Stream, socket: Any) -> None:
         self.stream = stream
         self.socket = socket  # the trio socket under any TLS layer: for liveness checks and closing
+        # Plain TCP: the standard-library socket, which response bodies are read from directly
+        # (`proxy.sockio`); under TLS, None (bodies go through the `SSLStream`).
+        self.raw = sockio.raw(stream.socket) if isinstance(stream, trio.SocketStream) else None
         self.reusable = False  # set when a response ended cleanly on a keep-alive connection
         self.idle_since = 0.0
         # Under TLS, bytes the server sent after the answer can sit above the socket: decrypted in
@@ -236,20 +239,34 @@ class _Connection:
         except (OSError, ValueError):
             return False
 
-    async def receive(self, timeout: float | None, alive: Alive | None = None) -> bytes:
-        """The next bytes from the server. With `alive`, the wait is cut every `ALIVE_POLL` seconds
-        to ask whether the caller still wants the answer (a cancelled `receive_some` loses no data):
-        a cheaper way to notice a client that left than a watcher task per request."""
-        if alive is None:
-            return await _within(timeout, self.stream.receive_some(_READ_SIZE))
-        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
-        while True:
-            with trio.CancelScope(deadline=min(deadline, trio.current_time() + ALIVE_POLL)):
-                return await self.stream.receive_some(_READ_SIZE)  # type: ignore[return-value]
-            if trio.current_time() >= deadline:
-                raise trio.TooSlowError
-            if not await alive():
-                raise Abandoned
+    async def read(self) -> bytes:
+        """The next bytes from the server, b"" at its end; no timeout (see `receive`)."""
+        raw = self.raw
+        if raw is not None:
+            return await sockio.receive_some(raw, _READ_SIZE)
+        return bytes(await self.stream.receive_some(_READ_SIZE))  # TLS; bytes() of bytes does not copy
+
+    async def receive(self, watch: Watch, timeout: float | None, alive: Alive | None = None) -> bytes:
+        """The next bytes from the server: `trio.TooSlowError` after `timeout`, and with `alive`,
+        asked every `ALIVE_POLL` seconds of waiting whether the caller still wants the answer,
+        `Abandoned` if not (a cheaper way to notice a client that left than a watcher task per
+        request). Both are `watch`'s: a cancel scope per read cost ~10 µs (`proxy.watch`)."""
+        if timeout is None and alive is None:
+            return await self.read()
+        waiter = _Waiter(self, timeout, alive)
+        watch.add(waiter)
+        waiter.waiting_since = trio.current_time()
+        try:
+            return await self.read()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if waiter.expired == "timeout":
+                raise trio.TooSlowError from None
+            if waiter.expired == "abandoned":
+                raise Abandoned from None
+            raise
+        finally:
+            waiter.waiting_since = 0.0
+            watch.discard(waiter)
 
     def close(self) -> None:
         """Close at once: synchronous (no TLS close_notify), so cancellation cannot interrupt it, and
@@ -258,6 +275,24 @@ class _Connection:
             self.socket.close()
         except OSError:
             pass
+
+
+class _Waiter:
+    """One read of a response head, as the transport's `Watch` sees it (`proxy.watch.Watched`)."""
+
+    __slots__ = ("conn", "timeout", "alive", "waiting_since", "asked_at", "expired")
+
+    def __init__(self, conn: _Connection, timeout: float | None, alive: Alive | None) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.alive = alive
+        self.waiting_since = 0.0
+        self.asked_at = 0.0
+        self.expired: str | None = None
+
+    def expire(self, reason: str) -> None:
+        self.expired = reason
+        self.conn.close()
 
 
 class LectrTransport(httpx.AsyncBaseTransport):
@@ -275,6 +310,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._closed = False
+        self.watch = Watch()  # read timeouts and client checks of the bodies being read
         self.connections_opened = 0  # for tests and metrics: how many TCP connections were made
 
     # -- the pool: O(1) per request, never a scan ------------------------------------------------
@@ -427,7 +463,14 @@ class LectrTransport(httpx.AsyncBaseTransport):
         conn.reusable = False
         try:
             try:
-                await _within(timeouts.write, conn.stream.send_all(data))
+                sent = 0
+                if conn.raw is not None:  # plain TCP: a request the socket takes at once needs no scope
+                    try:
+                        sent = conn.raw.send(data)
+                    except BlockingIOError:
+                        pass
+                if sent < len(data):
+                    await _within(timeouts.write, conn.stream.send_all(memoryview(data)[sent:]))
             except trio.TooSlowError as exc:
                 raise httpx.WriteTimeout("timed out sending the request", request=request) from exc
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -438,7 +481,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
             seen = False
             while not response.head_done:
                 try:
-                    chunk = await conn.receive(timeouts.read, alive)
+                    chunk = await conn.receive(self.watch, timeouts.read, alive)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     if reused and not seen:
                         if resend:
@@ -531,7 +574,21 @@ class Reply:
 
 class _ResponseStream(httpx.AsyncByteStream):
     """A response body: raw bytes as they arrive. The connection goes back to the pool at the end of
-    the body; `aclose` before that closes it (the upstream sees the disconnect)."""
+    the body; `aclose` before that closes it (the upstream sees the disconnect). Its read timeout
+    and `alive` checks are the transport's `Watch`'s (`proxy.watch`): no cancel scope per read."""
+
+    __slots__ = (
+        "alive",
+        "timeout",
+        "waiting_since",
+        "asked_at",
+        "expired",
+        "_transport",
+        "_conn",
+        "_origin",
+        "_response",
+        "_request",
+    )
 
     def __init__(
         self,
@@ -543,13 +600,25 @@ class _ResponseStream(httpx.AsyncByteStream):
         timeout: float | None,
         alive: Alive | None = None,
     ) -> None:
-        self._alive = alive
+        self.alive = alive
+        self.timeout = timeout
+        self.waiting_since = 0.0  # when the current read began (0.0: not reading)
+        self.asked_at = 0.0
+        self.expired: str | None = None  # why the `Watch` closed the connection, if it did
         self._transport = transport
         self._conn: _Connection | None = conn
         self._origin = origin
         self._response = response
         self._request = request
-        self._timeout = timeout
+        if not response.complete:
+            transport.watch.add(self)
+
+    def expire(self, reason: str) -> None:
+        """The `Watch`'s verdict ("timeout", "abandoned"): close the connection, which wakes the read."""
+        self.expired = reason
+        conn = self._conn
+        if conn is not None:
+            conn.close()
 
     async def receive(self) -> bytes:
         """The next body bytes as they arrive; b"" once the body is over (the connection is then
@@ -564,12 +633,24 @@ class _ResponseStream(httpx.AsyncByteStream):
         try:
             while True:
                 if chunks:
-                    return chunks.popleft()
+                    if len(chunks) == 1:
+                        return chunks.popleft()
+                    # One read of a chunked body brings as many pieces as it held chunks (an SSE
+                    # answer sent at once: one per event): handed out together, they go to the
+                    # client in one write instead of one each.
+                    data = b"".join(chunks)
+                    chunks.clear()
+                    return data
                 if response.complete:
                     self._conn = None
+                    self._transport.watch.discard(self)
                     self._transport._release(conn, self._origin, response)
                     return b""
-                data = await conn.receive(self._timeout, self._alive)
+                self.waiting_since = trio.current_time()
+                try:
+                    data = await conn.read()
+                finally:
+                    self.waiting_since = 0.0
                 if not data:
                     if response.ends_at_close:  # no length and not chunked: the close is its end
                         self._close()
@@ -578,11 +659,12 @@ class _ResponseStream(httpx.AsyncByteStream):
                         "peer closed connection without sending complete message body", request=request
                     )
                 response.feed(data, request)
-        except trio.TooSlowError as exc:
-            self._close()
-            raise httpx.ReadTimeout("timed out waiting for the response body", request=request) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._close()
+            if self.expired == "timeout":
+                raise httpx.ReadTimeout("timed out waiting for the response body", request=request) from None
+            if self.expired == "abandoned":
+                raise Abandoned from None
             raise httpx.ReadError(f"reading the response body failed: {exc}", request=request) from exc
         except BaseException:  # protocol errors, Abandoned, cancellation
             self._close()
@@ -594,6 +676,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
+        self._transport.watch.discard(self)
         if conn is not None:
             conn.close()
 
@@ -606,6 +689,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         if conn is None:
             return
         self._conn = None
+        self._transport.watch.discard(self)
         if self._response.complete:
             self._transport._release(conn, self._origin, self._response)
         else:

@@ -23,6 +23,22 @@ from proxy.orgs import ensure_org
 DASHBOARD_ENTRY = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
 
 
+def default_workers() -> int:
+    """One proxy worker per CPU this process may run on (its affinity mask: what `taskset`, a
+    container's cpuset or `nproc` allow, not every CPU of the host). A worker is one trio loop on one
+    core: streams are CPU-bound per chunk, so fewer workers than cores leaves cores idle."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity call on this OS (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+def up_proxy_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The proxy command `lectr up` runs: `--workers N` if given, else one worker per CPU."""
+    workers = args.workers if args.workers is not None else default_workers()
+    return proxy_command(args.host, port, workers)
+
+
 def proxy_command(host: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable,
@@ -83,7 +99,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {key}")
     env = {**os.environ, "DATABASE_URL": url, "LECTR_PROXY_URL": f"http://{args.host}:{proxy_port}/v1"}
     children = [
-        subprocess.Popen(proxy_command(args.host, proxy_port, args.workers), env=env),
+        subprocess.Popen(up_proxy_command(args, proxy_port), env=env),
         subprocess.Popen(dashboard_command(args.host, args.dashboard_port), env=env),
     ]
     proxy_proc, dashboard_proc = children

@@ -363,12 +363,12 @@ class EventWriter:
         if self._types is None:
             found = dict(conn.execute(_COLUMN_TYPES).fetchall())
             self._types = [found[name] for name in COLUMNS]
-        rollups = aggregate(batch)
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_BINARY_COPY) as copy:
                 copy.set_types(self._types)
                 for row in batch:  # made on arrival (`_prepare`)
                     copy.write_row(row)
+                rollups = aggregate(batch)  # while Postgres takes in the rows sent
             upsert(cur, rollups)
 
     def _replay(self) -> int:

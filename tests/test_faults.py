@@ -16,6 +16,7 @@ from proxy.orgs import create_org
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.pgcontrol import DisposablePostgres
+from tests.rollup_check import assert_rollups_match_events
 from tests.test_proxy_e2e import PROVIDER_KEY
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -57,6 +58,8 @@ def test_postgres_down_and_back_loses_no_event(own_stack: Any) -> None:
     wait_for(lambda: pg.count(query, (org.id,)) >= sent, timeout=20)
     assert pg.count(query, (org.id,)) == sent
     assert "spilled" in proxy.logs()
+    with connect(pg.url) as conn:  # what was journaled and replayed counted once in the rollups too
+        assert assert_rollups_match_events(conn, [org.id]) == sent
     metrics = httpx.get(f"{proxy.url}/metrics").text
     assert "lectr_writer_dropped_total 0" in metrics
 
@@ -91,6 +94,8 @@ def test_a_proxy_killed_outright_loses_no_event(own_stack: Any, fakes: FakeProvi
         time.sleep(0.5)
         assert pg.count(query, (org.id,)) == 40
         assert "adopted the event spool" in again.logs()
+        with connect(pg.url) as conn:  # the adopted spool's events counted once in the rollups too
+            assert assert_rollups_match_events(conn, [org.id]) == 40
     finally:
         again.stop()
 

@@ -3,18 +3,20 @@
 `upsert` adds a batch's rollup rows (`proxy.rollup.aggregate`) to `rollup_hourly` and
 `rollup_daily_end_user` inside the caller's transaction, the one that inserts the events: counters
 are added, `last_error_at` is the later of the two, histograms are merged with `lectr_hist_merge`.
-The rows go through per-session temporary tables (one COPY and one `INSERT ... SELECT ... ON
-CONFLICT` per table, whatever the number of groups), in key order, hourly before daily, so that
-writers, and `lectr_rollup_rebuild` (migration 006) which locks the tables in that order, never
-deadlock each other.
+The rows go as two JSON parameters of one statement (one round trip whatever the number of
+groups: the writer's thread waits for the GIL again after each), inserted in key order, hourly
+before daily, so that writers, and `lectr_rollup_rebuild` (migration 006) which locks the tables
+in that order, never deadlock each other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 
 from proxy.db.migrate import _month_start
@@ -27,7 +29,25 @@ _HOURLY_CONFLICT = (
 _DAILY_CONFLICT = "org_id, day, end_user, (coalesce(feature, ''))"
 
 
-def _upsert_sql(table: str, columns: tuple[str, ...], key: int, conflict: str, histograms: tuple[str, ...]) -> str:
+_TYPES = {
+    "org_id": "bigint", "hour": "timestamptz", "day": "date", "cost_usd": "numeric", "last_error_at": "timestamptz",
+    "feature": "text", "task": "text", "provider": "text", "model": "text", "routed_model": "text", "end_user": "text",
+}
+
+
+def _type(name: str) -> str:
+    if name.endswith("_sum"):
+        return "bigint" if name == "message_count_sum" else "double precision"
+    if name.endswith("_b"):
+        return "integer[]"
+    if name.endswith("_c"):
+        return "bigint[]"
+    return _TYPES.get(name, "bigint")
+
+
+def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str) -> str:
+    """INSERT the rows of a JSON parameter (a list of arrays in `columns` order), adding them to
+    the rows already there: counters summed, last_error_at the later, histograms merged."""
     counters = [name for name in columns[key:] if name != "last_error_at" and not name.endswith(("_b", "_c"))]
     sets = [f"{name} = r.{name} + EXCLUDED.{name}" for name in counters]
     if "last_error_at" in columns:
@@ -35,41 +55,40 @@ def _upsert_sql(table: str, columns: tuple[str, ...], key: int, conflict: str, h
     sets += [
         f"({name}_b, {name}_c) = (SELECT buckets, counts FROM lectr_hist_merge("
         f"r.{name}_b, r.{name}_c, EXCLUDED.{name}_b, EXCLUDED.{name}_c))"
-        for name in histograms
+        for name in HISTOGRAMS
+        if f"{name}_b" in columns
     ]
-    order = ", ".join(conflict.replace("(coalesce", "coalesce").replace("''))", "'')").split(", "))
+    order = conflict.replace("(coalesce", "coalesce").replace("''))", "'')")  # the key's expressions
     listed = ", ".join(columns)
+    values = ", ".join(f"(x->>{i})::{_type(name)}" if not name.endswith(("_b", "_c"))
+                       else f"translate((x->{i})::text, '[]', '{{}}')::{_type(name)}"
+                       for i, name in enumerate(columns))
     return (
-        f"INSERT INTO {table} AS r ({listed}) SELECT {listed} FROM {table}_batch ORDER BY {order}"
+        f"INSERT INTO {table} AS r ({listed}) SELECT {listed} FROM (SELECT {values} FROM"
+        f" jsonb_array_elements(%s::jsonb) AS x) AS batch ({listed}) ORDER BY {order}"
         f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)}"
     )
 
 
-_HOURLY_UPSERT = _upsert_sql("rollup_hourly", HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT, HISTOGRAMS)
-_DAILY_UPSERT = _upsert_sql("rollup_daily_end_user", DAILY_COLUMNS, DAILY_KEY, _DAILY_CONFLICT, ())
-_BATCH_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS rollup_hourly_batch (LIKE rollup_hourly) ON COMMIT DELETE ROWS;"
-    " CREATE TEMP TABLE IF NOT EXISTS rollup_daily_end_user_batch (LIKE rollup_daily_end_user) ON COMMIT DELETE ROWS"
+# One statement for both tables (one round trip: the writer's thread waits on each for the GIL
+# too); Postgres locks rollup_hourly first, in the order the statement names the tables.
+_UPSERT = (
+    f"WITH hourly AS ({_insert('rollup_hourly', HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT)} RETURNING 1) "
+    f"{_insert('rollup_daily_end_user', DAILY_COLUMNS, DAILY_KEY, _DAILY_CONFLICT)}"
 )
-_HOURLY_COPY = f"COPY rollup_hourly_batch ({', '.join(HOURLY_COLUMNS)}) FROM STDIN"
-_DAILY_COPY = f"COPY rollup_daily_end_user_batch ({', '.join(DAILY_COLUMNS)}) FROM STDIN"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact, as Postgres reads numeric text
+    raise TypeError(type(value).__name__)
 
 
 def upsert(cur: psycopg.Cursor[Any], rollups: Rollups) -> None:
     """Add a batch's rollup rows, in the caller's transaction (blocking; the writer's thread)."""
-    if not rollups:
-        return
-    cur.execute(_BATCH_TABLES)  # made once per session (then a catalog look-up); emptied at each commit
-    if rollups.hourly:
-        with cur.copy(_HOURLY_COPY) as copy:
-            for row in rollups.hourly:
-                copy.write_row(row)
-        cur.execute(_HOURLY_UPSERT)
-    if rollups.daily:
-        with cur.copy(_DAILY_COPY) as copy:
-            for row in rollups.daily:
-                copy.write_row(row)
-        cur.execute(_DAILY_UPSERT)
+    if rollups:
+        cur.execute(_UPSERT, (orjson.dumps(rollups.hourly, default=_default).decode(),
+                              orjson.dumps(rollups.daily, default=_default).decode()))
 
 
 def drop_old_rollups(conn: psycopg.Connection[Any], keep_months: int) -> int:

@@ -175,3 +175,6 @@ def test_costs_are_summed_as_postgres_rounds_them() -> None:
     cost = hourly[HOURLY_COLUMNS.index("cost_usd")]
     assert cost == Decimal("0.0000000001") + Decimal("0") + Decimal("1.2345678902") + Decimal("0.1")
     assert math.isclose(float(cost), 1.3345678903)
+    event.cost_usd = 0.25  # type: ignore[assignment]  # a float from elsewhere: still summed, not a crash
+    [hourly] = aggregate([*rows, event.row()]).hourly
+    assert hourly[HOURLY_COLUMNS.index("cost_usd")] == cost + Decimal("0.25")

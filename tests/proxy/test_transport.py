@@ -621,3 +621,66 @@ async def test_unread_short_answer_keeps_the_connection() -> None:
             assert response.status_code == 429
             await response.aclose()  # the body came with the head: already buffered, nothing left to read
         assert transport.connections_opened == 1 and transport.idle_count() == 1
+
+
+# -- the watch: read timeouts and client checks without a cancel scope per read (proxy/watch.py) ----------
+
+
+async def _quiet_after_first_chunk(server: Server, stream: trio.SocketStream, conn: h11.Connection, _: int) -> None:
+    """A stream that sends one chunk, then nothing until the client hangs up (which it records)."""
+    await read_request(server, stream, conn)
+    await stream.send_all(conn.send(h11.Response(status_code=200, headers=[])) + conn.send(h11.Data(data=b"a")))
+    try:
+        while await stream.receive_some(65536):
+            pass
+    finally:
+        server.disconnects += 1
+        server.disconnected.set()
+
+
+async def test_a_quiet_stream_is_abandoned_when_the_client_has_left() -> None:
+    """Between chunks, `alive` is asked every ALIVE_POLL seconds of waiting; a no drops the upstream
+    connection (the provider sees the disconnect) and the read raises Abandoned."""
+    from proxy.transport import Abandoned
+    from proxy.watch import ALIVE_POLL
+
+    asked: list[float] = []
+
+    async def alive() -> bool:
+        asked.append(trio.current_time())
+        return len(asked) < 2  # there at the first check, gone at the second
+
+    transport = LectrTransport()
+    async with serve(_quiet_after_first_chunk) as server:
+        reply = await transport.open(
+            b"POST", destination(server.url + "/v1/x"), [], b"{}", Timeouts(5, 30, 5), alive=alive
+        )
+        assert await reply.receive() == b"a"
+        started = trio.current_time()
+        with trio.fail_after(10), pytest.raises(Abandoned):
+            await reply.receive()
+        waited = trio.current_time() - started
+        with trio.fail_after(5):
+            await server.disconnected.wait()
+        await reply.aclose()
+    assert len(asked) == 2
+    assert 2 * ALIVE_POLL <= waited < 2 * ALIVE_POLL + 1.0
+    assert not transport.watch.bodies  # nothing left behind
+
+
+async def test_a_quiet_stream_times_out_on_time_and_the_watch_task_ends() -> None:
+    transport = LectrTransport()
+    async with serve(_quiet_after_first_chunk) as server:
+        reply = await transport.open(b"POST", destination(server.url + "/v1/x"), [], b"{}", Timeouts(5, 0.5, 5))
+        assert await reply.receive() == b"a"
+        started = trio.current_time()
+        with trio.fail_after(5), pytest.raises(httpx.ReadTimeout):
+            await reply.receive()
+        waited = trio.current_time() - started
+        with trio.fail_after(5):
+            await server.disconnected.wait()
+        await reply.aclose()
+        assert 0.5 <= waited < 0.5 + 0.5
+        assert not transport.watch.bodies
+        await trio.sleep(0.6)  # a tick with nothing watched: the task is gone
+        assert transport.watch._token is None

@@ -1,3 +1,11 @@
+-- lectr_bucket as migration 005 defines it, but not STRICT: the same result (a null value gives
+-- null through the CASE), and Postgres can then inline it into a query instead of calling a SQL
+-- function for every value (a rebuild computes six buckets per event: 3x faster).
+CREATE OR REPLACE FUNCTION lectr_bucket(v double precision) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN v <= 0 THEN -32768 ELSE ceil(ln(v) / ln(1.015::float8 / 0.985::float8))::integer END
+$$;
+
 -- Rollups recomputed from raw events (SPEC §4): `lectr rollup rebuild` calls this a day at a time,
 -- `lectr demo` for its org, and this migration once to build the rollups of an existing install.
 -- The rows are those proxy/rollup.py computes in the writer, column for column (its docstring):
@@ -13,10 +21,14 @@
 -- itself after the commit. Writers upsert rollup_hourly before rollup_daily_end_user, the order
 -- the lock takes them in, so the two never deadlock.
 --
+-- Grouping keys are compared in the "C" collation (bytes): the same groups, a faster sort.
+--
 -- `since` and `until` are UTC midnights (or ±infinity): a chunk covers whole hours and whole days.
 CREATE FUNCTION lectr_rollup_rebuild(org_ids bigint[], since timestamptz, until timestamptz,
                                      OUT counted_events bigint, OUT hourly_rows bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET work_mem = '256MB'  -- the histograms' GROUP BY and sort stay in memory (a day of 1 M events: ~100 MB)
+AS $$
 BEGIN
     IF (isfinite(since) AND since <> date_trunc('day', since, 'UTC'))
        OR (isfinite(until) AND until <> date_trunc('day', until, 'UTC')) THEN
@@ -28,9 +40,10 @@ BEGIN
     WHERE (org_ids IS NULL OR org_id = ANY (org_ids)) AND hour >= since AND hour < until;
 
     WITH src AS (
-        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS hour, coalesce(feature, '') AS k_feature,
-               coalesce(task, '') AS k_task, provider, coalesce(model, '') AS k_model,
-               coalesce(routed_model, '') AS k_routed, created_at, status_code,
+        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS hour, coalesce(feature, '') COLLATE "C" AS k_feature,
+               coalesce(task, '') COLLATE "C" AS k_task, provider COLLATE "C" AS provider,
+               coalesce(model, '') COLLATE "C" AS k_model, coalesce(routed_model, '') COLLATE "C" AS k_routed,
+               created_at, status_code,
                (status_code >= 400 OR error_type IS NOT NULL) AS is_error,
                latency_ms, ttft_ms, upstream_ms, latency_ms - upstream_ms AS overhead_ms, input_tokens,
                output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, usage_estimated,
@@ -144,7 +157,8 @@ BEGIN
            count(*) FILTER (WHERE cost_usd IS NULL AND NOT is_error), coalesce(sum(latency_ms), 0),
            count(latency_ms)
     FROM (
-        SELECT org_id, (created_at AT TIME ZONE 'UTC')::date AS day, end_user, coalesce(feature, '') AS k_feature,
+        SELECT org_id, (created_at AT TIME ZONE 'UTC')::date AS day, end_user COLLATE "C" AS end_user,
+               coalesce(feature, '') COLLATE "C" AS k_feature,
                (status_code >= 400 OR error_type IS NOT NULL) AS is_error, input_tokens, output_tokens,
                cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms
         FROM events
