@@ -17,24 +17,12 @@ import psycopg
 import pytest
 
 from analytics.end_users import UNTAGGED, load_end_users, split_days, top_end_users
+from proxy.db.rollups import rebuild_org
 
 COLUMNS = ("id", "org_id", "created_at", "provider", "model", "feature", "endpoint", "status_code", "error_type",
            "latency_ms", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "end_user")
 START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 
-# What the writer keeps in rollup_daily_end_user, as one GROUP BY (the test's stand-in for the
-# rows the writer upserts; tests/proxy/test_rollup*.py check the writer's rows against the same).
-FILL = """
-INSERT INTO rollup_daily_end_user (org_id, day, end_user, feature, requests, errors, input_tokens, output_tokens,
-    cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_usd, unpriced, latency_ms_sum, latency_ms_n)
-SELECT org_id, (created_at AT TIME ZONE 'UTC')::date, end_user, feature, count(*),
-    count(*) FILTER (WHERE status_code >= 400 OR error_type IS NOT NULL),
-    coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cached_input_tokens), 0),
-    coalesce(sum(cache_write_tokens), 0), coalesce(sum(reasoning_tokens), 0), coalesce(sum(cost_usd), 0),
-    count(*) FILTER (WHERE cost_usd IS NULL AND status_code < 400 AND error_type IS NULL),
-    coalesce(sum(latency_ms), 0), count(latency_ms)
-FROM events WHERE org_id = %s AND end_user IS NOT NULL GROUP BY 1, 2, 3, 4
-"""
 
 
 def traffic(org_id: int, seed: int = 5) -> list[dict[str, Any]]:
@@ -66,7 +54,7 @@ def org_with_traffic(db: psycopg.Connection[Any], new_org: Any) -> tuple[int, li
     with db.cursor() as cur, cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for r in rows:
             copy.write_row([r.get(c) for c in COLUMNS])
-    db.execute(FILL, (org.id,))
+    rebuild_org(db, org.id)  # the rollups, as `lectr rollup rebuild` computes them
     return org.id, rows
 
 
@@ -150,7 +138,7 @@ def test_cli_report_by_end_user(pg_url: str, db: psycopg.Connection[Any], new_or
     with db.cursor() as cur, cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for r in rows:
             copy.write_row([r.get(c) for c in COLUMNS])
-    db.execute(FILL, (org.id,))
+    rebuild_org(db, org.id)  # the rollups, as `lectr rollup rebuild` computes them
     lectr = str(Path(sys.executable).parent / "lectr")
     env = {"DATABASE_URL": pg_url, "PATH": "/usr/bin:/bin", "LECTR_DATA_DIR": str(tmp_path)}
 

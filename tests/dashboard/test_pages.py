@@ -138,11 +138,19 @@ def test_end_users_are_ranked_by_cost_and_narrow_to_a_feature(
     as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime, period: str
 ) -> None:
     from analytics.end_users import load_end_users, top_end_users
+    from proxy.db import connect
 
     at = open_page(as_demo, "end_users", period)
     start = end - PERIODS[period].length
     expected = top_end_users(load_end_users(pg_url, demo_org.id, start, end), limit=None).collect()
     assert expected.height > 0
+    with connect(pg_url) as conn:  # the rollup's whole days and the raw edges add up to every request
+        raw = conn.execute(
+            "SELECT count(*), count(DISTINCT end_user) FROM events"
+            " WHERE org_id = %s AND end_user IS NOT NULL AND created_at >= %s AND created_at < %s",
+            (demo_org.id, start, end),
+        ).fetchone()
+    assert (int(expected["requests"].sum()), expected.height) == raw
     shown = at.dataframe[0].value
     assert list(shown["end_user"]) == expected["end_user"].to_list()
     assert list(shown["requests"]) == expected["requests"].to_list()
