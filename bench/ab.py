@@ -12,6 +12,11 @@ two versions of the code, put the difference behind an environment variable for 
 (`docs/PERFORMANCE.md` step 14 is an example), or run one side from another checkout with
 `--a-root` / `--b-root` (e.g. `git worktree add /tmp/base <commit>`, then `--a-root /tmp/base`:
 that side's proxy imports its `proxy` package from there). Needs what `run.py` needs.
+
+`--budgets A|B|both` gives that side's org the budgets of the worst case for the hot path's check (issue
+17): a hard budget on all its traffic, not reached (its spend is tracked on every event), and a
+hard budget on another feature, reached (so the org is in the tracker's reached set and every
+request compares its feature with it).
 """
 
 from __future__ import annotations
@@ -46,6 +51,29 @@ def _env(text: str) -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
+def _add_budgets(url: str, org_id: int) -> None:
+    """A hard budget on all the org's traffic that is never reached, and a reached one on another
+    feature (its spend in the rollups); the proxies load them within their refresh interval."""
+    import datetime as dt
+
+    from proxy.db import connect
+
+    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass('budgets')").fetchone()[0] is None:
+            raise SystemExit("--budgets: the database has no budgets table (start a side with this checkout)")
+        conn.execute("INSERT INTO budgets (org_id, period, limit_usd, hard) VALUES (%s, 'month', 1e9, true)", (org_id,))
+        conn.execute(
+            "INSERT INTO budgets (org_id, feature, period, limit_usd, hard) VALUES (%s, 'elsewhere', 'day', 1, true)",
+            (org_id,),
+        )
+        conn.execute(
+            "INSERT INTO rollup_hourly (org_id, hour, feature, provider, requests, cost_usd)"
+            " VALUES (%s, %s, 'elsewhere', 'openai', 1, 5)",
+            (org_id, hour),
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", default="", help='environment of proxy A: "KEY=VALUE ..." (default: none)')
@@ -54,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b-root", type=Path, help="run proxy B from this checkout")
     parser.add_argument("--scenario", choices=_SCENARIOS, default="chat")
     parser.add_argument("--rounds", type=int, default=20, help="1-second rounds per side (default 20)")
+    parser.add_argument("--budgets", choices=("A", "B", "both"), help="give that side's org budgets (see above)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or (shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()):
         raise SystemExit("`nginx` and `wrk` are needed: apt-get install -y nginx libnginx-mod-http-echo wrk")
@@ -68,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             db = Database.start(work / "pg")
             run = Run(argparse.Namespace(duration=1), db, upstream, work)
             body_file = run.body_file("ab", body)
+            orgs = {}
             for side, extra in sides.items():
-                proxy, _, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra, root=roots[side])
+                proxy, org_id, key = run.start_proxy(f"ab-{side}", upstream.fast_url, extra_env=extra, root=roots[side])
                 proxies[side] = (proxy, key)
+                orgs[side] = org_id
+            for side, org_id in orgs.items():
+                if args.budgets in (side, "both"):
+                    _add_budgets(db.url, org_id)
             for proxy, key in proxies.values():  # warm up: pools, first flushes
                 wrk(proxy.url + path, connections=50, duration=1, body_file=body_file, key=key, mode=mode)
             base = f"http://127.0.0.1:{upstream.fast_port}{path}"
@@ -98,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = " ".join(f"{latency[q] / 1000:>7.2f}" for q in ("p50", "p90", "p99", "p999"))
         print(f"{side:<6} {latency['n']:>8} {figures} {cpu:>8}")
     for side, extra in sides.items():
-        print(f"{side}: {' '.join(f'{k}={v}' for k, v in extra.items()) or '(defaults)'}")
+        budgets = " with budgets" if args.budgets in (side, "both") else ""
+        print(f"{side}: {' '.join(f'{k}={v}' for k, v in extra.items()) or '(defaults)'}{budgets}")
     return 0
 
 

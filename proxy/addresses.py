@@ -13,6 +13,10 @@ the one way a tenant could point the proxy at an internal service (SSRF). Two ru
   IPv4-mapped, 6to4 or NAT64 IPv6 addresses. URLs from the operator (`LECTR_*_BASE_URL`, listed
   hosts) are not guarded: their private addresses are the operator's choice.
 
+A webhook URL (SPEC §9) is the same kind of tenant input: `webhook_url` holds it to `https://` on
+a public address (`http://` and internal addresses only with `LECTR_ALLOW_PRIVATE_UPSTREAMS=1`),
+checked where it is set and again, through the same address rule, by the transport at connect.
+
 Messages never repeat the URL: it may hold a password (user info) or a token (query).
 """
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -157,6 +163,72 @@ def azure_endpoint(endpoint: str, allowed_hosts: tuple[str, ...] = ()) -> AzureE
     if path not in ("", "/"):
         raise EndpointRefused("Azure endpoints have no path: the proxy adds /openai/deployments/...")
     return AzureEndpoint(f"https://{host}", False)
+
+
+class WebhookRefused(ValueError):
+    """A webhook URL outside SPEC §9's rule; the message gives the reason, never the URL (a Slack
+    webhook's path is its secret)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the webhook URL is refused ({reason}): it must be https:// to a public address; http:// and"
+            " loopback, private, link-local or metadata addresses need LECTR_ALLOW_PRIVATE_UPSTREAMS=1"
+            " (set by the operator)"
+        )
+        self.reason = reason
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def webhook_url(
+    url: str, allow_private: bool = False, resolve: Callable[[str, int], list[str]] = _resolve
+) -> str:
+    """The webhook URL, stripped, if SPEC §9's rule allows it; `WebhookRefused` otherwise. Unless
+    `allow_private`, its host must resolve, and every address it resolves to must be public."""
+    text = url.strip()
+    if not text:
+        raise WebhookRefused("it is empty")
+    if len(text) > 2000:
+        raise WebhookRefused("it is longer than 2000 characters")
+    if not text.isascii() or not text.isprintable() or any(c in _UNSAFE for c in text):
+        raise WebhookRefused("it contains characters a URL cannot have")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not text[len(scheme) :].startswith("://"):
+        raise WebhookRefused("it is not an http(s) URL")
+    if scheme == "http" and not allow_private:
+        raise WebhookRefused("it is http://, not https://")
+    if "@" in parts.netloc:
+        raise WebhookRefused("it has user info")
+    if "#" in text:
+        raise WebhookRefused("it has a fragment")
+    host = parts.hostname or ""
+    if not host:
+        raise WebhookRefused("it has no host")
+    try:
+        given = parts.port
+    except ValueError:
+        raise WebhookRefused("its port is not a number from 1 to 65535") from None
+    if given == 0:
+        raise WebhookRefused("its port is not a number from 1 to 65535")
+    port = given or (443 if scheme == "https" else 80)
+    if allow_private:
+        return text
+    ip = _ip(host)
+    if ip is not None:
+        addresses = [ip.compressed]
+    elif not _is_hostname(host):
+        raise WebhookRefused("its host is not a valid name")
+    else:
+        try:
+            addresses = resolve(host, port)
+        except OSError:
+            raise WebhookRefused("its host name does not resolve") from None
+    if not addresses or any(address_forbidden(a) for a in addresses):
+        raise WebhookRefused("its host is a loopback, private, link-local or metadata address")
+    return text
 
 
 def address_forbidden(address: str) -> bool:

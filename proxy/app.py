@@ -6,6 +6,7 @@
                           2. X-Lectr-Key → org, from memory                     (directory.py)
                           3. body: model, stream, usage option                  (body.py)
                           4. provider: detection / override → adapter           (providers/)
+                             hard budgets: reached or not, from memory          (spend.py)
                           5. routing rules / fallbacks pick the attempts        (routing.py)
                           6. upstream over HTTP/1.1; answer relayed as it comes (transport.py, relay.py, sse.py)
                           7. one Event handed to the writer, never awaited      (events.py, writer.py)
@@ -35,6 +36,7 @@ from quart_trio import QuartTrio
 
 from proxy import body as bodies
 from proxy import server
+from proxy.alerting import Alerter
 from proxy.config import Settings
 from proxy.db import connect, database_url, migrate
 from proxy.directory import Directory
@@ -50,6 +52,7 @@ from proxy.pricing import warm_up as warm_up_prices
 from proxy.providers import adapter_for, detect
 from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.routing import Target
+from proxy.spend import BudgetTracker
 from proxy.transport import Alive, LectrTransport, Timeouts, destination
 from proxy.upstream import Outbound, make_transport
 from proxy.writer import EventWriter
@@ -73,6 +76,7 @@ class Proxy:
         self.rate_limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.streams = StreamSlots(settings.max_streams)
         self.directory: Directory | None = None
+        self.budgets: BudgetTracker | None = None
         self.writer: EventWriter | None = None
         self.upstream: LectrTransport | None = None
         self.telemetry: Telemetry | None = None  # None: export off (the default)
@@ -94,6 +98,7 @@ class Proxy:
         await trio.to_thread.run_sync(warm_up_prices)
         self.upstream, self.timeouts = make_transport(settings)
         self.directory = Directory(url, settings.refresh_seconds, settings.azure_allowed_hosts)
+        self.budgets = BudgetTracker(url, settings.budget_refresh_seconds)
         self.writer = EventWriter(
             url,
             Journal(Path(settings.journal_path)),
@@ -102,6 +107,7 @@ class Proxy:
             queue_size=settings.writer_queue_size,
             retention_months=settings.retention_months,
             rollup_retention_months=settings.rollup_retention_months,
+            watcher=self.budgets,
         )
         await nursery.start(self.writer.run)
         if settings.otel_traces or settings.otel_metrics:
@@ -110,6 +116,8 @@ class Proxy:
             self.telemetry = Telemetry(settings, self.directory.org_name)
             await nursery.start(self.telemetry.run)
         await nursery.start(self._refresh_forever)
+        await nursery.start(self._refresh_budgets_forever)
+        nursery.start_soon(self._send_alerts_forever, Alerter(url, settings, self.budgets))
         await trio.to_thread.run_sync(self.shared_metrics.prepare)
         nursery.start_soon(self._publish_metrics_forever)
         # Everything loaded so far (price tables, Quart, the libraries) lives as long as the worker:
@@ -127,6 +135,16 @@ class Proxy:
         assert self.directory is not None
         with self._cancel_at_stop():
             await self.directory.run(task_status=task_status)
+
+    async def _refresh_budgets_forever(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.budgets is not None
+        with self._cancel_at_stop():
+            await self.budgets.run(task_status=task_status)
+
+    async def _send_alerts_forever(self, alerter: Alerter) -> None:
+        """Stand for election as the alert sender (proxy/alerting.py); off the hot path."""
+        with self._cancel_at_stop():
+            await alerter.run()
 
     async def _publish_metrics_forever(self) -> None:
         """This worker's figures for `/metrics` on the others, every second (a small file, written
@@ -200,6 +218,7 @@ class Proxy:
         endpoint = scope["path"][4:]
         settings = self.settings
         assert self.directory is not None and self.writer is not None and self.upstream is not None
+        assert self.budgets is not None
         event: Event | None = None
         try:
             incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
@@ -234,6 +253,7 @@ class Proxy:
             if found.unknown and incoming.provider is not None:
                 log.warning("invalid X-Lectr-Provider value; using openai")
             event.provider, event.provider_unknown = found.provider, found.unknown
+            self.budgets.check(org.id, incoming.feature)
             if found.provider == "azure" and (not org.azure_endpoint or org.azure_refused) and incoming.lectr_key:
                 # Set (or set right) a moment ago (`lectr org azure`)? Look once more before refusing.
                 org = await self.directory.authenticate_reloaded(incoming.lectr_key) or org

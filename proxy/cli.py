@@ -106,6 +106,97 @@ def cmd_route_fallbacks(args: argparse.Namespace, conn: psycopg.Connection[Any],
     return 0
 
 
+def cmd_budget_add(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.budgets import add_budget, parse_alert_at
+
+    budget_id = add_budget(
+        conn,
+        args.name,
+        limit_usd=args.limit_usd,
+        period=args.period,
+        feature=args.feature,
+        hard=args.hard,
+        alert_at=parse_alert_at(args.alert_at),
+    )
+    scope = f"feature {args.feature!r}" if args.feature else "the whole org"
+    kind = "hard (requests over it get 429)" if args.hard else "soft (alerts only)"
+    print(f"added {kind} budget {budget_id} to {args.name!r}: ${args.limit_usd} a {args.period} on {scope};"
+          " every worker applies it within seconds", file=sys.stderr)
+    print(budget_id)
+    return 0
+
+
+def cmd_budget_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.budgets import list_budgets
+
+    budgets = list_budgets(conn, args.name)
+    if args.json:
+        print(json.dumps(budgets))
+        return 0
+    if not budgets:
+        print(f"org {args.name!r} has no budgets")
+        return 0
+    print(f"{'id':>5} {'scope':<24} {'period':<6} {'limit $':>12} {'spent $':>12} {'%':>7} {'hard':<4}  alerts at")
+    for b in budgets:
+        scope = f"feature {b['feature']}" if b["feature"] is not None else "whole org"
+        alerts = ",".join(str(a) for a in b["alert_at"])
+        print(f"{b['id']:>5} {scope[:24]:<24} {b['period']:<6} {b['limit_usd']:>12,.2f} {b['spend_usd']:>12,.4f}"
+              f" {b['percent']:>6.1f}% {'yes' if b['hard'] else 'no':<4}  {alerts}")
+    return 0
+
+
+def cmd_budget_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.budgets import remove_budget
+
+    remove_budget(conn, args.name, args.id)
+    print(f"removed budget {args.id} from {args.name!r}")
+    return 0
+
+
+def cmd_alert_webhook(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.webhooks import add_webhook
+
+    webhook_id = add_webhook(conn, args.name, args.url, args.format, allow_private=settings.allow_private_upstreams)
+    print(f"added {args.format} webhook {webhook_id} to {args.name!r}", file=sys.stderr)
+    print(webhook_id)
+    return 0
+
+
+def cmd_alert_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.webhooks import list_webhooks
+
+    hooks = list_webhooks(conn, args.name)
+    if args.json:
+        print(json.dumps(hooks))
+        return 0
+    if not hooks:
+        print(f"org {args.name!r} has no alert webhooks")
+        return 0
+    for hook in hooks:
+        print(f"{hook['id']:>5} {hook['format']:<6} {hook['url']}")
+    return 0
+
+
+def cmd_alert_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.webhooks import remove_webhook
+
+    remove_webhook(conn, args.name, args.id)
+    print(f"removed webhook {args.id} from {args.name!r}")
+    return 0
+
+
+def cmd_alert_test(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
+    from proxy.alerting import send_test
+
+    results = send_test(conn, args.name, settings)
+    if not results:
+        print(f"org {args.name!r} has no alert webhooks; add one with `lectr alert webhook {args.name} --url URL`")
+        return 1
+    for result in results:
+        print(f"webhook {result.webhook_id} ({result.format}): {result.describe()}")
+    return 0 if all(result.delivered for result in results) else 1
+
+
 def cmd_report(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
     if args.by == "end-user":
         from analytics import end_users
@@ -240,6 +331,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("models", nargs="*", metavar="[PROVIDER:]MODEL")
     p.set_defaults(handler=cmd_route_fallbacks)
+
+    budget = sub.add_parser("budget", help="spending limits").add_subparsers(dest="budget_command", required=True)
+    p = budget.add_parser("add", help="add a budget and print its id")
+    p.add_argument("name", help="org name")
+    p.add_argument("--limit-usd", required=True, help="the limit in US dollars")
+    p.add_argument("--period", choices=("day", "month"), default="month", help="UTC day or month (default month)")
+    p.add_argument("--feature", help="only this feature's requests (default: the whole org)")
+    p.add_argument("--hard", action="store_true", help="refuse requests (429) once the limit is reached")
+    p.add_argument("--alert-at", help="alert at these percentages of the limit (default 80,100)")
+    p.set_defaults(handler=cmd_budget_add)
+    p = budget.add_parser("list", help="list an org's budgets with their spend so far")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_budget_list)
+    p = budget.add_parser("rm", help="remove a budget")
+    p.add_argument("name")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_budget_rm)
+
+    alert = sub.add_parser("alert", help="alert webhooks").add_subparsers(dest="alert_command", required=True)
+    p = alert.add_parser("webhook", help="add a webhook for the org's alerts and print its id")
+    p.add_argument("name")
+    p.add_argument("--url", required=True, help="https:// URL of a public receiver (Slack incoming webhook, ...)")
+    p.add_argument("--format", choices=("json", "slack"), default="json")
+    p.set_defaults(handler=cmd_alert_webhook)
+    p = alert.add_parser("list", help="list an org's webhooks")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_alert_list)
+    p = alert.add_parser("rm", help="remove a webhook")
+    p.add_argument("name")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_alert_rm)
+    p = alert.add_parser("test", help="send one test alert to each webhook and say whether it was delivered")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_alert_test)
 
     p = sub.add_parser("report", help="per-feature (or per-end-user) cost, latency and errors")
     p.add_argument("--org", required=True)

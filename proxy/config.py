@@ -76,6 +76,20 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     # How often each worker reloads keys and routing rules (revocation must land within 5 s).
     refresh_seconds: float = 2.0
+    # How often each worker reloads budgets and their spend from the rollups (SPEC §9: at most 5 s).
+    budget_refresh_seconds: float = 2.0
+    # Alerts (proxy/alerting.py): how often the elected worker checks budgets and sends what is
+    # due; how often the others try to take over (a dead sender is replaced within this, < 30 s);
+    # how often anomalies are looked for, and how long after an anomaly ends it counts as the same
+    # episode; the first retry's delay (doubling, at most 10 min), how long to keep retrying, and
+    # each attempt's timeout.
+    alert_check_seconds: float = 5.0
+    alert_election_seconds: float = 10.0
+    anomaly_check_seconds: float = 300.0
+    anomaly_quiet_seconds: float = 3600.0
+    alert_backoff_seconds: float = 10.0
+    alert_retry_seconds: float = 3600.0
+    alert_timeout: float = 10.0
     # Event writer: flush when this many events are queued or the oldest is this old.
     writer_batch_size: int = 5000
     # A batch goes at once when traffic pauses (proxy/writer.py); under steady traffic once a
@@ -134,6 +148,14 @@ class Settings:
             max_response_bytes=_int(env, "LECTR_MAX_RESPONSE_BYTES", 64 * 1024 * 1024),
             max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES", 16 * 1024),
             refresh_seconds=_float(env, "LECTR_REFRESH_SECONDS", 2.0),
+            budget_refresh_seconds=_float(env, "LECTR_BUDGET_REFRESH_SECONDS", 2.0),
+            alert_check_seconds=_float(env, "LECTR_ALERT_CHECK_SECONDS", 5.0),
+            alert_election_seconds=_float(env, "LECTR_ALERT_ELECTION_SECONDS", 10.0),
+            anomaly_check_seconds=_float(env, "LECTR_ANOMALY_CHECK_SECONDS", 300.0),
+            anomaly_quiet_seconds=_float(env, "LECTR_ANOMALY_QUIET_SECONDS", 3600.0),
+            alert_backoff_seconds=_float(env, "LECTR_ALERT_BACKOFF_SECONDS", 10.0),
+            alert_retry_seconds=_float(env, "LECTR_ALERT_RETRY_SECONDS", 3600.0),
+            alert_timeout=_float(env, "LECTR_ALERT_TIMEOUT", 10.0),
             writer_batch_size=_int(env, "LECTR_WRITER_BATCH_SIZE", 5000),
             writer_flush_seconds=_float(env, "LECTR_WRITER_FLUSH_SECONDS", 1.0),
             writer_queue_size=_int(env, "LECTR_WRITER_QUEUE_SIZE", 100_000),

@@ -21,6 +21,7 @@ The tree::
     ├── PayloadTooLarge             (413)
     ├── HeaderTooLarge              (431)
     ├── RateLimited                 (429, with retry-after)
+    ├── BudgetExceeded              (429 budget_exceeded: a hard budget is reached, with retry-after)
     ├── Overloaded                  (503, too many concurrent streams)
     │   └── TooManyConnections      (503, the worker's connection cap)
     ├── TransferCodingNotImplemented (501, any Transfer-Encoding but a lone chunked)
@@ -36,7 +37,13 @@ Messages never contain a provider key or any request header value.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 import orjson
+
+if TYPE_CHECKING:
+    from proxy.budgets import Budget
 
 
 class LectrError(Exception):
@@ -126,6 +133,53 @@ class RateLimited(LectrError):
     status = 429
     type = "rate_limit_error"
     code = "lectr_rate_limited"
+
+
+class BudgetExceeded(LectrError):
+    """A hard budget (SPEC §9) is reached: refused before the upstream is called. Made once per
+    budget when the tracker finds it reached (`proxy.spend`), then raised as is by every request
+    it covers; the body names the budget and when its period resets, and adds a `budget` object."""
+
+    status = 429
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(self, budget: Budget, spend_usd: float, resets_at: dt.datetime) -> None:
+        reset = resets_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        super().__init__(
+            f"{budget.describe()} is reached (${spend_usd:,.4f} spent); requests it covers are refused until"
+            f" the period resets at {reset}"
+        )
+        self.feature = budget.feature
+        self.resets_at = resets_at
+        self._body = orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "code": self.code,
+                    "budget": {
+                        "id": budget.id,
+                        "feature": budget.feature,
+                        "period": budget.period,
+                        "limit_usd": budget.limit_usd,
+                        "spend_usd": round(spend_usd, 6),
+                        "resets_at": reset,
+                    },
+                }
+            }
+        )
+
+    def body(self) -> bytes:
+        return self._body
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        wait = max(1, int((self.resets_at - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+        return [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self._body)).encode()),
+            (b"retry-after", str(wait).encode()),
+        ]
 
 
 class Overloaded(LectrError):

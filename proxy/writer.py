@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 import trio
@@ -62,6 +62,15 @@ _QUIET_SECONDS = 0.05  # a tick without a new event: traffic paused, flush what 
 _ADOPT_SECONDS = 10.0  # how often to look for the spools of workers that are gone
 
 
+class CostWatcher(Protocol):
+    """Told of each row priced (held, not yet in Postgres) and of rows committed or given up on
+    (spilled to the journal): the budget tracker's view of this worker's unwritten spend."""
+
+    def priced(self, row: tuple[Any, ...]) -> None: ...
+
+    def committed(self, rows: list[tuple[Any, ...]]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WriterStatistics:
     queued: int  # events waiting in memory (channel + the writer's own buffer)
@@ -94,7 +103,9 @@ class EventWriter:
         retention_months: int = 0,
         rollup_retention_months: int = 0,
         max_backoff: float = 5.0,
+        watcher: CostWatcher | None = None,
     ) -> None:
+        self._watcher = watcher
         self._url = database_url
         self._journal = journal
         self._batch_size = batch_size
@@ -269,6 +280,8 @@ class EventWriter:
         a whole batch at once in the flush thread while holding the GIL (docs/PERFORMANCE.md);
         its line for the spool is made here too."""
         row = self._finish(event)
+        if self._watcher is not None:
+            self._watcher.priced(row)
         self._taken += 1
         if self._spool.active:
             self._unspooled.append(encode(row))
@@ -294,7 +307,7 @@ class EventWriter:
     async def _flush(self) -> None:
         """Write the held batch, then replay the journal; each step commits on its own, so a
         failure in the replay never makes the batch be written twice."""
-        batch = self._pending
+        batch = taken = self._pending
         if batch:
             self._pending = []  # what arrives during the flush: in the spool's next file
             if self._healthy:  # (after a failure, retries do not seal: one file per outage, not per retry)
@@ -320,6 +333,8 @@ class EventWriter:
             finally:
                 self._in_flight = 0
             self._spool.release_sealed()
+            if self._watcher is not None:
+                self._watcher.committed(taken)
             self._written += len(batch)
         try:
             replayed = await self._while_taking(self._replay)
@@ -443,6 +458,8 @@ class EventWriter:
             kept = await self._while_taking(self._spill_now, rows)
         finally:
             self._in_flight = 0
+        if self._watcher is not None:
+            self._watcher.committed(rows)  # in the journal: counted again once replayed into the rollups
         if kept:
             self._spool.release_sealed()
         else:

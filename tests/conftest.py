@@ -46,6 +46,13 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_url(pg_server_url: str) -> Iterator[str]:
     """URL of a fresh, migrated database for this test session."""
+    yield from fresh_database(pg_server_url)
+
+
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    """Make a fresh, migrated database, yield its URL, drop it. Tests whose proxies elect an alert
+    sender (a Postgres advisory lock is per database) use one of their own, so the session's other
+    proxies are not candidates (tests/test_budgets_e2e.py)."""
     name = f"lectr_test_{uuid.uuid4().hex[:8]}"
     with connect(pg_server_url) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]

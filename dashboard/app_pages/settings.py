@@ -1,4 +1,4 @@
-"""Settings: integration, the org key, the Azure endpoint, routing rules.
+"""Settings: integration, the org key, the Azure endpoint, routing rules, budgets, alert webhooks.
 
 One function per section, listed in `SECTIONS`: a new section is a function and a line.
 """
@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from dashboard import budgets_editor, routing_editor
 from dashboard import format as fmt
-from dashboard import routing_editor
 from dashboard.auth import SignedIn, require_org
 from dashboard.components import header, proxy_url
 from dashboard.db import active_key_prefixes, database
@@ -73,7 +73,17 @@ def routing_rules(org: SignedIn) -> None:
     routing_editor.editor(org)
 
 
-SECTIONS: list[Callable[[SignedIn], None]] = [integration, org_key, azure, routing_rules]
+def budgets(org: SignedIn) -> None:
+    st.subheader("Budgets")
+    budgets_editor.budgets(org)
+
+
+def alerts(org: SignedIn) -> None:
+    st.subheader("Alert webhooks")
+    budgets_editor.webhooks(org)
+
+
+SECTIONS: list[Callable[[SignedIn], None]] = [integration, org_key, azure, routing_rules, budgets, alerts]
 
 org = require_org()
 header("Settings", f"Org `{org.name}`")
