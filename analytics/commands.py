@@ -20,7 +20,7 @@ import psycopg
 from analytics.load_rollups import azure_base_models, load_rollups
 from analytics.metrics import by_feature, untagged_share
 from analytics.recommend import RECOMMEND_HISTOGRAMS, protected_features, recommendation_list
-from proxy.orgs import OrgError, get_org
+from proxy.store.orgs import OrgError, get_org
 
 # The recommendation window: a week spans one weekly cycle and is recent enough that the models
 # it reports are the ones in use now.

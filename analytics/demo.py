@@ -21,9 +21,9 @@ from typing import Any, TextIO
 import psycopg
 
 from analytics.pricing import unit_prices
-from proxy.db import ensure_partitions
-from proxy.db.rollups import rebuild_org
-from proxy.orgs import ensure_org, rotate_key
+from proxy.store.db import ensure_partitions
+from proxy.store.db.rollups import rebuild_org
+from proxy.store.orgs import ensure_org, rotate_key
 
 ORG = "demo"
 

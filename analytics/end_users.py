@@ -185,7 +185,7 @@ def report(
     import json
 
     from analytics.commands import _money, _pct, _plain, _table
-    from proxy.orgs import OrgError, get_org
+    from proxy.store.orgs import OrgError, get_org
 
     if days < 1:
         raise OrgError("--days must be at least 1")

@@ -6,13 +6,13 @@ row starts: the hour itself for a whole hour, or a cut inside the hour for a pie
 from raw events so the window is exact). A window `[start, end)` is then the rows with
 `start <= since < end`, exact whenever `start` and `end` are hour boundaries or cuts.
 
-Sums merge by addition. Histograms are DDSketch-style log buckets (`proxy.histogram`): two list
+Sums merge by addition. Histograms are DDSketch-style log buckets (`proxy.accounting.histogram`): two list
 columns per figure, `<name>_b` (bucket indices) and `<name>_c` (their counts); `quantiles`
-merges them per group with one explode and reads quantiles the way `proxy.histogram.quantile`
+merges them per group with one explode and reads quantiles the way `proxy.accounting.histogram.quantile`
 does (interpolated like Postgres' `percentile_cont`, within α = 1.5 % of exact).
 
 `rollup(events)` aggregates raw events into the same rows, exactly as the writer does
-(`proxy/rollup.py`): the raw edges of a window, and hand-built traffic in tests.
+(`proxy/accounting/rollup.py`): the raw edges of a window, and hand-built traffic in tests.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 
-from proxy.histogram import GAMMA, ZERO
+from proxy.accounting.histogram import GAMMA, ZERO
 
 DIMENSIONS: tuple[str, ...] = ("feature", "task", "provider", "model", "routed_model")
 HISTOGRAMS: tuple[str, ...] = ("latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "input_tokens", "output_tokens")
@@ -63,13 +63,13 @@ IS_ERROR: pl.Expr = (pl.col("status_code") >= 400) | pl.col("error_type").is_not
 
 
 def bucket(value: pl.Expr) -> pl.Expr:
-    """`proxy.histogram.bucket` as an expression: ceil(log_γ(v)), ZERO for v <= 0."""
+    """`proxy.accounting.histogram.bucket` as an expression: ceil(log_γ(v)), ZERO for v <= 0."""
     v = value.cast(pl.Float64)
     return pl.when(v <= 0).then(pl.lit(ZERO)).otherwise((v.log() / _LOG_GAMMA).ceil()).cast(pl.Int32)
 
 
 def representative(index: pl.Expr) -> pl.Expr:
-    """`proxy.histogram.representative` as an expression: 2·γ^i / (γ + 1), 0 for ZERO."""
+    """`proxy.accounting.histogram.representative` as an expression: 2·γ^i / (γ + 1), 0 for ZERO."""
     return pl.when(index == ZERO).then(0.0).otherwise(2 * pl.lit(GAMMA).pow(index.cast(pl.Float64)) / (GAMMA + 1))
 
 
@@ -111,7 +111,7 @@ def _histogram(events: pl.LazyFrame, keys: list[str], name: str, value: pl.Expr)
 
 def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFrame:
     """Raw events (`load.EVENT_SCHEMA` columns; `cost_usd` decimal or float) → rollup rows per
-    (hour, piece, dimensions), each figure defined as `proxy/rollup.py` defines it. Empty
+    (hour, piece, dimensions), each figure defined as `proxy/accounting/rollup.py` defines it. Empty
     dimensions count as null (the rollups' key cannot tell '' from null)."""
     present = set(events.collect_schema().names())
     events = events.with_columns(pl.lit(None, t).alias(c) for c, t in EVENT_COLUMNS.items() if c not in present)
@@ -207,7 +207,7 @@ def quantiles(frame: pl.LazyFrame, keys: Sequence[str], histogram: str, wanted: 
 
     One explode of the bucket lists, counts summed per (keys, bucket), cumulative counts in
     bucket order; the q-quantile interpolates between the representatives of the buckets
-    holding ranks floor(q·(n-1)) and ceil(q·(n-1)), exactly as `proxy.histogram.quantile`.
+    holding ranks floor(q·(n-1)) and ceil(q·(n-1)), exactly as `proxy.accounting.histogram.quantile`.
     Groups without a value are absent (join them in: their quantile is unknown).
     """
     wanted_keys = list(keys)

@@ -34,7 +34,7 @@ from harness import Database, ProxyProcess, wrk  # noqa: E402
 from run import EMBEDDINGS, Run, _load, _merge, big_body, chat_body  # noqa: E402
 from upstream import Upstream  # noqa: E402
 
-from proxy.db.connection import stop_embedded  # noqa: E402
+from proxy.store.db.connection import stop_embedded  # noqa: E402
 
 _SCENARIOS: dict[str, tuple[str, bytes, str]] = {
     "chat": ("/v1/chat/completions", chat_body(), ""),
@@ -56,7 +56,7 @@ def _add_budgets(url: str, org_id: int) -> None:
     feature (its spend in the rollups); the proxies load them within their refresh interval."""
     import datetime as dt
 
-    from proxy.db import connect
+    from proxy.store.db import connect
 
     hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
     with connect(url) as conn:

@@ -42,10 +42,10 @@ import polars as pl
 import psycopg
 
 from analytics.commands import RECOMMEND_DAYS
-from proxy.config import Settings
-from proxy.db import connect, database_url, ensure_partitions, migrate
-from proxy.db.connection import stop_embedded
-from proxy.orgs import create_org
+from proxy.core.config import Settings
+from proxy.store.db import connect, database_url, ensure_partitions, migrate
+from proxy.store.db.connection import stop_embedded
+from proxy.store.orgs import create_org
 
 # (provider, model, response_model, feature, task, typical prompt tokens, typical response tokens,
 #  $ per input token, $ per output token, weight)

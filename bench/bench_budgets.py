@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.budgets import Budget  # noqa: E402
-from proxy.events import Event  # noqa: E402
-from proxy.spend import BudgetTracker  # noqa: E402
+from proxy.accounting.record import Event  # noqa: E402
+from proxy.pipeline.spend import BudgetTracker  # noqa: E402
+from proxy.store.budgets import Budget  # noqa: E402
 
 
 def best(statement: object, number: int) -> float:

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from analytics.demo import generate
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.db.connection import stop_embedded
-from proxy.db.rollups import rebuild_days
+from proxy.core.config import Settings
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.db.connection import stop_embedded
+from proxy.store.db.rollups import rebuild_days
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import timeit
 
-from proxy.routing import OrgRouting, build
+from proxy.pipeline.routing import OrgRouting, build
 
 
 def rules(n: int, last_matches: bool) -> OrgRouting:

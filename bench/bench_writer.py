@@ -17,13 +17,13 @@ from pathlib import Path
 
 import trio
 
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.db.connection import stop_embedded
-from proxy.events import Event
-from proxy.journal import Journal
-from proxy.orgs import create_org
-from proxy.writer import EventWriter
+from proxy.accounting.record import Event
+from proxy.core.config import Settings
+from proxy.events.journal import Journal
+from proxy.events.writer import EventWriter
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.db.connection import stop_embedded
+from proxy.store.orgs import create_org
 
 MODELS = [
     ("openai", "gpt-4o"),

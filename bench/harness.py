@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.orgs import create_org
-from proxy.up import proxy_command
+from proxy.core.config import Settings
+from proxy.ops.up import proxy_command
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.orgs import create_org
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -9,7 +9,7 @@ usage chunk and `[DONE]`, and wrk holding 50, 200 or 1,000 streams open back to 
   so that all see the same moments of a shared machine, merged per side. `--base-root DIR` adds
   Lectr from another checkout (e.g. `git worktree add /tmp/base main`) to the rounds: before and
   after in the same run.
-- `paced-workers`: Lectr with 1 worker and with one per CPU (`proxy.up.default_workers()`), not
+- `paced-workers`: Lectr with 1 worker and with one per CPU (`proxy.ops.up.default_workers()`), not
   pinned: wrk, nginx, Postgres and the workers share the machine's cores, as they would on a
   one-box deployment.
 
@@ -39,7 +39,7 @@ from probes import _Response, build_request
 from run import Row, Run, _check_events, _peak_rss, chat_body
 from upstream import STEADY_CHUNKS, free_port
 
-from proxy.up import default_workers
+from proxy.ops.up import default_workers
 
 STREAMS = (50, 200, 1000)  # 50: few enough that a proxy keeps pace even on a busy machine
 ROUNDS = 2  # relay/Lectr rounds per concurrency
@@ -318,7 +318,7 @@ def profile(seconds: int = 10, connections: int = TARGET_AT) -> None:
     from profile_proxy import OUT, _record, render, summarise
     from upstream import Upstream
 
-    from proxy.db.connection import stop_embedded
+    from proxy.store.db.connection import stop_embedded
 
     proxy_cpu, load_cpu = _cpus()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from harness import (  # noqa: E402
 from probes import concurrent_streams, ttfb_probe  # noqa: E402
 from upstream import STREAM_CHUNKS, Upstream, free_port  # noqa: E402
 
-from proxy.db.connection import stop_embedded  # noqa: E402
+from proxy.store.db.connection import stop_embedded  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 SCENARIOS = ("chat", "stream", "paced", "paced-floor", "paced-workers", "embeddings", "body100k", "workers2", "floor")

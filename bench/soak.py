@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import Database, ProxyProcess, python_workers, status_kb  # noqa: E402
 from bench.upstream import free_port  # noqa: E402
-from proxy.db.connection import stop_embedded  # noqa: E402
+from proxy.store.db.connection import stop_embedded  # noqa: E402
 from tests.fakes import FakeProviders  # noqa: E402
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "llama-3.1-8b-instant", "gemini-1.5-flash")

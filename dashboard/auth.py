@@ -1,7 +1,7 @@
 """Sign-in with an org key: the session holds the org's id and name, never the key.
 
 The key is read from a password field inside a form that clears itself on submit, looked up by
-its hash (`proxy.orgs.org_for_key`) and dropped. Every loader takes the org id from here, so a
+its hash (`proxy.store.orgs.org_for_key`) and dropped. Every loader takes the org id from here, so a
 session can only ever ask for its own org's rows.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from dashboard.db import database
-from proxy.orgs import KEY_PREFIX, org_for_key
+from proxy.store.orgs import KEY_PREFIX, org_for_key
 
 SESSION_ORG = "lectr_org"
 

@@ -1,7 +1,7 @@
 """Budgets and alert webhooks (Settings): each budget's spend so far as a bar with its thresholds,
 add and remove; webhooks added (URL checked by SPEC §9's rule), removed and tested; the delivery log.
 
-All writes go through `proxy.budgets` and `proxy.webhooks`, which scope each operation to the
+All writes go through `proxy.store.budgets` and `proxy.store.webhooks`, which scope each operation to the
 signed-in org. Spend here is the rollups' (what the proxy has written: a few seconds behind).
 """
 
@@ -16,10 +16,10 @@ import streamlit as st
 
 from dashboard.auth import SignedIn
 from dashboard.db import database
-from proxy.budgets import add_budget, list_budgets, parse_alert_at, remove_budget
-from proxy.config import Settings
-from proxy.orgs import OrgError
-from proxy.webhooks import FORMATS, add_webhook, delivery_log, list_webhooks, remove_webhook
+from proxy.core.config import Settings
+from proxy.store.budgets import add_budget, list_budgets, parse_alert_at, remove_budget
+from proxy.store.orgs import OrgError
+from proxy.store.webhooks import FORMATS, add_webhook, delivery_log, list_webhooks, remove_webhook
 
 
 def _write(action: Any) -> Any:
@@ -111,7 +111,7 @@ def webhooks(org: SignedIn) -> None:
             _write(lambda conn, h=hook: remove_webhook(conn, org.name, h["id"]))
             st.rerun()
     if hooks and st.button("Send a test alert", key="hook_test"):
-        from proxy.alerting import send_test
+        from proxy.alerts.sender import send_test
 
         with database().write() as conn:
             outcomes = send_test(conn, org.name, Settings.from_env())

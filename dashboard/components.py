@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard import format as fmt
 from dashboard.data import DEFAULT_PERIOD, PERIODS, Reach, window_end
-from proxy.config import Settings
+from proxy.core.config import Settings
 
 PERIOD_KEY = "period"
 ROW_HEIGHT = 35  # st.dataframe's default row height, in pixels

@@ -1,6 +1,6 @@
 """The dashboard's database: one shared connection for reads, a short one for each write.
 
-The URL comes from `Settings.from_env()` and `proxy.db.database_url` (the embedded Postgres when
+The URL comes from `Settings.from_env()` and `proxy.store.db.database_url` (the embedded Postgres when
 `DATABASE_URL` is unset), resolved on first use inside `st.cache_resource`, never at import time.
 Reads share one connection behind a lock: they are single statements (key lookups, one page of
 the request log). Writes (key rotation, Azure settings) open their own connection, because a
@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import streamlit as st
 
-from proxy.config import Settings
-from proxy.db import connect, database_url
+from proxy.core.config import Settings
+from proxy.store.db import connect, database_url
 
 
 class Database:

@@ -1,7 +1,7 @@
 """The routing rules editor (Settings) and "apply as routing rule" (Recommendations).
 
-Rules live in Postgres (`proxy.rules`); every proxy worker picks a change up within 5 seconds.
-All writes go through `proxy.rules`, which scopes each operation to the signed-in org and refuses
+Rules live in Postgres (`proxy.store.rules`); every proxy worker picks a change up within 5 seconds.
+All writes go through `proxy.store.rules`, which scopes each operation to the signed-in org and refuses
 targets the org cannot reach (e.g. Azure without an endpoint).
 """
 
@@ -14,9 +14,9 @@ import streamlit as st
 from analytics import TASKS
 from dashboard.auth import SignedIn
 from dashboard.db import database
-from proxy.orgs import OrgError
-from proxy.providers import PROVIDERS
-from proxy.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_enabled, set_fallbacks
+from proxy.pipeline.providers import PROVIDERS
+from proxy.store.orgs import OrgError
+from proxy.store.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_enabled, set_fallbacks
 
 
 def _describe(rule: dict[str, Any]) -> str:

@@ -34,31 +34,31 @@ import trio
 from quart import Response
 from quart_trio import QuartTrio
 
-from proxy import body as bodies
-from proxy import server
-from proxy.alerting import Alerter
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.directory import Directory
-from proxy.errors import BadRequest, LectrError, MethodNotAllowed, NotFound, Unauthorized, UpgradeRefused
-from proxy.events import Event
-from proxy.headers import ALLOW, Incoming, read_request_headers, readable_accept_encoding, upstream_path
-from proxy.journal import Journal
-from proxy.limits import RateLimiter, StreamSlots
-from proxy.logs import configure_logging
-from proxy.metrics import Metrics, SharedMetrics, render
-from proxy.orgs import Org
-from proxy.pricing import warm_up as warm_up_prices
-from proxy.providers import adapter_for, detect
-from proxy.relay import Relay, Retry, read_body, send_error, watch_disconnect
-from proxy.routing import Target
-from proxy.spend import BudgetTracker
-from proxy.transport import Alive, LectrTransport, Timeouts, destination
-from proxy.upstream import Outbound, make_transport
-from proxy.writer import EventWriter
+from proxy.accounting.pricing import warm_up as warm_up_prices
+from proxy.accounting.record import Event
+from proxy.alerts.sender import Alerter
+from proxy.core.config import Settings
+from proxy.core.errors import BadRequest, LectrError, MethodNotAllowed, NotFound, Unauthorized, UpgradeRefused
+from proxy.events.journal import Journal
+from proxy.events.writer import EventWriter
+from proxy.http import server
+from proxy.http.transport import Alive, LectrTransport, Timeouts, destination
+from proxy.ops.logs import configure_logging
+from proxy.ops.metrics import Metrics, SharedMetrics, render
+from proxy.pipeline import body as bodies
+from proxy.pipeline.directory import Directory
+from proxy.pipeline.headers import ALLOW, Incoming, read_request_headers, readable_accept_encoding, upstream_path
+from proxy.pipeline.limits import RateLimiter, StreamSlots
+from proxy.pipeline.providers import adapter_for, detect
+from proxy.pipeline.relay import Relay, Retry, read_body, send_error, watch_disconnect
+from proxy.pipeline.routing import Target
+from proxy.pipeline.spend import BudgetTracker
+from proxy.pipeline.upstream import Outbound, make_transport
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.orgs import Org
 
 if TYPE_CHECKING:
-    from proxy.telemetry import Telemetry
+    from proxy.events.telemetry import Telemetry
 
 _GC_THRESHOLD = 7000
 log = logging.getLogger("lectr.proxy")
@@ -111,7 +111,7 @@ class Proxy:
         )
         await nursery.start(self.writer.run)
         if settings.otel_traces or settings.otel_metrics:
-            from proxy.telemetry import Telemetry  # the OpenTelemetry SDK is loaded only when exporting
+            from proxy.events.telemetry import Telemetry  # the OpenTelemetry SDK is loaded only when exporting
 
             self.telemetry = Telemetry(settings, self.directory.org_name)
             await nursery.start(self.telemetry.run)
@@ -142,7 +142,7 @@ class Proxy:
             await self.budgets.run(task_status=task_status)
 
     async def _send_alerts_forever(self, alerter: Alerter) -> None:
-        """Stand for election as the alert sender (proxy/alerting.py); off the hot path."""
+        """Stand for election as the alert sender (proxy/alerts/sender.py); off the hot path."""
         with self._cancel_at_stop():
             await alerter.run()
 
@@ -168,7 +168,7 @@ class Proxy:
         return snapshot
 
     async def render_metrics(self) -> str:
-        """Prometheus text for every worker of this server (proxy/metrics.py)."""
+        """Prometheus text for every worker of this server (proxy/ops/metrics.py)."""
         own = await self.publish_metrics()
         snapshots, live = await trio.to_thread.run_sync(self.shared_metrics.collect, own)
         return render(snapshots, live)
@@ -297,7 +297,7 @@ class Proxy:
         attempts: list[tuple[Target, Outbound]] = []
         refused: LectrError | None = None
         for target in plan.targets:
-            # A provider key only ever goes to its own provider (see proxy/routing.py).
+            # A provider key only ever goes to its own provider (see proxy/pipeline/routing.py).
             bearer = own_key if target.provider == provider else incoming.provider_auth.get(target.provider)
             if bearer is None:
                 continue

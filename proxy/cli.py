@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.logs import configure_logging
-from proxy.orgs import OrgError, create_org, rotate_key, set_azure
+from proxy.core.config import Settings
+from proxy.ops.logs import configure_logging
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.orgs import OrgError, create_org, rotate_key, set_azure
 
 Handler = Callable[[argparse.Namespace, psycopg.Connection[Any], Settings], int]
 
@@ -51,7 +51,7 @@ def cmd_org_azure(args: argparse.Namespace, conn: psycopg.Connection[Any], setti
 
 
 def cmd_route_add(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.rules import add_rule
+    from proxy.store.rules import add_rule
 
     rule_id = add_rule(
         conn,
@@ -71,7 +71,7 @@ def cmd_route_add(args: argparse.Namespace, conn: psycopg.Connection[Any], setti
 
 
 def cmd_route_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.rules import list_rules, rule_parts
+    from proxy.store.rules import list_rules, rule_parts
 
     rules = list_rules(conn, args.name)
     if args.json:
@@ -91,7 +91,7 @@ def cmd_route_list(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 
 
 def cmd_route_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.rules import remove_rule
+    from proxy.store.rules import remove_rule
 
     remove_rule(conn, args.name, args.id)
     print(f"removed routing rule {args.id} from {args.name!r}")
@@ -99,7 +99,7 @@ def cmd_route_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settin
 
 
 def cmd_route_fallbacks(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.rules import set_fallbacks
+    from proxy.store.rules import set_fallbacks
 
     set_fallbacks(conn, args.name, args.models)
     print(f"org {args.name!r} default fallbacks: {', '.join(args.models) or 'none'}")
@@ -107,7 +107,7 @@ def cmd_route_fallbacks(args: argparse.Namespace, conn: psycopg.Connection[Any],
 
 
 def cmd_budget_add(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.budgets import add_budget, parse_alert_at
+    from proxy.store.budgets import add_budget, parse_alert_at
 
     budget_id = add_budget(
         conn,
@@ -127,7 +127,7 @@ def cmd_budget_add(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 
 
 def cmd_budget_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.budgets import list_budgets
+    from proxy.store.budgets import list_budgets
 
     budgets = list_budgets(conn, args.name)
     if args.json:
@@ -146,7 +146,7 @@ def cmd_budget_list(args: argparse.Namespace, conn: psycopg.Connection[Any], set
 
 
 def cmd_budget_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.budgets import remove_budget
+    from proxy.store.budgets import remove_budget
 
     remove_budget(conn, args.name, args.id)
     print(f"removed budget {args.id} from {args.name!r}")
@@ -154,7 +154,7 @@ def cmd_budget_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], setti
 
 
 def cmd_alert_webhook(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.webhooks import add_webhook
+    from proxy.store.webhooks import add_webhook
 
     webhook_id = add_webhook(conn, args.name, args.url, args.format, allow_private=settings.allow_private_upstreams)
     print(f"added {args.format} webhook {webhook_id} to {args.name!r}", file=sys.stderr)
@@ -163,7 +163,7 @@ def cmd_alert_webhook(args: argparse.Namespace, conn: psycopg.Connection[Any], s
 
 
 def cmd_alert_list(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.webhooks import list_webhooks
+    from proxy.store.webhooks import list_webhooks
 
     hooks = list_webhooks(conn, args.name)
     if args.json:
@@ -178,7 +178,7 @@ def cmd_alert_list(args: argparse.Namespace, conn: psycopg.Connection[Any], sett
 
 
 def cmd_alert_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.webhooks import remove_webhook
+    from proxy.store.webhooks import remove_webhook
 
     remove_webhook(conn, args.name, args.id)
     print(f"removed webhook {args.id} from {args.name!r}")
@@ -186,7 +186,7 @@ def cmd_alert_rm(args: argparse.Namespace, conn: psycopg.Connection[Any], settin
 
 
 def cmd_alert_test(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
-    from proxy.alerting import send_test
+    from proxy.alerts.sender import send_test
 
     results = send_test(conn, args.name, settings)
     if not results:
@@ -231,8 +231,8 @@ def cmd_rollup_rebuild(args: argparse.Namespace, conn: psycopg.Connection[Any], 
     writers wait for at their rollup upsert: see migration 006), with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from proxy.db.rollups import rebuild_days
-    from proxy.orgs import get_org
+    from proxy.store.db.rollups import rebuild_days
+    from proxy.store.orgs import get_org
 
     org_ids = None
     if args.org is not None:
@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     configure_logging(settings)
     if args.command == "up":
-        from proxy.up import run_up
+        from proxy.ops.up import run_up
 
         return run_up(args, settings)
     try:

@@ -21,11 +21,11 @@ import httpx
 import psycopg
 import pytest
 
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.db.connection import stop_embedded
-from proxy.orgs import Org, create_org
-from proxy.up import proxy_command
+from proxy.core.config import Settings
+from proxy.ops.up import proxy_command
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.db.connection import stop_embedded
+from proxy.store.orgs import Org, create_org
 from tests.fakes import FakeProviders
 
 

@@ -2,7 +2,7 @@
 
 The cost is worked out here from genai-prices' own per-million rates for the model the provider
 reported (`ModelPrice.input_mtok` and friends), token kind by token kind, not through
-`proxy.pricing` (which probes the library's `calc_price`): two routes to the same figure.
+`proxy.accounting.pricing` (which probes the library's `calc_price`): two routes to the same figure.
 """
 
 from __future__ import annotations

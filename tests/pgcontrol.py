@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from proxy.db import connect, migrate
+from proxy.store.db import connect, migrate
 
 
 class DisposablePostgres:

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from proxy.events import Event
-from proxy.histogram import Histogram
+from proxy.accounting.histogram import Histogram
+from proxy.accounting.record import Event
 
 KEY = "org_id, hour, feature, task, provider, model, routed_model"
 EXACT = (
@@ -66,7 +66,7 @@ SELECT org_id, date_trunc('hour', created_at, 'UTC') AS hour, nullif(feature, ''
 FROM events WHERE org_id = ANY (%s)
 GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
-# Every known value's bucket, by lectr_bucket (what proxy/histogram.py computes in Python).
+# Every known value's bucket, by lectr_bucket (what proxy/accounting/histogram.py computes in Python).
 _RAW_BUCKETS = """
 SELECT org_id, date_trunc('hour', created_at, 'UTC'), nullif(feature, ''), nullif(task, ''), provider,
        nullif(model, ''), nullif(routed_model, ''), kind, b, count(*)

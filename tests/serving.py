@@ -1,4 +1,4 @@
-"""`proxy.server.serve_connection` on a local port, as Hypercorn's trio worker runs it: for the
+"""`proxy.http.server.serve_connection` on a local port, as Hypercorn's trio worker runs it: for the
 tests that speak to our HTTP/1.1 server in-process over real sockets."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from proxy import server
+from proxy.http import server
 
 
 @asynccontextmanager

@@ -25,9 +25,9 @@ import httpx
 import openai
 import pytest
 
-from proxy.alerting import ELECTION_LOCK
-from proxy.budgets import add_budget
-from proxy.webhooks import add_webhook
+from proxy.alerts.sender import ELECTION_LOCK
+from proxy.store.budgets import add_budget
+from proxy.store.webhooks import add_webhook
 from tests.conftest import ProxyProcess, fresh_database, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.receiver import Receiver

@@ -5,8 +5,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from proxy.db import migrate
-from proxy.orgs import KEY_PREFIX, OrgError, hash_key, rotate_key, set_azure
+from proxy.store.db import migrate
+from proxy.store.orgs import KEY_PREFIX, OrgError, hash_key, rotate_key, set_azure
 
 
 def test_migrate_is_idempotent(db: psycopg.Connection[Any]) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.body import inspect
-from proxy.headers import read_request_headers
+from proxy.pipeline.body import inspect
+from proxy.pipeline.headers import read_request_headers
 from tests.conftest import ProxyProcess
 from tests.fakes import FakeProviders
 from tests.test_events_e2e import events

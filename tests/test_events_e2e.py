@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.orgs import set_azure
+from proxy.store.orgs import set_azure
 from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import FakeProviders, wait_for
 from tests.test_proxy_e2e import MODELS, PROVIDER_KEY, client_for
@@ -155,7 +155,7 @@ def test_a_client_leaving_before_a_whole_answer_cancels_upstream_and_is_a_499(
     proxy: ProxyProcess, db: Any, org: Any, fakes: FakeProviders
 ) -> None:
     """No watcher task for non-streamed answers: the transport asks the server, while it waits on the
-    provider, whether the client is still there (proxy/transport.py `ALIVE_POLL`)."""
+    provider, whether the client is still there (proxy/http/transport.py `ALIVE_POLL`)."""
     org_, key = org
     headers = fake_headers(key, "slow", "left-early")
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.db import connect
-from proxy.orgs import create_org
+from proxy.store.db import connect
+from proxy.store.orgs import create_org
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.pgcontrol import DisposablePostgres

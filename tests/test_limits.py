@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.errors import RateLimited
-from proxy.limits import RateLimiter
+from proxy.core.errors import RateLimited
+from proxy.pipeline.limits import RateLimiter
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.test_proxy_e2e import PROVIDER_KEY

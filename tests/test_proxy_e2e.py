@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.orgs import rotate_key, set_azure
+from proxy.store.orgs import rotate_key, set_azure
 from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import CONTENT, FakeProviders, wait_for
 
@@ -379,7 +379,7 @@ def test_gzip_response_passes_through(proxy: ProxyProcess, fakes: FakeProviders,
 def test_hypercorns_own_http1_code_still_serves_the_proxy(
     pg_url: str, fakes: FakeProviders, org: Any, tmp_path: Any
 ) -> None:
-    """`LECTR_HTTP1=hypercorn` (the off switch for proxy/server.py): the same answers, byte for byte,
+    """`LECTR_HTTP1=hypercorn` (the off switch for proxy/http/server.py): the same answers, byte for byte,
     with Hypercorn's own protocol code and the disconnect watcher on every request."""
     from tests.conftest import proxy_env
 
@@ -400,7 +400,7 @@ def test_hypercorns_own_http1_code_still_serves_the_proxy(
             headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"},
         )
         assert raw.content == fakes["openai"].last_body and "server" not in raw.headers
-        # Which code answered: Hypercorn's h11 sends no reason phrase, proxy/server.py sends "OK".
+        # Which code answered: Hypercorn's h11 sends no reason phrase, proxy/http/server.py sends "OK".
         assert raw.reason_phrase == ""
         assert httpx.get(f"{server.url}/healthz").reason_phrase == ""
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 
-from proxy.orgs import set_azure
+from proxy.store.orgs import set_azure
 from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import FakeProviders, wait_for
 from tests.rollup_check import assert_quantiles, assert_rollups_match_events

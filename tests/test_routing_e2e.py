@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.rules import add_rule, set_fallbacks
+from proxy.store.rules import add_rule, set_fallbacks
 from tests.conftest import ProxyProcess
 from tests.fakes import FakeProviders, wait_for
 from tests.test_events_e2e import events

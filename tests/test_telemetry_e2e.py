@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from proxy.rules import add_rule
-from proxy.telemetry import DURATION_BUCKETS, TOKEN_BUCKETS
+from proxy.events.telemetry import DURATION_BUCKETS, TOKEN_BUCKETS
+from proxy.store.rules import add_rule
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.otlp import Blackhole, Collector, attributes

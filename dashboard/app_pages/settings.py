@@ -14,8 +14,8 @@ from dashboard import format as fmt
 from dashboard.auth import SignedIn, require_org
 from dashboard.components import header, proxy_url
 from dashboard.db import active_key_prefixes, database
-from proxy.config import Settings
-from proxy.orgs import OrgError, get_org, rotate_key, set_azure
+from proxy.core.config import Settings
+from proxy.store.orgs import OrgError, get_org, rotate_key, set_azure
 
 
 def integration(org: SignedIn) -> None:

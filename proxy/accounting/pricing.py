@@ -16,7 +16,7 @@ from functools import lru_cache
 from importlib.metadata import version
 from typing import Any
 
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 
 # genai-prices names Gemini's provider "google".
 _PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic", "groq": "groq", "gemini": "google"}

@@ -15,8 +15,8 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from proxy.pricing import price
-from proxy.usage import Usage
+from proxy.accounting.pricing import price
+from proxy.accounting.usage import Usage
 
 _V4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
 _V4_SET = 0x4000 << 64 | 0x8000 << 48

@@ -2,7 +2,7 @@
 
 Pure, no I/O: the writer hands it the rows it has just inserted (in `COLUMNS` order, as
 `Event.row()` makes them or as `RETURNING` gives them back) and upserts what comes out in the
-same transaction (`proxy.db.rollups`). The rows are the ones of migration 005's tables
+same transaction (`proxy.store.db.rollups`). The rows are the ones of migration 005's tables
 `rollup_hourly` (per org, UTC hour, feature, task, provider, model, routed model) and
 `rollup_daily_end_user` (per org, UTC day, end user, feature), column for column as its
 comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL.
@@ -11,7 +11,7 @@ Cheap by construction, because it runs in the writer's flush thread, holding the
 event (the writer's target is ≥ 20,000 events/s): one Python step per row puts the row in its
 group, then every figure of a group is computed column by column with C-level builtins (`zip`,
 `map`, `filter`, `compress`, `sum`, `Counter`) rather than one interpreted statement per row and
-figure. Histogram buckets use `math.log(v) / log(γ)` exactly as `proxy.histogram.bucket` and
+figure. Histogram buckets use `math.log(v) / log(γ)` exactly as `proxy.accounting.histogram.bucket` and
 `lectr_bucket` do, so the writer, Python and SQL put a value in the same bucket.
 
 Empty dimensions: the rollups' unique key coalesces null dimensions to '' (migration 005), so
@@ -32,10 +32,10 @@ from itertools import compress, repeat
 from operator import and_, is_, is_not, itemgetter, le, lt, methodcaller, not_, or_, sub
 from typing import Any
 
-from proxy.events import COLUMNS
-from proxy.histogram import ZERO
+from proxy.accounting.histogram import ZERO
+from proxy.accounting.record import COLUMNS
 
-# γ as proxy.histogram and lectr_bucket compute it. `math.log(v, γ)` is `log(v) / log(γ)` in C, the
+# γ as proxy.accounting.histogram and lectr_bucket compute it. `math.log(v, γ)` is `log(v) / log(γ)` in C, the
 # same two operations as `bucket` and `lectr_bucket`, in one call.
 _GAMMA = 1.015 / 0.985
 _CENT = Decimal("1e-10")  # events.cost_usd is numeric(20, 10): Postgres rounds half away from zero
@@ -158,7 +158,7 @@ def _cost(column: Sequence[Any]) -> Decimal:
 
 
 def histogram(values: Sequence[float]) -> tuple[list[int], list[int]]:
-    """(bucket indices ascending, counts) of known values, as `proxy.histogram.Histogram.arrays`."""
+    """(bucket indices ascending, counts) of known values, as `proxy.accounting.histogram.Histogram.arrays`."""
     try:  # times are positive: one pass
         counts = Counter(map(math.ceil, map(math.log, values, repeat(_GAMMA))))
     except ValueError:  # a zero or a negative (no output tokens, an overhead below zero): the ZERO bucket

@@ -1,7 +1,7 @@
 """Sending alerts to webhooks, and the record of every attempt (SPEC §9).
 
 An alert is a row of `alerts`; each webhook of its org gets a row of `alert_deliveries`, which
-the elected sender (`proxy.alerting`) works through: an attempt is one POST with a timeout; a 2xx
+the elected sender (`proxy.alerts.sender`) works through: an attempt is one POST with a timeout; a 2xx
 answer delivers it; anything else (an error status, no answer, a refused address) schedules the
 next attempt after a delay that doubles from `alert_backoff_seconds` up to 10 minutes, until
 `alert_retry_seconds` (an hour) after the alert, when the delivery is marked failed. Every attempt
@@ -27,8 +27,8 @@ import orjson
 import psycopg
 import trio
 
-from proxy.alert_payloads import render
-from proxy.transport import AddressNotAllowed, LectrTransport, Timeouts, destination
+from proxy.alerts.payloads import render
+from proxy.http.transport import AddressNotAllowed, LectrTransport, Timeouts, destination
 
 log = logging.getLogger("lectr.alerts")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from proxy.budgets import Budget, period_end, period_start
+from proxy.store.budgets import Budget, period_end, period_start
 
 VERSION = 1
 

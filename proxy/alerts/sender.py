@@ -14,7 +14,7 @@ Each round of the elected worker (`alert_check_seconds`, 5 s):
      webhooks): an anomaly whose bucket is current and that has no episode, or whose last
      episode ended more than `anomaly_quiet_seconds` ago, starts an episode and raises an alert;
      one seen again sooner continues its episode; an episode not seen in a check ends;
-  3. deliveries due are attempted (`proxy.alert_delivery`).
+  3. deliveries due are attempted (`proxy.alerts.delivery`).
 The anomaly checks run in a task of their own, on a connection of their own, so a slow one never
 holds up a delivery.
 Alerts live in Postgres, so a new sender picks up where the last left off.
@@ -30,14 +30,14 @@ from typing import Any
 import psycopg
 import trio
 
-from proxy import alert_delivery as delivery
-from proxy.alert_payloads import anomaly_alert, budget_alert, probe_alert
-from proxy.budgets import period_start
-from proxy.config import Settings
-from proxy.db import connect
-from proxy.orgs import get_org
-from proxy.spend import BudgetTracker
-from proxy.transport import LectrTransport
+from proxy.alerts import delivery
+from proxy.alerts.payloads import anomaly_alert, budget_alert, probe_alert
+from proxy.core.config import Settings
+from proxy.http.transport import LectrTransport
+from proxy.pipeline.spend import BudgetTracker
+from proxy.store.budgets import period_start
+from proxy.store.db import connect
+from proxy.store.orgs import get_org
 
 log = logging.getLogger("lectr.alerts")
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.addresses import parse_allowed_hosts
+from proxy.core.addresses import parse_allowed_hosts
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -71,14 +71,14 @@ class Settings:
     upstream_timeout: float = 300.0
     max_body_bytes: int = 32 * 1024 * 1024
     # A whole (non-stream) answer is buffered, and decompressed for its usage, up to this size; a
-    # bigger one is relayed as it comes, its usage estimated (proxy/relay.py).
+    # bigger one is relayed as it comes, its usage estimated (proxy/pipeline/relay.py).
     max_response_bytes: int = 64 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     # How often each worker reloads keys and routing rules (revocation must land within 5 s).
     refresh_seconds: float = 2.0
     # How often each worker reloads budgets and their spend from the rollups (SPEC §9: at most 5 s).
     budget_refresh_seconds: float = 2.0
-    # Alerts (proxy/alerting.py): how often the elected worker checks budgets and sends what is
+    # Alerts (proxy/alerts/sender.py): how often the elected worker checks budgets and sends what is
     # due; how often the others try to take over (a dead sender is replaced within this, < 30 s);
     # how often anomalies are looked for, and how long after an anomaly ends it counts as the same
     # episode; the first retry's delay (doubling, at most 10 min), how long to keep retrying, and
@@ -92,7 +92,7 @@ class Settings:
     alert_timeout: float = 10.0
     # Event writer: flush when this many events are queued or the oldest is this old.
     writer_batch_size: int = 5000
-    # A batch goes at once when traffic pauses (proxy/writer.py); under steady traffic once a
+    # A batch goes at once when traffic pauses (proxy/events/writer.py); under steady traffic once a
     # second (each flush disturbs the requests it meets: docs/PERFORMANCE.md step 16). Held
     # events are mirrored in the spool, so a worker killed outright loses none of them.
     writer_flush_seconds: float = 1.0
@@ -114,9 +114,9 @@ class Settings:
     log_level: str = "INFO"
     # Where apps reach the proxy, as the dashboard's quickstart shows it (`lectr up` sets it).
     proxy_url: str = "http://localhost:8080/v1"
-    # Who speaks plain HTTP/1.1 inside Hypercorn's worker: "lean" (`proxy/server.py`) or "hypercorn".
+    # Who speaks plain HTTP/1.1 inside Hypercorn's worker: "lean" (`proxy/http/server.py`) or "hypercorn".
     http1: str = "lean"
-    # OpenTelemetry export (SPEC §10, proxy/telemetry.py): spans when an OTLP endpoint for traces
+    # OpenTelemetry export (SPEC §10, proxy/events/telemetry.py): spans when an OTLP endpoint for traces
     # is set, metrics when one for metrics is; the SDK reads the other OTEL_* variables itself.
     otel_traces: bool = False
     otel_metrics: bool = False

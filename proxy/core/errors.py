@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from proxy.budgets import Budget
+    from proxy.store.budgets import Budget
 
 
 class LectrError(Exception):
@@ -137,7 +137,7 @@ class RateLimited(LectrError):
 
 class BudgetExceeded(LectrError):
     """A hard budget (SPEC §9) is reached: refused before the upstream is called. Made once per
-    budget when the tracker finds it reached (`proxy.spend`), then raised as is by every request
+    budget when the tracker finds it reached (`proxy.pipeline.spend`), then raised as is by every request
     it covers; the body names the budget and when its period resets, and adds a `budget` object."""
 
     status = 429

@@ -53,9 +53,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.config import Settings
-from proxy.events import Event
-from proxy.transport import Origin
+from proxy.accounting.record import Event
+from proxy.core.config import Settings
+from proxy.http.transport import Origin
 
 log = logging.getLogger("lectr.telemetry")
 
@@ -124,7 +124,7 @@ def span_attributes(event: Event, org_name: str | None, origin: Origin | None) -
         attributes["gen_ai.response.model"] = event.response_model
     if event.input_tokens is not None or event.output_tokens is not None:
         # Lectr's columns already mean what the conventions say: input includes cache reads and
-        # writes, output includes reasoning (proxy/usage.py).
+        # writes, output includes reasoning (proxy/accounting/usage.py).
         attributes["gen_ai.usage.input_tokens"] = event.input_tokens or 0
         attributes["gen_ai.usage.output_tokens"] = event.output_tokens or 0
         attributes["gen_ai.usage.cache_read.input_tokens"] = event.cached_input_tokens or 0

@@ -2,7 +2,7 @@
 
 Requests call `record(event)`, a plain function that never blocks: it puts the event on a
 bounded memory channel. The writer task (started in the app's nursery) takes events off the
-channel, prices them, mirrors them in this worker's spool file (`proxy.spool`: a worker killed
+channel, prices them, mirrors them in this worker's spool file (`proxy.events.spool`: a worker killed
 outright loses nothing it had taken), and flushes them in batches with COPY through a blocking
 psycopg connection driven in a worker thread (`trio.to_thread`). A batch goes when it is full,
 when it is `flush_seconds` old (1 s), or as soon as traffic pauses for a tick (50 ms): a steady
@@ -10,7 +10,7 @@ stream of requests sees one flush a second, a quiet one sees its events in Postg
 
 When Postgres is unreachable the writer keeps taking events into memory, retrying with
 exponential backoff; once `queue_size` events are held it spills them to the on-disk journal
-(`proxy.journal`), and when Postgres is back it replays the journal. On shutdown it drains
+(`proxy.events.journal`), and when Postgres is back it replays the journal. On shutdown it drains
 what it holds: to Postgres, or to the journal if Postgres is still away. `dropped` counts
 events lost for good (only if even the journal cannot be written) and must stay 0.
 """
@@ -27,13 +27,13 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 import trio
 
-from proxy.db import connect, ensure_partitions
-from proxy.db.migrate import drop_old_partitions
-from proxy.db.rollups import drop_old_rollups, upsert
-from proxy.events import COLUMNS, Event, new_id
-from proxy.journal import Journal, encode
-from proxy.rollup import aggregate
-from proxy.spool import Spool
+from proxy.accounting.record import COLUMNS, Event, new_id
+from proxy.accounting.rollup import aggregate
+from proxy.events.journal import Journal, encode
+from proxy.events.spool import Spool
+from proxy.store.db import connect, ensure_partitions
+from proxy.store.db.migrate import drop_old_partitions
+from proxy.store.db.rollups import drop_old_rollups, upsert
 
 log = logging.getLogger("lectr.writer")
 T = TypeVar("T")

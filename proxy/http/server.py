@@ -37,8 +37,7 @@ import httptools
 import trio
 from hypercorn.utils import parse_socket_addr
 
-from proxy import sockio
-from proxy.errors import (
+from proxy.core.errors import (
     HeaderTooLarge,
     LectrError,
     MalformedHTTP,
@@ -49,7 +48,8 @@ from proxy.errors import (
     UpgradeRefused,
     VersionNotSupported,
 )
-from proxy.headers import ALLOW, valid_field
+from proxy.http import sockio
+from proxy.pipeline.headers import ALLOW, valid_field
 
 log = logging.getLogger("lectr.server")
 
@@ -79,7 +79,7 @@ HEAD_WITH_BODY = "lectr.head_with_body"
 # parser upgrade must never be able to open header injection.
 HEADERS_CHECKED = "lectr.headers_checked"
 # An `http.disconnect` key: the request body could not be read (bad chunk framing, oversized
-# trailers, too slow to arrive). Its value is the `LectrError` to answer with; `proxy.relay.read_body`
+# trailers, too slow to arrive). Its value is the `LectrError` to answer with; `proxy.pipeline.relay.read_body`
 # raises it, so the client gets that JSON error (and the event its status) instead of a 499.
 BODY_ERROR = "lectr.body_error"
 # Defaults of the limits `install()` takes from Lectr's settings (README, Configuration).
@@ -719,7 +719,7 @@ class Connection:
             await self._write(head)
 
     async def _write(self, data: bytes) -> None:
-        """Write to the client: at once when the socket takes it (`proxy.sockio`: no pass through
+        """Write to the client: at once when the socket takes it (`proxy.http.sockio`: no pass through
         trio's scheduler per stream chunk), else as it drains."""
         if self.gone:
             return

@@ -23,7 +23,7 @@ This transport keeps only what the proxy needs:
   `MAX_HEAD_BYTES` (`RemoteProtocolError` beyond). Trailers are read and dropped: never headers.
 - timeouts come from `request.extensions["timeout"]`; errors are raised as httpx's own exception
   types (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `WriteTimeout`, `ReadError`,
-  `WriteError`, `RemoteProtocolError`), so callers (`proxy.upstream.map_error`) see no difference.
+  `WriteError`, `RemoteProtocolError`), so callers (`proxy.pipeline.upstream.map_error`) see no difference.
 - response bodies are the raw bytes as they arrive (no decoding): the proxy relays them as is.
   Closing a response before its end closes its connection; that is how a client that leaves
   cancels the upstream request.
@@ -58,11 +58,11 @@ import httptools
 import httpx
 import trio
 
-from proxy import sockio
-from proxy.addresses import address_forbidden
-from proxy.headers import TOKEN, valid_field
-from proxy.watch import ALIVE_POLL as ALIVE_POLL  # re-exported: `alive` runs this often while waiting
-from proxy.watch import Watch
+from proxy.core.addresses import address_forbidden
+from proxy.http import sockio
+from proxy.http.watch import ALIVE_POLL as ALIVE_POLL  # re-exported: `alive` runs this often while waiting
+from proxy.http.watch import Watch
+from proxy.pipeline.headers import TOKEN, valid_field
 
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -111,7 +111,7 @@ class Destination(NamedTuple):
 def destination(url: str, guarded: bool = False) -> Destination:
     """Parse `url` once (cached: a proxy sends to a handful of URLs). ValueError if unusable.
     `guarded`: the URL is a tenant's (an Azure endpoint), so its connections never go to a loopback,
-    private, link-local or metadata address (`proxy.addresses.address_forbidden`)."""
+    private, link-local or metadata address (`proxy.core.addresses.address_forbidden`)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower().encode("ascii")
     if scheme not in _DEFAULT_PORTS:
@@ -214,7 +214,7 @@ class _Connection:
         self.stream = stream
         self.socket = socket  # the trio socket under any TLS layer: for liveness checks and closing
         # Plain TCP: the standard-library socket, which response bodies are read from directly
-        # (`proxy.sockio`); under TLS, None (bodies go through the `SSLStream`).
+        # (`proxy.http.sockio`); under TLS, None (bodies go through the `SSLStream`).
         self.raw = sockio.raw(stream.socket) if isinstance(stream, trio.SocketStream) else None
         self.reusable = False  # set when a response ended cleanly on a keep-alive connection
         self.idle_since = 0.0
@@ -250,7 +250,7 @@ class _Connection:
         """The next bytes from the server: `trio.TooSlowError` after `timeout`, and with `alive`,
         asked every `ALIVE_POLL` seconds of waiting whether the caller still wants the answer,
         `Abandoned` if not (a cheaper way to notice a client that left than a watcher task per
-        request). Both are `watch`'s: a cancel scope per read cost ~10 µs (`proxy.watch`)."""
+        request). Both are `watch`'s: a cancel scope per read cost ~10 µs (`proxy.http.watch`)."""
         if timeout is None and alive is None:
             return await self.read()
         waiter = _Waiter(self, timeout, alive)
@@ -278,7 +278,7 @@ class _Connection:
 
 
 class _Waiter:
-    """One read of a response head, as the transport's `Watch` sees it (`proxy.watch.Watched`)."""
+    """One read of a response head, as the transport's `Watch` sees it (`proxy.http.watch.Watched`)."""
 
     __slots__ = ("conn", "timeout", "alive", "waiting_since", "asked_at", "expired")
 
@@ -575,7 +575,7 @@ class Reply:
 class _ResponseStream(httpx.AsyncByteStream):
     """A response body: raw bytes as they arrive. The connection goes back to the pool at the end of
     the body; `aclose` before that closes it (the upstream sees the disconnect). Its read timeout
-    and `alive` checks are the transport's `Watch`'s (`proxy.watch`): no cancel scope per read."""
+    and `alive` checks are the transport's `Watch`'s (`proxy.http.watch`): no cancel scope per read."""
 
     __slots__ = (
         "alive",

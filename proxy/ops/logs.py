@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from proxy.config import Settings
+from proxy.core.config import Settings
 
 # httpx logs every upstream URL at INFO (harmless, but one line per request is noise at volume);
 # pgserver logs each command it runs to start the embedded Postgres.

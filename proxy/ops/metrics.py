@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from proxy.telemetry import TelemetryStatistics
-    from proxy.writer import WriterStatistics
+    from proxy.events.telemetry import TelemetryStatistics
+    from proxy.events.writer import WriterStatistics
 
 log = logging.getLogger("lectr.metrics")
 
@@ -88,7 +88,7 @@ class Metrics:
 
 _KEYS = frozenset({"requests", "latency", "overhead", "writer"})
 _WRITER_COUNTERS = ("written", "spilled", "replayed", "dropped", "rejected", "failures")
-# OpenTelemetry export (proxy/telemetry.py), present when it is on: spans exported and dropped.
+# OpenTelemetry export (proxy/events/telemetry.py), present when it is on: spans exported and dropped.
 _TELEMETRY_COUNTERS = ("exported", "dropped", "failed_exports")
 
 

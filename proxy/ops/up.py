@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from proxy.config import Settings
-from proxy.db import connect, database_url, migrate
-from proxy.orgs import ensure_org
+from proxy.core.config import Settings
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.orgs import ensure_org
 
-DASHBOARD_ENTRY = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
+DASHBOARD_ENTRY = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"
 
 
 def default_workers() -> int:

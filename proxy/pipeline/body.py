@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import MalformedJSON, MissingModel
-from proxy.headers import END_USER_CHARS
+from proxy.core.errors import MalformedJSON, MissingModel
+from proxy.pipeline.headers import END_USER_CHARS
 
 # Endpoints whose JSON body must name a model.
 MODEL_REQUIRED = frozenset({"chat/completions", "completions", "embeddings"})

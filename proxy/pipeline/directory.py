@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 import trio
 
-from proxy.addresses import EndpointRefused, azure_endpoint
-from proxy.db import connect
-from proxy.orgs import Org
-from proxy.routing import OrgRouting, build
-from proxy.rules import load_all
+from proxy.core.addresses import EndpointRefused, azure_endpoint
+from proxy.pipeline.routing import OrgRouting, build
+from proxy.store.db import connect
+from proxy.store.orgs import Org
+from proxy.store.rules import load_all
 
 log = logging.getLogger("lectr.directory")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from proxy.errors import BadRequest, HeaderTooLarge
+from proxy.core.errors import BadRequest, HeaderTooLarge
 
 # RFC 9110's field syntax, for headers that did not come out of a parser: a token for the name, no
 # control character but TAB in the value (so no CR/LF: no header injection).

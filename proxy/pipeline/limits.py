@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from proxy.errors import Overloaded, RateLimited
+from proxy.core.errors import Overloaded, RateLimited
 
 
 class RateLimiter:

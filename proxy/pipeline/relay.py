@@ -26,16 +26,16 @@ import httpx
 import orjson
 import trio
 
-from proxy import body as bodies
-from proxy.errors import LectrError, PayloadTooLarge, UpstreamIncomplete
-from proxy.events import Event
-from proxy.headers import response_headers
-from proxy.redact import error_message
-from proxy.server import BODY_ERROR, HEAD_WITH_BODY, HEADERS_CHECKED
-from proxy.sse import SSEStream
-from proxy.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
-from proxy.upstream import Outbound, map_error
-from proxy.usage import Usage, estimate_tokens, from_body
+from proxy.accounting.record import Event
+from proxy.accounting.usage import Usage, estimate_tokens, from_body
+from proxy.core.errors import LectrError, PayloadTooLarge, UpstreamIncomplete
+from proxy.http.server import BODY_ERROR, HEAD_WITH_BODY, HEADERS_CHECKED
+from proxy.http.transport import Abandoned, Alive, LectrTransport, Reply, Timeouts
+from proxy.pipeline import body as bodies
+from proxy.pipeline.headers import response_headers
+from proxy.pipeline.redact import error_message
+from proxy.pipeline.sse import SSEStream
+from proxy.pipeline.upstream import Outbound, map_error
 
 _JSON = b"application/json"
 _SSE = b"text/event-stream"
@@ -43,7 +43,7 @@ _SSE = b"text/event-stream"
 _TOKEN_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
 # Relayed headers were parsed (so validated) on the way in; our server need not check them
-# again (proxy/server.py, `HEADERS_CHECKED`).
+# again (proxy/http/server.py, `HEADERS_CHECKED`).
 CHECKED = {HEADERS_CHECKED: True}
 # Settings.max_response_bytes' default, for callers that do not pass one.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024

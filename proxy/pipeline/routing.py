@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.providers import PROVIDERS, detect
+from proxy.pipeline.providers import PROVIDERS, detect
 
 # At most this many upstream attempts per request (the first one included).
 MAX_ATTEMPTS = 3

@@ -25,10 +25,10 @@ from typing import Any
 import psycopg
 import trio
 
-from proxy.budgets import Budget, budgets_with_spend, period_end, period_start
-from proxy.db import connect
-from proxy.errors import BudgetExceeded
-from proxy.events import COLUMNS
+from proxy.accounting.record import COLUMNS
+from proxy.core.errors import BudgetExceeded
+from proxy.store.budgets import Budget, budgets_with_spend, period_end, period_start
+from proxy.store.db import connect
 
 log = logging.getLogger("lectr.budgets")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.usage import Usage, merge_raw, normalise, raw_usage
+from proxy.accounting.usage import Usage, merge_raw, normalise, raw_usage
 
 _USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')

@@ -7,9 +7,9 @@ from typing import NamedTuple
 
 import httpx
 
-from proxy.config import Settings
-from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from proxy.transport import AddressNotAllowed, Destination, LectrTransport, Timeouts
+from proxy.core.config import Settings
+from proxy.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from proxy.http.transport import AddressNotAllowed, Destination, LectrTransport, Timeouts
 
 
 class Outbound(NamedTuple):

@@ -3,7 +3,7 @@
 A budget is an org's spending limit in USD for a UTC day or month, on the whole org or one
 feature. Every operation is scoped to one org by name: another org's budget id is "not found".
 Spend is read from `rollup_hourly` (hours are whole within a day or a month, so the sum of the
-period's hours is exact); `proxy.spend` adds what a worker has priced but not yet written.
+period's hours is exact); `proxy.pipeline.spend` adds what a worker has priced but not yet written.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from proxy.orgs import OrgError, get_org
+from proxy.store.orgs import OrgError, get_org
 
 PERIODS = ("day", "month")
 DEFAULT_ALERT_AT = (80, 100)

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from proxy.addresses import EndpointRefused, azure_endpoint
+from proxy.core.addresses import EndpointRefused, azure_endpoint
 
 KEY_PREFIX = "lc_key_"
 KEY_RANDOM_CHARS = 32
@@ -38,7 +38,7 @@ class Org:
     name: str
     azure_endpoint: str | None
     azure_api_version: str
-    # Filled by the proxy's directory (proxy/directory.py), which checks each stored endpoint once per
+    # Filled by the proxy's directory (proxy/pipeline/directory.py), which checks each stored endpoint once per
     # load: why the stored endpoint fails SPEC §3's rule (stored before the rule, or written by hand),
     # and whether its address must be checked when connecting (False only for hosts the operator
     # listed). The defaults are the safe side for an Org that did not come through that check.

@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
-from proxy.orgs import OrgError, get_org
-from proxy.providers import PROVIDERS
-from proxy.routing import parse_target
+from proxy.pipeline.providers import PROVIDERS
+from proxy.pipeline.routing import parse_target
+from proxy.store.orgs import OrgError, get_org
 
 _COLUMNS = (
     "id",

@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from proxy.addresses import WebhookRefused, webhook_url
-from proxy.orgs import OrgError, get_org
+from proxy.core.addresses import WebhookRefused, webhook_url
+from proxy.store.orgs import OrgError, get_org
 
 FORMATS = ("json", "slack")
 

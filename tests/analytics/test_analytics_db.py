@@ -15,7 +15,7 @@ import pytest
 from analytics import EVENT_SCHEMA, load_events
 from analytics.commands import recommend, report
 from analytics.demo import generate
-from proxy.orgs import OrgError, org_for_key
+from proxy.store.orgs import OrgError, org_for_key
 from tests.rollups_sql import refill
 
 COLUMNS = ("id", "org_id", "created_at", "provider", "model", "feature", "task", "endpoint", "status_code",

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from analytics.end_users import UNTAGGED, load_end_users, split_days, top_end_users
-from proxy.db.rollups import rebuild_org
+from proxy.store.db.rollups import rebuild_org
 
 COLUMNS = ("id", "org_id", "created_at", "provider", "model", "feature", "endpoint", "status_code", "error_type",
            "latency_ms", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "end_user")

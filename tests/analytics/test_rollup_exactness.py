@@ -89,8 +89,8 @@ def random_events(org_id: int, end: dt.datetime, n: int, seed: int) -> list[tupl
 @pytest.fixture(scope="module")
 def traffic(pg_url: str) -> tuple[int, dt.datetime]:
     """An org with 6,000 random events over 3 days ending a little before now, and its rollups."""
-    from proxy.db import connect, ensure_partitions
-    from proxy.orgs import create_org
+    from proxy.store.db import connect, ensure_partitions
+    from proxy.store.orgs import create_org
 
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=7)
     with connect(pg_url) as conn:

@@ -1,4 +1,4 @@
-"""`analytics.rollups.quantiles` (polars, vectorised) against `proxy.histogram` (the reference
+"""`analytics.rollups.quantiles` (polars, vectorised) against `proxy.accounting.histogram` (the reference
 implementation of the layout): the same buckets, the same quantiles, on random values."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from analytics.rollups import bucket, quantiles, representative
-from proxy.histogram import Histogram
-from proxy.histogram import bucket as reference_bucket
-from proxy.histogram import representative as reference_representative
+from proxy.accounting.histogram import Histogram
+from proxy.accounting.histogram import bucket as reference_bucket
+from proxy.accounting.histogram import representative as reference_representative
 
 QS = {"p0": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p100": 1.0}
 

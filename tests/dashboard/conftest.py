@@ -22,8 +22,8 @@ from streamlit.testing.v1 import AppTest
 from analytics import demo
 from dashboard import components
 from dashboard.data import window_end
-from proxy.db import connect
-from proxy.orgs import create_org
+from proxy.store.db import connect
+from proxy.store.orgs import create_org
 from tests.rollups_sql import refill
 
 ENTRY = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"

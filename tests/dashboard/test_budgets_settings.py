@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from proxy.budgets import list_budgets
-from proxy.webhooks import list_webhooks
+from proxy.store.budgets import list_budgets
+from proxy.store.webhooks import list_webhooks
 from tests.dashboard.conftest import open_page, sign_in
 from tests.receiver import Receiver
 

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import SESSION_ORG
-from proxy.orgs import get_org, org_for_key
+from proxy.store.orgs import get_org, org_for_key
 from tests.dashboard.conftest import ENTRY, PAGES, RIVAL_FEATURES, RIVAL_MODEL, SeededOrg, open_page, page_text, sign_in
 
 DEMO_ONLY = ("ticket-classifier", "doc-summary", "invoice-extract", "support-bot")
@@ -106,7 +106,7 @@ def test_signed_out_pages_show_only_sign_in(app_env: None) -> None:
 
 
 def test_routing_rules_editor_adds_toggles_and_deletes(app_env: None, new_org: Any, db: Any) -> None:
-    from proxy.rules import list_rules
+    from proxy.store.rules import list_rules
 
     org, key = new_org("routing-ui")
     at = open_page(sign_in(key), "settings")
@@ -135,7 +135,7 @@ def test_routing_rules_editor_adds_toggles_and_deletes(app_env: None, new_org: A
 
 
 def test_recommendation_card_applies_as_routing_rule(as_demo: AppTest, demo_org: SeededOrg, db: Any) -> None:
-    from proxy.rules import list_rules, remove_rule
+    from proxy.store.rules import list_rules, remove_rule
 
     at = open_page(as_demo, "recommendations")
     assert at.button(key="apply_0")

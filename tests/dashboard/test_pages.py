@@ -143,7 +143,7 @@ def test_end_users_are_ranked_by_cost_and_narrow_to_a_feature(
     as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime, period: str
 ) -> None:
     from analytics.end_users import load_end_users, top_end_users
-    from proxy.db import connect
+    from proxy.store.db import connect
 
     at = open_page(as_demo, "end_users", period)
     start = end - PERIODS[period].length

@@ -7,8 +7,8 @@ import datetime as dt
 import uuid
 
 from dashboard import format as fmt
-from proxy.db import connect
-from proxy.orgs import create_org
+from proxy.store.db import connect
+from proxy.store.orgs import create_org
 from tests.dashboard.conftest import SeededOrg, insert_events, open_page, sign_in
 from tests.rollups_sql import refill
 

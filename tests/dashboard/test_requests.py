@@ -42,7 +42,7 @@ def test_pages_walk_the_log_newest_first(as_demo: AppTest, pg_url: str, demo_org
 
 
 def _request_ids(pg_url: str, org: SeededOrg, ids: pl.Series) -> list[str]:
-    from proxy.db import connect
+    from proxy.store.db import connect
 
     with connect(pg_url) as conn:
         rows = conn.execute("SELECT id::text, request_id FROM events WHERE org_id = %s AND id = ANY(%s::uuid[])",

@@ -1,17 +1,17 @@
-"""The Azure endpoint rule and the address rule (proxy/addresses.py, SPEC §3), as tables."""
+"""The Azure endpoint rule and the address rule (proxy/core/addresses.py, SPEC §3), as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.addresses import (
+from proxy.core.addresses import (
     EndpointRefused,
     address_forbidden,
     azure_endpoint,
     host_allowed,
     parse_allowed_hosts,
 )
-from proxy.config import Settings
+from proxy.core.config import Settings
 
 GATEWAYS = ("gw.corp.example", ".internal.example", "127.0.0.1", "::1")
 

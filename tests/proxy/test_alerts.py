@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 import trio
 
-from proxy.addresses import WebhookRefused, webhook_url
-from proxy.alerting import Alerter, send_test
-from proxy.budgets import add_budget
-from proxy.config import Settings
-from proxy.db import ensure_partitions
-from proxy.db.rollups import rebuild_org
-from proxy.events import COLUMNS, Event, new_id
-from proxy.orgs import OrgError
-from proxy.spend import BudgetTracker
-from proxy.webhooks import add_webhook, delivery_log
+from proxy.accounting.record import COLUMNS, Event, new_id
+from proxy.alerts.sender import Alerter, send_test
+from proxy.core.addresses import WebhookRefused, webhook_url
+from proxy.core.config import Settings
+from proxy.pipeline.spend import BudgetTracker
+from proxy.store.budgets import add_budget
+from proxy.store.db import ensure_partitions
+from proxy.store.db.rollups import rebuild_org
+from proxy.store.orgs import OrgError
+from proxy.store.webhooks import add_webhook, delivery_log
 from tests.conftest import fresh_database
 from tests.receiver import Receiver
 

@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.budgets import add_budget, list_budgets, parse_alert_at, period_end, period_start, remove_budget
-from proxy.errors import BudgetExceeded
-from proxy.events import Event
-from proxy.orgs import OrgError
-from proxy.spend import BudgetTracker
+from proxy.accounting.record import Event
+from proxy.core.errors import BudgetExceeded
+from proxy.pipeline.spend import BudgetTracker
+from proxy.store.budgets import add_budget, list_budgets, parse_alert_at, period_end, period_start, remove_budget
+from proxy.store.orgs import OrgError
 
 UTC = dt.UTC
 

@@ -7,7 +7,7 @@ import random
 import polars as pl
 import pytest
 
-from proxy.histogram import ALPHA, ZERO, Histogram, bucket, quantile, representative
+from proxy.accounting.histogram import ALPHA, ZERO, Histogram, bucket, quantile, representative
 
 QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 

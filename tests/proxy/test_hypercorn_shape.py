@@ -1,4 +1,4 @@
-"""The parts of Hypercorn and httptools that proxy/server.py and proxy/transport.py stand on.
+"""The parts of Hypercorn and httptools that proxy/http/server.py and proxy/http/transport.py stand on.
 
 `server.install()` swaps `hypercorn.trio.run.TCPServer` for our connection handler and calls the
 stock one for what it does not serve; the handler reads Hypercorn's Config and WorkerContext. A
@@ -19,9 +19,9 @@ from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from proxy import server
+from proxy.http import server
 
-# Config attributes proxy/server.py reads, each with the type it expects.
+# Config attributes proxy/http/server.py reads, each with the type it expects.
 CONFIG_READ = {
     "accesslog": (type(None), str, object),
     "statsd_host": (type(None), str),
@@ -43,7 +43,7 @@ def test_worker_serve_looks_tcp_server_up_as_a_module_global() -> None:
     assert "TCPServer" in names, (
         f"Hypercorn {hypercorn.__version__ if hasattr(hypercorn, '__version__') else '?'}: "
         "hypercorn.trio.run.worker_serve no longer looks up the module global TCPServer, so "
-        "proxy.server.install() cannot replace it: the lean HTTP/1.1 server would be off silently"
+        "proxy.http.server.install() cannot replace it: the lean HTTP/1.1 server would be off silently"
     )
     assert hypercorn_run.TCPServer is TCPServer or getattr(hypercorn_run.TCPServer, "stock", None) is TCPServer, (
         "hypercorn.trio.run.TCPServer is no longer hypercorn.trio.tcp_server.TCPServer"
@@ -53,7 +53,7 @@ def test_worker_serve_looks_tcp_server_up_as_a_module_global() -> None:
 def test_tcp_server_is_built_as_install_builds_it() -> None:
     parameters = list(inspect.signature(TCPServer.__init__).parameters)
     assert parameters == ["self", "app", "config", "context", "state", "stream"], (
-        f"TCPServer.__init__ changed its parameters to {parameters}: proxy.server.install()'s factory "
+        f"TCPServer.__init__ changed its parameters to {parameters}: proxy.http.server.install()'s factory "
         "passes (app, config, context, state, stream)"
     )
     assert hasattr(TCPServer, "__await__") or inspect.iscoroutinefunction(getattr(TCPServer, "run", None)), (
@@ -74,7 +74,7 @@ def test_worker_context_has_what_the_server_uses() -> None:
 @pytest.mark.parametrize(("name", "types"), sorted(CONFIG_READ.items()))
 def test_config_has_what_the_server_reads(name: str, types: tuple[type, ...]) -> None:
     config = Config()
-    assert hasattr(config, name), f"hypercorn.config.Config.{name} is gone: proxy/server.py reads it"
+    assert hasattr(config, name), f"hypercorn.config.Config.{name} is gone: proxy/http/server.py reads it"
     assert isinstance(getattr(config, name), types), f"Config.{name} is now {type(getattr(config, name))}"
     assert inspect.iscoroutinefunction(config.log.exception), "Config.log.exception is no longer awaitable"
 

@@ -1,4 +1,4 @@
-"""The sum of the workers' snapshots behind /metrics (proxy/metrics.py)."""
+"""The sum of the workers' snapshots behind /metrics (proxy/ops/metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.metrics import Metrics, SharedMetrics, render
-from proxy.writer import WriterStatistics
+from proxy.events.writer import WriterStatistics
+from proxy.ops.metrics import Metrics, SharedMetrics, render
 
 
 def _gone_pid() -> int:

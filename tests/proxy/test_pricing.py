@@ -9,8 +9,8 @@ import pytest
 from genai_prices import Usage as GPUsage
 from genai_prices import calc_price
 
-from proxy.pricing import price
-from proxy.usage import Usage
+from proxy.accounting.pricing import price
+from proxy.accounting.usage import Usage
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import AzureNotConfigured
-from proxy.orgs import Org
-from proxy.providers import adapter_for, detect
+from proxy.core.errors import AzureNotConfigured
+from proxy.pipeline.providers import adapter_for, detect
+from proxy.store.orgs import Org
 
 ORG = Org(1, "acme", None, "2024-02-01")
 AZURE_ORG = Org(1, "acme", "https://res.openai.azure.com", "2024-06-01")

@@ -10,13 +10,13 @@ from typing import Any
 import psycopg
 import trio
 
-from proxy.db import connect
-from proxy.db.rollups import upsert
-from proxy.events import COLUMNS, Event
-from proxy.histogram import GAMMA, Histogram, bucket
-from proxy.journal import Journal
-from proxy.rollup import HOURLY_COLUMNS, aggregate, histogram
-from proxy.writer import EventWriter
+from proxy.accounting.histogram import GAMMA, Histogram, bucket
+from proxy.accounting.record import COLUMNS, Event
+from proxy.accounting.rollup import HOURLY_COLUMNS, aggregate, histogram
+from proxy.events.journal import Journal
+from proxy.events.writer import EventWriter
+from proxy.store.db import connect
+from proxy.store.db.rollups import upsert
 from tests.pgcontrol import DisposablePostgres
 from tests.rollup_check import assert_quantiles, assert_rollups_match_events, random_events
 
@@ -116,7 +116,7 @@ async def test_a_postgres_restart_in_the_middle_of_a_flush(tmp_path: Path, dispo
     """The COPY is done and the rollup upsert waits (a lock held here) when Postgres restarts: the
     transaction is lost as a whole and the retry writes events and rollups once."""
     pg = disposable_pg
-    from proxy.orgs import create_org
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org = create_org(conn, "rollup-restart")[0].id

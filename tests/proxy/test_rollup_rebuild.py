@@ -14,14 +14,14 @@ import psycopg
 import pytest
 import trio
 
+from proxy.accounting.record import COLUMNS
 from proxy.cli import main
-from proxy.config import Settings
-from proxy.db import connect
-from proxy.db.migrate import _migration_files
-from proxy.db.rollups import drop_old_rollups, rebuild_days
-from proxy.events import COLUMNS
-from proxy.orgs import create_org
-from proxy.writer import EventWriter
+from proxy.core.config import Settings
+from proxy.events.writer import EventWriter
+from proxy.store.db import connect
+from proxy.store.db.migrate import _migration_files
+from proxy.store.db.rollups import drop_old_rollups, rebuild_days
+from proxy.store.orgs import create_org
 from tests.proxy.test_rollup import write
 from tests.rollup_check import assert_rollups_match_events, random_events, rollup_rows
 
@@ -142,7 +142,7 @@ def test_the_upgrade_migration_builds_the_rollups_of_existing_events(pg_server_u
 
 
 def main_migrate(url: str) -> int:
-    from proxy.db import migrate
+    from proxy.store.db import migrate
 
     with connect(url) as conn:
         applied = migrate(conn)

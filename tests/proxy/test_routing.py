@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxy.orgs import OrgError, set_azure
-from proxy.routing import MAX_ATTEMPTS, OrgRouting, Target, build, parse_target
-from proxy.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_fallbacks
+from proxy.pipeline.routing import MAX_ATTEMPTS, OrgRouting, Target, build, parse_target
+from proxy.store.orgs import OrgError, set_azure
+from proxy.store.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_fallbacks
 
 
 def rule(

@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 connection handler (proxy/server.py), served by trio in-process, spoken to over
+"""The lean HTTP/1.1 connection handler (proxy/http/server.py), served by trio in-process, spoken to over
 real sockets: raw bytes where the wire matters, httpx where a client's view is enough.
 
 The whole end-to-end suite also runs through it (it is the default inside Hypercorn's worker);
@@ -21,7 +21,7 @@ from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from proxy import server
+from proxy.http import server
 from tests.serving import serving
 
 

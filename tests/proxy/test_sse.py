@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from proxy.sse import SSEStream
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
+from proxy.pipeline.sse import SSEStream
 
 
 def chunk(content: str | None, *, usage: object = "absent", choices: object = None) -> bytes:

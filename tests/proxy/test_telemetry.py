@@ -1,4 +1,4 @@
-"""The OpenTelemetry exporter's parts (proxy/telemetry.py): operation names, attributes per
+"""The OpenTelemetry exporter's parts (proxy/events/telemetry.py): operation names, attributes per
 provider, the switch, the queue caps, and `/metrics`' telemetry lines. End to end through a proxy
 process: tests/test_telemetry_e2e.py."""
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import trio
 
-from proxy.config import Settings
-from proxy.events import Event
-from proxy.metrics import Metrics, render
-from proxy.telemetry import Telemetry, TelemetryStatistics, operation_name, span_attributes, trace_headers
+from proxy.accounting.record import Event
+from proxy.core.config import Settings
+from proxy.events.telemetry import Telemetry, TelemetryStatistics, operation_name, span_attributes, trace_headers
+from proxy.ops.metrics import Metrics, render
 from tests.fakes import wait_for
 from tests.otlp import Collector, attributes
 
@@ -150,9 +150,10 @@ def test_the_switch(env: dict[str, str], traces: bool, metrics: bool) -> None:
 def test_export_off_loads_nothing() -> None:
     """Off (the default), a worker does not even import the SDK: `Proxy.telemetry` stays None."""
     code = (
-        "import sys, trio; from proxy.app import Proxy; from proxy.config import Settings\n"
+        "import sys, trio; from proxy.app import Proxy; from proxy.core.config import Settings\n"
         "proxy = Proxy(Settings.from_env({}))\n"
-        "print(proxy.telemetry, sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'proxy.telemetry'))))"
+        "loaded = ('opentelemetry', 'proxy.events.telemetry')\n"
+        "print(proxy.telemetry, sorted(m for m in sys.modules if m.startswith(loaded)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["None", "[]"]

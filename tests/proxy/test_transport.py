@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Timeouts, destination
 from tests.fakes import CONTENT, FakeProviders
 
 AUTH = {"authorization": "Bearer sk-test-0123456789"}
@@ -623,7 +623,7 @@ async def test_unread_short_answer_keeps_the_connection() -> None:
         assert transport.connections_opened == 1 and transport.idle_count() == 1
 
 
-# -- the watch: read timeouts and client checks without a cancel scope per read (proxy/watch.py) ----------
+# -- the watch: read timeouts and client checks without a cancel scope per read (proxy/http/watch.py) ----------
 
 
 async def _quiet_after_first_chunk(server: Server, stream: trio.SocketStream, conn: h11.Connection, _: int) -> None:
@@ -641,8 +641,8 @@ async def _quiet_after_first_chunk(server: Server, stream: trio.SocketStream, co
 async def test_a_quiet_stream_is_abandoned_when_the_client_has_left() -> None:
     """Between chunks, `alive` is asked every ALIVE_POLL seconds of waiting; a no drops the upstream
     connection (the provider sees the disconnect) and the read raises Abandoned."""
-    from proxy.transport import Abandoned
-    from proxy.watch import ALIVE_POLL
+    from proxy.http.transport import Abandoned
+    from proxy.http.watch import ALIVE_POLL
 
     asked: list[float] = []
 

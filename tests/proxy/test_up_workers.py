@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import build_parser
-from proxy.up import default_workers, up_proxy_command
+from proxy.ops.up import default_workers, up_proxy_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.usage import Usage, from_body, normalise
+from proxy.accounting.usage import Usage, from_body, normalise
 
 OPENAI = [
     ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, Usage(10, 5)),
@@ -83,7 +83,7 @@ def test_responses_stream_completed_event() -> None:
 def test_embeddings_summary_reads_model_and_usage_without_the_vectors() -> None:
     import orjson
 
-    from proxy.relay import embeddings_summary
+    from proxy.pipeline.relay import embeddings_summary
 
     vectors = [{"object": "embedding", "index": i, "embedding": [0.001 * j for j in range(1536)]} for i in range(2)]
     body = orjson.dumps(
@@ -109,9 +109,9 @@ def test_a_big_embeddings_answer_gets_exact_usage_in_its_event() -> None:
 
     import orjson
 
-    from proxy.body import RequestInfo
-    from proxy.events import Event
-    from proxy.relay import Relay
+    from proxy.accounting.record import Event
+    from proxy.pipeline.body import RequestInfo
+    from proxy.pipeline.relay import Relay
 
     data = [{"object": "embedding", "index": 0, "embedding": [0.5] * 3072}]
     body = orjson.dumps(

@@ -9,9 +9,9 @@ from typing import Any
 
 import trio
 
-from proxy.events import Event
-from proxy.journal import Journal
-from proxy.writer import EventWriter
+from proxy.accounting.record import Event
+from proxy.events.journal import Journal
+from proxy.events.writer import EventWriter
 from tests.pgcontrol import DisposablePostgres
 
 
@@ -37,7 +37,7 @@ async def until(predicate: Any, writer: EventWriter, timeout: float) -> None:
 
 
 def rows(url: str, org_id: int) -> list[tuple[Any, ...]]:
-    from proxy.db import connect
+    from proxy.store.db import connect
 
     with connect(url) as conn:
         return conn.execute(
@@ -73,7 +73,7 @@ async def test_bad_row_is_kept_aside_and_the_rest_written(pg_url: str, new_org: 
     stats = writer.statistics()
     assert (stats.written, stats.rejected, stats.dropped) == (10, 1, 0)
     assert list((tmp_path / "journal").glob("*.rejected"))
-    from proxy.db import connect
+    from proxy.store.db import connect
 
     with connect(pg_url) as conn:
         row = conn.execute("SELECT feature, model FROM events WHERE org_id = %s AND input_tokens = 198",
@@ -83,8 +83,8 @@ async def test_bad_row_is_kept_aside_and_the_rest_written(pg_url: str, new_org: 
 
 async def test_outage_spills_to_journal_and_replays(tmp_path: Path, disposable_pg: DisposablePostgres) -> None:
     pg = disposable_pg
-    from proxy.db import connect
-    from proxy.orgs import create_org
+    from proxy.store.db import connect
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org, _ = create_org(conn, "outage")
@@ -117,8 +117,8 @@ async def test_shutdown_while_postgres_is_down_keeps_events_on_disk(
     tmp_path: Path, disposable_pg: DisposablePostgres
 ) -> None:
     pg = disposable_pg
-    from proxy.db import connect
-    from proxy.orgs import create_org
+    from proxy.store.db import connect
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org, _ = create_org(conn, "down-at-exit")
@@ -166,10 +166,10 @@ async def test_a_writer_that_dies_leaves_its_held_events_to_the_next_one(
     and once it is gone the next writer replays it, without writing twice the events that had
     reached Postgres before the end (a kill between a commit and the spool's truncation)."""
     pg = disposable_pg
-    from proxy.db import connect
-    from proxy.events import COLUMNS
-    from proxy.orgs import create_org
-    from proxy.spool import Spool
+    from proxy.accounting.record import COLUMNS
+    from proxy.events.spool import Spool
+    from proxy.store.db import connect
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org, _ = create_org(conn, "spool")
@@ -220,7 +220,7 @@ async def test_the_spool_is_emptied_once_events_are_committed(pg_url: str, new_o
 
 
 def test_adoption_drops_a_line_cut_short_and_removes_empty_spools(tmp_path: Path) -> None:
-    from proxy.spool import Spool
+    from proxy.events.spool import Spool
 
     folder = tmp_path / "journal"
     folder.mkdir()
@@ -234,7 +234,7 @@ def test_adoption_drops_a_line_cut_short_and_removes_empty_spools(tmp_path: Path
 
 
 def test_a_journal_line_holds_what_orjson_cannot() -> None:
-    from proxy.journal import encode
+    from proxy.events.journal import encode
 
     assert encode((1, "a", None)) == b'[1,"a",null]\n'
     assert encode((2**70, "b")) == b'[1180591620717411303424, "b"]\n'  # beyond 64 bits: stdlib json
@@ -246,8 +246,8 @@ async def test_an_outage_keeps_one_sealed_spool_file_not_one_per_retry(
     """Retries while Postgres is away do not seal a new file each (each holds a descriptor and a
     lock): a long outage under light traffic must not run the worker out of file descriptors."""
     pg = disposable_pg
-    from proxy.db import connect
-    from proxy.orgs import create_org
+    from proxy.store.db import connect
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org, _ = create_org(conn, "outage-files")
@@ -273,8 +273,8 @@ async def test_an_outage_keeps_one_sealed_spool_file_not_one_per_retry(
 async def test_rows_already_in_postgres_are_not_counted_as_refused(pg_url: str, new_org: Any, tmp_path: Path) -> None:
     """A batch some of whose rows are already written (a commit whose answer was lost) is retried
     row by row: those rows are skipped, not set aside as refused."""
-    from proxy.db import connect
-    from proxy.events import COLUMNS
+    from proxy.accounting.record import COLUMNS
+    from proxy.store.db import connect
 
     org, _ = new_org("already-written")
     events = [make_event(org.id, i, id=uuid.uuid4()) for i in range(20)]
@@ -297,7 +297,7 @@ async def test_rows_already_in_postgres_are_not_counted_as_refused(pg_url: str, 
 def test_event_ids_are_random_version_4_uuids_and_a_forked_child_draws_its_own() -> None:
     import os
 
-    from proxy.events import new_id
+    from proxy.accounting.record import new_id
 
     ids = [new_id() for _ in range(5000)]
     assert len(set(ids)) == 5000
@@ -317,8 +317,8 @@ async def test_events_taken_during_a_flush_go_to_a_new_spool_file(
     """While a COPY runs (held up here by a lock on the table), the writer goes on taking events
     into a new spool file instead of leaving them in memory; the sealed file goes once committed."""
     pg = disposable_pg
-    from proxy.db import connect
-    from proxy.orgs import create_org
+    from proxy.store.db import connect
+    from proxy.store.orgs import create_org
 
     with connect(pg.url) as conn:
         org, _ = create_org(conn, "overlap")
@@ -348,7 +348,7 @@ async def test_a_journal_written_before_the_end_user_column_still_replays(
 ) -> None:
     """Columns are only ever appended: rows spilled by the previous version (one column fewer)
     are padded with nulls on replay instead of being refused."""
-    from proxy.events import new_id
+    from proxy.accounting.record import new_id
 
     org, _ = new_org("oldjournal")
     journal = Journal(tmp_path / "journal")

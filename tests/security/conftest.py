@@ -13,8 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from proxy.db import connect
-from proxy.orgs import Org, create_org, set_azure
+from proxy.store.db import connect
+from proxy.store.orgs import Org, create_org, set_azure
 from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess
 from tests.fakes import FakeProviders
 

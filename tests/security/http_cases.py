@@ -1,4 +1,4 @@
-"""HTTP/1.1 conformance cases for our own server (`proxy/server.py`) and client (`proxy/transport.py`).
+"""HTTP/1.1 conformance cases for our own server (`proxy/http/server.py`) and client (`proxy/http/transport.py`).
 
 Where they come from: the test corpora of the llhttp project (Node's HTTP parser, which httptools
 wraps), `test/request/*.md` and `test/response/*.md` in nodejs/llhttp. Each case below restates one

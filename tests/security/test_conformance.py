@@ -1,7 +1,7 @@
 """The conformance table (`tests/security/http_cases.py`, restated from llhttp's request and response
 corpora) run through our own HTTP/1.1 code over real sockets.
 
-Requests go to `proxy.server.serve_connection`, hosted in-process the way Hypercorn's trio worker
+Requests go to `proxy.http.server.serve_connection`, hosted in-process the way Hypercorn's trio worker
 hosts it, in front of an app that records every request it receives whole (method, target,
 version, headers, body) and answers 200 with no body. The client sends the case's bytes, half-closes
 and reads until the server closes. An accepted case must reach the app framed exactly as the table
@@ -33,7 +33,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Timeouts, destination
 from tests.security.http_cases import REQUEST_CASES, RESPONSE_CASES, Message, RequestCase, ResponseCase
 from tests.serving import serving
 

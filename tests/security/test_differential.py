@@ -1,4 +1,4 @@
-"""Differential test: request framing variants through our server (`proxy.server.serve_connection`)
+"""Differential test: request framing variants through our server (`proxy.http.server.serve_connection`)
 and through h11, the parser Hypercorn used before ours. Where the two disagree, ours must be the
 stricter one: it may refuse what h11 takes, never take what h11 refuses; where both take a
 request, the method, target, version, headers and body the app sees must be the ones h11 sees.

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.db import connect
+from proxy.store.db import connect
 from tests.conftest import ProxyProcess
 from tests.fakes import FakeProviders, wait_for
 from tests.security.conftest import (

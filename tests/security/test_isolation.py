@@ -24,9 +24,9 @@ from analytics.load import load_events
 from analytics.load_rollups import load_rollups
 from analytics.metrics import breakdown
 from analytics.recommend import recommendations
-from proxy.db import connect
-from proxy.orgs import Org, OrgError, create_org, org_for_key, rotate_key
-from proxy.rules import add_rule, list_rules, remove_rule, set_enabled, set_fallbacks
+from proxy.store.db import connect
+from proxy.store.orgs import Org, OrgError, create_org, org_for_key, rotate_key
+from proxy.store.rules import add_rule, list_rules, remove_rule, set_enabled, set_fallbacks
 from tests.conftest import ProxyProcess
 from tests.fakes import FakeProviders, wait_for
 from tests.security.conftest import PROVIDER_KEY, rows, unique

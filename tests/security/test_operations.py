@@ -14,12 +14,12 @@ import httpx
 import pytest
 import trio
 
-from proxy.db import connect
-from proxy.db.migrate import _month_start, drop_old_partitions, ensure_partitions
-from proxy.events import Event
-from proxy.journal import Journal
-from proxy.orgs import create_org
-from proxy.writer import EventWriter
+from proxy.accounting.record import Event
+from proxy.events.journal import Journal
+from proxy.events.writer import EventWriter
+from proxy.store.db import connect
+from proxy.store.db.migrate import _month_start, drop_old_partitions, ensure_partitions
+from proxy.store.orgs import create_org
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.pgcontrol import DisposablePostgres

@@ -22,10 +22,10 @@ import httpx
 import psycopg
 import pytest
 
-from proxy import directory
-from proxy.db import connect
-from proxy.orgs import OrgError, create_org, hash_key, set_azure
-from proxy.rules import add_rule
+from proxy.pipeline import directory
+from proxy.store.db import connect
+from proxy.store.orgs import OrgError, create_org, hash_key, set_azure
+from proxy.store.rules import add_rule
 from tests.conftest import TEST_AZURE_HOSTS, ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.security.conftest import rows, unique

@@ -1,4 +1,4 @@
-"""The proxy's own HTTP/1.1 server (proxy/server.py) as an attacker meets it: real sockets only.
+"""The proxy's own HTTP/1.1 server (proxy/http/server.py) as an attacker meets it: real sockets only.
 
 Each test is one of issue 14's probes, kept as a regression test:
 - request trailers never become headers (the trailer `Authorization` once replaced the real one
@@ -31,8 +31,8 @@ import psutil
 import pytest
 import trio
 
-from proxy import server
-from proxy.db import connect
+from proxy.http import server
+from proxy.store.db import connect
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders, wait_for
 from tests.security.conftest import (

@@ -33,7 +33,7 @@ import psycopg
 import pytest
 import trio
 
-from proxy.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Timeouts, destination
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders
 from tests.security.conftest import PROVIDER_KEY, assert_json_error

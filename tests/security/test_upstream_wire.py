@@ -1,6 +1,6 @@
 """The upstream (client) side of the proxy's HTTP/1.1 against hostile or broken providers, over real
-sockets (plain TCP, and TLS with a throwaway `trustme` CA): issue 14's points on `proxy/transport.py`
-and the whole-answer path of `proxy/relay.py`.
+sockets (plain TCP, and TLS with a throwaway `trustme` CA): issue 14's points on `proxy/http/transport.py`
+and the whole-answer path of `proxy/pipeline/relay.py`.
 
 - a pooled connection is reused only when nothing is left after the answer: not in the socket, not
   in the parser, not in the TLS layer (a second TLS record after the answer);
@@ -34,12 +34,12 @@ import pytest
 import trio
 import trustme
 
-from proxy.body import RequestInfo
-from proxy.config import Settings
-from proxy.events import Event
-from proxy.relay import Relay
-from proxy.transport import MAX_HEAD_BYTES, LectrTransport, Reply, Timeouts, destination
-from proxy.upstream import Outbound
+from proxy.accounting.record import Event
+from proxy.core.config import Settings
+from proxy.http.transport import MAX_HEAD_BYTES, LectrTransport, Reply, Timeouts, destination
+from proxy.pipeline.body import RequestInfo
+from proxy.pipeline.relay import Relay
+from proxy.pipeline.upstream import Outbound
 
 TIMEOUTS = Timeouts(10, 10, 10)
 # What the next tenant's request would read as its answer if the connection were reused.

@@ -6,8 +6,8 @@ framework, so each is a plain function table you can test on its own.
 
 from __future__ import annotations
 
-from proxy.providers.base import Adapter, Target
-from proxy.providers.detect import PROVIDERS, Detection, detect
-from proxy.providers.registry import adapter_for
+from proxy.pipeline.providers.base import Adapter, Target
+from proxy.pipeline.providers.detect import PROVIDERS, Detection, detect
+from proxy.pipeline.providers.registry import adapter_for
 
 __all__ = ["PROVIDERS", "Adapter", "Detection", "Target", "adapter_for", "detect"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.orgs import Org
-from proxy.providers.base import Target, bearer_token, join
+from proxy.pipeline.providers.base import Target, bearer_token, join
+from proxy.store.orgs import Org
 
 # The API version Anthropic requires on every request; clients may send their own.
 ANTHROPIC_VERSION = b"2023-06-01"

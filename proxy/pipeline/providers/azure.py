@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode
 
-from proxy.errors import AzureNotConfigured
-from proxy.orgs import Org
-from proxy.providers.base import Target, bearer_token
+from proxy.core.errors import AzureNotConfigured
+from proxy.pipeline.providers.base import Target, bearer_token
+from proxy.store.orgs import Org
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.orgs import Org
+from proxy.store.orgs import Org
 
 
 @dataclass(frozen=True, slots=True)

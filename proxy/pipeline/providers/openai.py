@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.orgs import Org
-from proxy.providers.base import Target, join
+from proxy.pipeline.providers.base import Target, join
+from proxy.store.orgs import Org
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.providers.anthropic import Anthropic
-from proxy.providers.azure import Azure
-from proxy.providers.base import Adapter
-from proxy.providers.openai import OpenAICompatible
+from proxy.pipeline.providers.anthropic import Anthropic
+from proxy.pipeline.providers.azure import Azure
+from proxy.pipeline.providers.base import Adapter
+from proxy.pipeline.providers.openai import OpenAICompatible
 
 _ADAPTERS: dict[str, Adapter] = {
     "openai": OpenAICompatible("openai"),

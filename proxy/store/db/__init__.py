@@ -6,7 +6,7 @@ is started in `LECTR_DATA_DIR/pg`. Schema changes are versioned SQL files in `mi
 
 from __future__ import annotations
 
-from proxy.db.connection import connect, database_url
-from proxy.db.migrate import ensure_partitions, migrate
+from proxy.store.db.connection import connect, database_url
+from proxy.store.db.migrate import ensure_partitions, migrate
 
 __all__ = ["connect", "database_url", "ensure_partitions", "migrate"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from proxy.config import Settings
+from proxy.core.config import Settings
 
 log = logging.getLogger("lectr.db")
 

@@ -31,7 +31,7 @@ def _locked(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("proxy.db") / "migrations"
+    folder = resources.files("proxy.store.db") / "migrations"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

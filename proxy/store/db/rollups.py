@@ -1,6 +1,6 @@
 """The rollup tables' SQL: the writer's upsert, rollup retention, and the rebuild from raw events.
 
-`upsert` adds a batch's rollup rows (`proxy.rollup.aggregate`) to `rollup_hourly` and
+`upsert` adds a batch's rollup rows (`proxy.accounting.rollup.aggregate`) to `rollup_hourly` and
 `rollup_daily_end_user` inside the caller's transaction, the one that inserts the events: counters
 are added, `last_error_at` is the later of the two, histograms are merged with `lectr_hist_merge`.
 The rows go as two JSON parameters of one statement (one round trip whatever the number of
@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from proxy.db.migrate import _month_start
-from proxy.rollup import DAILY_COLUMNS, DAILY_KEY, HISTOGRAMS, HOURLY_COLUMNS, HOURLY_KEY, Rollups
+from proxy.accounting.rollup import DAILY_COLUMNS, DAILY_KEY, HISTOGRAMS, HOURLY_COLUMNS, HOURLY_KEY, Rollups
+from proxy.store.db.migrate import _month_start
 
 _HOURLY_CONFLICT = (
     "org_id, hour, (coalesce(feature, '')), (coalesce(task, '')), provider, (coalesce(model, '')),"

@@ -1,6 +1,6 @@
 -- Rollups (SPEC §4): what analytics read instead of raw events, kept by the writer in the same
 -- transaction as the events it adds. Sums merge by addition; histograms are log-bucket ones
--- (proxy/histogram.py: DDSketch's layout, α = 1.5 %) stored as two arrays, bucket indices
+-- (proxy/accounting/histogram.py: DDSketch's layout, α = 1.5 %) stored as two arrays, bucket indices
 -- ascending (`*_b`) and their counts (`*_c`), merged with lectr_hist_merge.
 
 -- The bucket of one value: ceil(log_γ(v)) with γ = (1 + α) / (1 - α), α = 0.015; -32768 for v <= 0.

@@ -8,7 +8,7 @@ $$;
 
 -- Rollups recomputed from raw events (SPEC §4): `lectr rollup rebuild` calls this a day at a time,
 -- `lectr demo` for its org, and this migration once to build the rollups of an existing install.
--- The rows are those proxy/rollup.py computes in the writer, column for column (its docstring):
+-- The rows are those proxy/accounting/rollup.py computes in the writer, column for column (its docstring):
 -- errors are status >= 400 or an error type, unpriced are a null cost that is not an error, sums
 -- are of non-null values, histograms are lectr_bucket counts; an empty ('') dimension is stored
 -- as null like a missing one, since the rollups' key cannot tell them apart.

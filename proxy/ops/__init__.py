@@ -1,0 +1,2 @@
+"""Running the service: `lectr up`, Prometheus metrics, logging.
+"""
