@@ -38,12 +38,25 @@ Messages never contain a provider key or any request header value.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from proxy.store.budgets import Budget
+
+class BudgetInfo(Protocol):
+    """What a `BudgetExceeded` tells the client of its budget (`proxy.store.budgets.Budget` is one):
+    the errors module sits below the store and imports nothing of it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def feature(self) -> str | None: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def limit_usd(self) -> float: ...
+
+    def describe(self) -> str: ...
 
 
 class LectrError(Exception):
@@ -144,7 +157,7 @@ class BudgetExceeded(LectrError):
     type = "budget_exceeded"
     code = "budget_exceeded"
 
-    def __init__(self, budget: Budget, spend_usd: float, resets_at: dt.datetime) -> None:
+    def __init__(self, budget: BudgetInfo, spend_usd: float, resets_at: dt.datetime) -> None:
         reset = resets_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         super().__init__(
             f"{budget.describe()} is reached (${spend_usd:,.4f} spent); requests it covers are refused until"
