@@ -44,13 +44,14 @@ from proxy.core.errors import BadRequest, LectrError, MethodNotAllowed, NotFound
 from proxy.events.journal import Journal
 from proxy.events.writer import EventWriter
 from proxy.http import server
+from proxy.http.fields import ALLOW
 from proxy.http.transport import LectrTransport, Timeouts, destination
 from proxy.ops.logs import configure_logging
 from proxy.ops.metrics import Metrics, SharedMetrics, render
 from proxy.pipeline import body as bodies
 from proxy.pipeline.directory import Directory
 from proxy.pipeline.exchange import Attempt, Exchange
-from proxy.pipeline.headers import ALLOW, read_request_headers, readable_accept_encoding, upstream_path
+from proxy.pipeline.headers import read_request_headers, readable_accept_encoding, upstream_path
 from proxy.pipeline.limits import RateLimiter, StreamSlots
 from proxy.pipeline.providers import Call, adapter_for, detect
 from proxy.pipeline.relay import Client, Relay, Retry, Upstream, read_body, send_error, watch_disconnect
