@@ -43,9 +43,8 @@ from typing import Protocol
 import orjson
 
 
-class BudgetInfo(Protocol):
-    """What a `BudgetExceeded` tells the client of its budget (`proxy.store.budgets.Budget` is one):
-    the errors module sits below the store and imports nothing of it."""
+class Budget(Protocol):
+    """What a budget's refusal says of it (the store's `Budget` is one; core does not import it)."""
 
     @property
     def id(self) -> int: ...
@@ -55,7 +54,6 @@ class BudgetInfo(Protocol):
     def period(self) -> str: ...
     @property
     def limit_usd(self) -> float: ...
-
     def describe(self) -> str: ...
 
 
@@ -157,7 +155,7 @@ class BudgetExceeded(LectrError):
     type = "budget_exceeded"
     code = "budget_exceeded"
 
-    def __init__(self, budget: BudgetInfo, spend_usd: float, resets_at: dt.datetime) -> None:
+    def __init__(self, budget: Budget, spend_usd: float, resets_at: dt.datetime) -> None:
         reset = resets_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         super().__init__(
             f"{budget.describe()} is reached (${spend_usd:,.4f} spent); requests it covers are refused until"
