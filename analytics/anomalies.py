@@ -144,9 +144,13 @@ def latency_anomalies(
     return _shape(found, "model_latency_p95").sort("bucket", "provider", "model")
 
 
-def anomalies(events: pl.LazyFrame) -> pl.LazyFrame:
+def anomalies(events: pl.LazyFrame, daily: bool = False) -> pl.LazyFrame:
     """All three kinds with their defaults, newest first: kind, feature, provider, model, bucket
-    (when), value, baseline, mad, ratio (how far, ×), z (how far, robust σ), history."""
+    (when), value, baseline, mad, ratio (how far, ×), z (how far, robust σ), history.
+
+    `daily`: the frame holds day rows (`load_rollups(..., days=True)`), so error rates are judged
+    per day against the 7 days before, like cost and latency, instead of per hour."""
+    errors = error_rate_anomalies(events, every="1d", window=7) if daily else error_rate_anomalies(events)
     return pl.concat(
-        [cost_anomalies(events), error_rate_anomalies(events), latency_anomalies(events)], how="vertical"
+        [cost_anomalies(events), errors, latency_anomalies(events)], how="vertical"
     ).sort("bucket", "kind", descending=[True, False])

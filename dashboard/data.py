@@ -8,9 +8,12 @@ reads raw events (`dashboard.request_log`).
 Three rollup loads, each cached on its own so a page loads only what it shows:
 
 - `current`: the period, and before it the anomalies' history, with the latency and TTFT
-  histograms, cut where the period and the provider-health windows start;
-- `previous`: the period of the same length before, sums only (it feeds `change`);
-- `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms.
+  histograms, cut where the period and the provider-health windows start; whole days as one
+  row each (`rollup_daily`) when the period's charts are daily (30 and 90 days), else hours;
+- `previous`: the period of the same length before, sums only (it feeds `change`), whole days
+  as day rows;
+- `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms, whole
+  days as day rows.
 
 Each frame lives in `st.cache_resource`: `st.cache_data` pickles and copies its value on every
 hit; a polars frame is immutable, so sharing one object between sessions is safe. The figures
@@ -48,6 +51,11 @@ class Period:
     label: str
     length: dt.timedelta
     every: str  # chart bucket, a polars duration
+
+    @property
+    def daily(self) -> bool:
+        """Whether the period's charts are by the day (then whole days load as one row each)."""
+        return self.every.endswith("d")
 
 
 PERIODS: dict[str, Period] = {
@@ -104,21 +112,22 @@ def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.da
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
 def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     since, cuts = current_span(period, end)
-    return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts,
-                                  histograms=CURRENT_HISTOGRAMS).collect()
+    return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts, histograms=CURRENT_HISTOGRAMS,
+                                  days=PERIODS[period].daily).collect()
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
 def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     length = PERIODS[period].length
-    return analytics.load_rollups(database().url, org_id, end - 2 * length, end - length, histograms=()).collect()
+    return analytics.load_rollups(database().url, org_id, end - 2 * length, end - length, histograms=(),
+                                  days=True).collect()
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
 def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
     start = end - dt.timedelta(days=RECOMMEND_DAYS)
-    return analytics.load_rollups(database().url, org_id, start, end,
-                                  histograms=analytics.RECOMMEND_HISTOGRAMS).collect()
+    return analytics.load_rollups(database().url, org_id, start, end, histograms=analytics.RECOMMEND_HISTOGRAMS,
+                                  days=True).collect()
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
@@ -283,7 +292,7 @@ def recommendations(org_id: int, period: str, end: dt.datetime) -> Recommendatio
 def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     """`analytics.anomalies` whose bucket falls in the period (with history loaded before it)."""
     start = end - PERIODS[period].length
-    found = analytics.anomalies(_current(org_id, period, end).lazy())
+    found = analytics.anomalies(_current(org_id, period, end).lazy(), daily=PERIODS[period].daily)
     # Daily buckets that overlap the period count too (the day the period starts in).
     return found.filter(pl.col("bucket") >= _day(start)).collect()
 
