@@ -115,11 +115,11 @@ def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
                 group.append(row)
     with decimal.localcontext() as context:
         context.prec = 60  # cost sums are exact (numeric(30, 10) has 30 digits)
-        rows = sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order)
+        hourly_rows = sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order)
         return Rollups(
-            hourly=rows,
+            hourly=hourly_rows,
             daily=sorted((_daily(key, group) for key, group in _normalised(daily, 2, 1).items()), key=_order),
-            days=by_day(rows),
+            days=by_day(hourly_rows),
         )
 
 
