@@ -88,9 +88,9 @@ def leave_baseline(
 
 
 def _shape(frame: pl.LazyFrame, kind: str) -> pl.LazyFrame:
+    present = frame.collect_schema()  # once: resolving the plan's schema is not free
     return frame.select(
-        (pl.lit(kind) if c == "kind" else pl.col(c) if c in frame.collect_schema() else pl.lit(None))
-        .cast(t).alias(c)
+        (pl.lit(kind) if c == "kind" else pl.col(c) if c in present else pl.lit(None)).cast(t).alias(c)
         for c, t in ANOMALY_SCHEMA.items()
     )
 

@@ -33,7 +33,17 @@ import psycopg
 from psycopg import sql
 
 from analytics.load import _dsn, fetch
-from analytics.rollups import COUNTS, DIMENSIONS, FLOAT_SUMS, HISTOGRAMS, conform, merge, rollup, window
+from analytics.rollups import (
+    COUNTS,
+    DIMENSIONS,
+    FLOAT_SUMS,
+    HISTOGRAMS,
+    ROLLUP_SCHEMA,
+    conform,
+    merge,
+    rollup,
+    window,
+)
 
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
@@ -183,7 +193,7 @@ def assemble(
     whole = hourly.join(cut_hours, on="hour", how="anti")
     if plan:
         points = [b for pieces, _ in plan.values() for piece in pieces for b in piece]
-        pieces = rollup(raw, points)
+        pieces = rollup(raw, points).collect().lazy()  # used twice below: aggregated once
         derived = pl.concat([
             hourly.join(cut_hours, on="hour", how="semi"),
             _negated(pieces),
@@ -201,10 +211,10 @@ def assemble(
             .drop("_derived", "_until")
             .filter(pl.col("requests") != 0)
         )
-        whole = pl.concat([whole, pieces, conform(derived)])
+        whole = pl.concat([whole, pieces, conform(derived, ROLLUP_SCHEMA)])
     missing = [f"{h}_{p}" for h in HISTOGRAMS if h not in histograms for p in "bc"]
     if missing:
-        whole = whole.with_columns(pl.lit(None).cast(whole.collect_schema()[m]).alias(m) for m in missing)
+        whole = whole.with_columns(pl.lit(None).cast(ROLLUP_SCHEMA[m]).alias(m) for m in missing)
     return window(whole, start, end)
 
 
