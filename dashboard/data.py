@@ -5,7 +5,8 @@ The dashboard computes nothing itself. Each page asks for one bundle (`overview`
 (`analytics.load_rollups`) and collects its figures with `pl.collect_all`. Only the request log
 reads raw events (`dashboard.request_log`).
 
-Three rollup loads, each cached on its own so a page loads only what it shows:
+Three rollup loads; `current` and `previous` are loaded at once and cached together (every page
+but the recommendations shows both), `recent` on its own:
 
 - `current`: the period, and before it the anomalies' history, with the latency and TTFT
   histograms, cut where the period and the provider-health windows start; whole days as one
@@ -30,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,18 +111,34 @@ def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.da
     return min(start, _day(start - ANOMALY_HISTORY)), [start, *analytics.health_cuts(end)]
 
 
-@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
-def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+def _load_current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     since, cuts = current_span(period, end)
     return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts, histograms=CURRENT_HISTOGRAMS,
                                   days=PERIODS[period].daily).collect()
 
 
-@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
-def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+def _load_previous(url: str, org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     length = PERIODS[period].length
-    return analytics.load_rollups(database().url, org_id, end - 2 * length, end - length, histograms=(),
-                                  days=True).collect()
+    return analytics.load_rollups(url, org_id, end - 2 * length, end - length, histograms=(), days=True).collect()
+
+
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _frames(org_id: int, period: str, end: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(`current`, `previous`), loaded at once: each load mostly waits for Postgres and decodes
+    Arrow with the GIL released, so the page waits for the longer load, not for both. The
+    thread calls no Streamlit function (it has no script context)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        previous = pool.submit(_load_previous, database().url, org_id, period, end)
+        current = _load_current(org_id, period, end)
+        return current, previous.result()
+
+
+def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    return _frames(org_id, period, end)[0]
+
+
+def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    return _frames(org_id, period, end)[1]
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
