@@ -1,17 +1,21 @@
 """The Lectr proxy: `create_app()` (a Hypercorn target) and the path every request takes.
 
-    client ──▶ Hypercorn's trio worker, plain HTTP/1.1 spoken by          (server.py)
-           ──/v1/...──▶ Proxy.handle (raw ASGI, the hot path)
-                          1. headers: X-Lectr-* consumed, hop-by-hop dropped   (headers.py)
-                          2. X-Lectr-Key → org, from memory                     (directory.py)
-                          3. body: model, stream, usage option                  (body.py)
-                          4. provider: detection / override → adapter           (providers/)
-                             hard budgets: reached or not, from memory          (spend.py)
-                          5. routing rules / fallbacks pick the attempts        (routing.py)
-                          6. upstream over HTTP/1.1; answer relayed as it comes (transport.py, relay.py, sse.py)
-                          7. one Event handed to the writer, never awaited      (events.py, writer.py)
-                             (and to the OpenTelemetry exporter, when it is on)  (telemetry.py)
+    client ──▶ Hypercorn's trio worker, plain HTTP/1.1 spoken by our server      (http/server.py)
+           ──/v1/...──▶ Proxy.handle: one `Exchange` per request                   (pipeline/exchange.py)
+                          1. authenticate: X-Lectr-* consumed, hop-by-hop dropped  (pipeline/headers.py)
+                             X-Lectr-Key → org, from memory; rate limit           (pipeline/directory.py, limits.py)
+                          2. read: the body; model, stream, usage option          (pipeline/body.py)
+                          3. plan: provider (detection / override) → adapter      (pipeline/providers/)
+                             hard budgets: reached or not, from memory            (pipeline/spend.py)
+                             routing rules / fallbacks: the attempts in order     (pipeline/routing.py)
+                          4. relay: upstream over HTTP/1.1, the answer as it comes (http/transport.py,
+                                                                                    pipeline/relay.py, sse.py)
+                          5. record: the Event to the writer, never awaited       (accounting/record.py,
+                             (and to the OpenTelemetry exporter, when it is on)    events/writer.py, telemetry.py)
     anything else ──▶ Quart (health, readiness, metrics, JSON 404s)
+
+A step that refuses the request raises a `LectrError`: the client gets it as JSON (`_refuse`), and
+the request is recorded once it has an org. docs/ARCHITECTURE.md draws the rooms of `proxy/`.
 
 The `/v1` route is plain ASGI rather than a Quart view: the response must be the provider's,
 status, headers and bytes, with nothing added, and Quart's request/response objects cost time
@@ -20,176 +24,39 @@ on every call without giving us anything we use there.
 
 from __future__ import annotations
 
-import datetime as dt
-import gc
 import logging
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import trio
 from quart import Response
 from quart_trio import QuartTrio
 
-from proxy.accounting.pricing import warm_up as warm_up_prices
 from proxy.accounting.record import Event
-from proxy.alerts.sender import Alerter
 from proxy.core.config import Settings
 from proxy.core.errors import BadRequest, LectrError, MethodNotAllowed, NotFound, Unauthorized, UpgradeRefused
-from proxy.events.journal import Journal
-from proxy.events.writer import EventWriter
 from proxy.http import server
-from proxy.http.transport import Alive, LectrTransport, Timeouts, destination
+from proxy.http.fields import ALLOW
+from proxy.http.transport import destination
 from proxy.ops.logs import configure_logging
-from proxy.ops.metrics import Metrics, SharedMetrics, render
 from proxy.pipeline import body as bodies
-from proxy.pipeline.directory import Directory
-from proxy.pipeline.headers import ALLOW, Incoming, read_request_headers, readable_accept_encoding, upstream_path
-from proxy.pipeline.limits import RateLimiter, StreamSlots
-from proxy.pipeline.providers import adapter_for, detect
-from proxy.pipeline.relay import Relay, Retry, read_body, send_error, watch_disconnect
+from proxy.pipeline.exchange import Attempt, Exchange
+from proxy.pipeline.headers import read_request_headers, readable_accept_encoding, upstream_path
+from proxy.pipeline.providers import Call, adapter_for, detect
+from proxy.pipeline.relay import Client, Relay, Retry, read_body, send_error, watch_disconnect
 from proxy.pipeline.routing import Target
-from proxy.pipeline.spend import BudgetTracker
-from proxy.pipeline.upstream import Outbound, make_transport
-from proxy.store.db import connect, database_url, migrate
-from proxy.store.orgs import Org
+from proxy.pipeline.upstream import Outbound
+from proxy.worker import Worker
 
-if TYPE_CHECKING:
-    from proxy.events.telemetry import Telemetry
-
-_GC_THRESHOLD = 7000
 log = logging.getLogger("lectr.proxy")
 
 Scope = dict[str, Any]
 
 
-class Proxy:
-    """Everything one worker holds: settings, key directory, event writer, upstream client."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.shared_metrics = SharedMetrics(settings.data_dir / "metrics")
-        self.rate_limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
-        self.streams = StreamSlots(settings.max_streams)
-        self.directory: Directory | None = None
-        self.budgets: BudgetTracker | None = None
-        self.writer: EventWriter | None = None
-        self.upstream: LectrTransport | None = None
-        self.telemetry: Telemetry | None = None  # None: export off (the default)
-        self.timeouts = Timeouts()
-        self._background: list[trio.CancelScope] = []  # the tasks cancelled at stop
-
-    # -- lifecycle (before_serving / after_serving) ----------------------------------------
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        settings = self.settings
-        url = await trio.to_thread.run_sync(database_url, settings)
-
-        def prepare() -> None:
-            with connect(url) as conn:
-                migrate(conn)
-
-        await trio.to_thread.run_sync(prepare)
-        # Load the price tables now, not at the writer's first flush under load.
-        await trio.to_thread.run_sync(warm_up_prices)
-        self.upstream, self.timeouts = make_transport(settings)
-        self.directory = Directory(url, settings.refresh_seconds, settings.azure_allowed_hosts)
-        self.budgets = BudgetTracker(url, settings.budget_refresh_seconds)
-        self.writer = EventWriter(
-            url,
-            Journal(Path(settings.journal_path)),
-            batch_size=settings.writer_batch_size,
-            flush_seconds=settings.writer_flush_seconds,
-            queue_size=settings.writer_queue_size,
-            retention_months=settings.retention_months,
-            rollup_retention_months=settings.rollup_retention_months,
-            watcher=self.budgets,
-        )
-        await nursery.start(self.writer.run)
-        if settings.otel_traces or settings.otel_metrics:
-            from proxy.events.telemetry import Telemetry  # the OpenTelemetry SDK is loaded only when exporting
-
-            self.telemetry = Telemetry(settings, self.directory.org_name)
-            await nursery.start(self.telemetry.run)
-        await nursery.start(self._refresh_forever)
-        await nursery.start(self._refresh_budgets_forever)
-        nursery.start_soon(self._send_alerts_forever, Alerter(url, settings, self.budgets))
-        await trio.to_thread.run_sync(self.shared_metrics.prepare)
-        nursery.start_soon(self._publish_metrics_forever)
-        # Everything loaded so far (price tables, Quart, the libraries) lives as long as the worker:
-        # keep it out of the collector's full passes, which otherwise walk ~90,000 objects and stop
-        # every request for ~50 ms each time (the p99 at 50 in flight; docs/PERFORMANCE.md).
-        gc.collect()
-        gc.freeze()
-        # Requests leave no reference cycles (tests check it), so the collector finds next to nothing;
-        # at the default threshold (700) it still walked the objects of every request in flight
-        # ~30 times a second at 50 in flight (2-4 % of the CPU; 5 % with 2,000 streams). 7,000 makes
-        # that ~0.1 %, each pass a few ms.
-        gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
-
-    async def _refresh_forever(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        assert self.directory is not None
-        with self._cancel_at_stop():
-            await self.directory.run(task_status=task_status)
-
-    async def _refresh_budgets_forever(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        assert self.budgets is not None
-        with self._cancel_at_stop():
-            await self.budgets.run(task_status=task_status)
-
-    async def _send_alerts_forever(self, alerter: Alerter) -> None:
-        """Stand for election as the alert sender (proxy/alerts/sender.py); off the hot path."""
-        with self._cancel_at_stop():
-            await alerter.run()
-
-    async def _publish_metrics_forever(self) -> None:
-        """This worker's figures for `/metrics` on the others, every second (a small file, written
-        in a thread: a slow disk never holds up the event loop)."""
-        with self._cancel_at_stop():
-            while True:
-                await self.publish_metrics()
-                await trio.sleep(1)
-
-    def _cancel_at_stop(self) -> trio.CancelScope:
-        scope = trio.CancelScope()
-        self._background.append(scope)
-        return scope
-
-    async def publish_metrics(self) -> dict[str, Any]:
-        snapshot = self.metrics.snapshot(
-            self.writer.statistics() if self.writer else None,
-            self.telemetry.statistics() if self.telemetry else None,
-        )
-        await trio.to_thread.run_sync(self.shared_metrics.publish, snapshot)
-        return snapshot
-
-    async def render_metrics(self) -> str:
-        """Prometheus text for every worker of this server (proxy/ops/metrics.py)."""
-        own = await self.publish_metrics()
-        snapshots, live = await trio.to_thread.run_sync(self.shared_metrics.collect, own)
-        return render(snapshots, live)
-
-    async def stop(self) -> None:
-        log.info("shutting down: draining the event writer")
-        for scope in self._background:
-            scope.cancel()
-        if self.writer is not None:
-            await self.writer.aclose()
-            stats = self.writer.statistics()
-            log.info(
-                "event writer drained: written=%d spilled=%d dropped=%d", stats.written, stats.spilled, stats.dropped
-            )
-        if self.telemetry is not None:
-            await self.telemetry.aclose()
-        await self.publish_metrics()  # the last figures: this worker's requests stay counted in /metrics
-        if self.upstream is not None:
-            await self.upstream.aclose()
-
-    # -- the hot path -----------------------------------------------------------------------
+class Proxy(Worker):
+    """A worker (proxy/worker.py: its state and background tasks) and the path of each request."""
 
     def asgi(self, fallback: Any) -> Any:
         """Wrap Quart's ASGI app: `/v1/...` is ours, everything else goes to Quart."""
@@ -209,92 +76,97 @@ class Proxy:
         return app
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        """One request under `/v1/`: the steps of the module's diagram, over one `Exchange`."""
         method = scope["method"]
         if method not in _FORWARDED:
             await _answer_method(method, send)
             return
-        started = time.perf_counter()
-        created_at = dt.datetime.now(dt.UTC)
-        endpoint = scope["path"][4:]
-        settings = self.settings
-        assert self.directory is not None and self.writer is not None and self.upstream is not None
-        assert self.budgets is not None
-        event: Event | None = None
+        x = Exchange(scope, receive, send)
         try:
-            incoming = read_request_headers(scope["headers"], settings.max_header_bytes)
-            if incoming.upgrade:  # (its body, if any, llhttp would leave unparsed as the new protocol's)
-                raise UpgradeRefused()
-            org = await self.directory.authenticate_fresh(incoming.lectr_key)
-            if org is None:
-                raise Unauthorized(
-                    "missing or invalid X-Lectr-Key header: send your org key as `X-Lectr-Key: lc_key_...`"
-                    if incoming.lectr_key is None
-                    else "invalid or revoked X-Lectr-Key"
-                )
-            path = upstream_path(scope)
-            self.rate_limiter.check(org.id)
-            event = Event(
-                org_id=org.id,
-                created_at=created_at,
-                provider="openai",
-                endpoint=endpoint,
-                status_code=0,
-                provider_header=incoming.provider,
-                feature=incoming.feature,
-                task=incoming.task,
-                request_id=os.urandom(16).hex(),  # uuid4's bytes, without building a UUID
-            )
-            raw = await read_body(receive, incoming.content_length, settings.max_body_bytes)
-            event.request_bytes = len(raw)
-            info = bodies.inspect(raw, incoming.content_type, endpoint)
-            event.model, event.stream, event.message_count = info.model, info.stream, info.message_count
-            event.end_user = incoming.end_user or info.end_user
-            found = detect(info.model, incoming.provider, b"anthropic-version" in incoming.special)
-            if found.unknown and incoming.provider is not None:
-                log.warning("invalid X-Lectr-Provider value; using openai")
-            event.provider, event.provider_unknown = found.provider, found.unknown
-            self.budgets.check(org.id, incoming.feature)
-            if found.provider == "azure" and (not org.azure_endpoint or org.azure_refused) and incoming.lectr_key:
-                # Set (or set right) a moment ago (`lectr org azure`)? Look once more before refusing.
-                org = await self.directory.authenticate_reloaded(incoming.lectr_key) or org
-            attempts = self._attempts(scope, path, incoming, org, info, raw, found.provider, event)
-            if info.stream:
-                self.streams.acquire()
+            await self._authenticate(x)
+            await self._read(x)
+            await self._plan(x)
         except LectrError as exc:
-            await send_error(send, exc)
-            self.metrics.observe(exc.status, time.perf_counter() - started, 0.0)
-            if event is not None:
-                event.status_code, event.error_type, event.error_message = exc.status, exc.code, exc.message
-                event.latency_ms = (time.perf_counter() - started) * 1000
-                self._record(event, scope, None)
+            await self._refuse(x, exc)
             return
         try:
-            await self._forward(attempts, event, info, started, scope, receive, send)
+            await self._relay(x)
+            self._record(x)
         finally:
-            if info.stream:
+            if x.info is not None and x.info.stream:
                 self.streams.release()
 
-    def _attempts(
-        self,
-        scope: Scope,
-        path: str,
-        incoming: Incoming,
-        org: Org,
-        info: bodies.RequestInfo,
-        raw: bytes,
-        provider: str,
-        event: Event,
-    ) -> list[tuple[Target, Outbound]]:
+    async def _authenticate(self, x: Exchange) -> None:
+        """Headers (X-Lectr-* consumed, hop-by-hop dropped), the org of `X-Lectr-Key` from memory,
+        its rate limit; then the request has an event."""
+        assert self.directory is not None
+        incoming = x.incoming = read_request_headers(x.scope["headers"], self.settings.max_header_bytes)
+        if incoming.upgrade:  # (its body, if any, llhttp would leave unparsed as the new protocol's)
+            raise UpgradeRefused()
+        org = await self.directory.authenticate_fresh(incoming.lectr_key)
+        if org is None:
+            raise Unauthorized(
+                "missing or invalid X-Lectr-Key header: send your org key as `X-Lectr-Key: lc_key_...`"
+                if incoming.lectr_key is None
+                else "invalid or revoked X-Lectr-Key"
+            )
+        x.org = org
+        x.path = upstream_path(x.scope)
+        self.rate_limiter.check(org.id)
+        x.event = Event(
+            org_id=org.id,
+            created_at=x.created_at,
+            provider="openai",
+            endpoint=x.endpoint,
+            status_code=0,
+            provider_header=incoming.provider,
+            feature=incoming.feature,
+            task=incoming.task,
+            request_id=os.urandom(16).hex(),  # uuid4's bytes, without building a UUID
+        )
+
+    async def _read(self, x: Exchange) -> None:
+        """The body, whole (within `LECTR_MAX_BODY_BYTES`), and what the proxy needs from it."""
+        assert x.incoming is not None and x.event is not None
+        incoming, event = x.incoming, x.event
+        x.raw = await read_body(x.receive, incoming.content_length, self.settings.max_body_bytes)
+        event.request_bytes = len(x.raw)
+        info = x.info = bodies.inspect(x.raw, incoming.content_type, x.endpoint)
+        event.model, event.stream, event.message_count = info.model, info.stream, info.message_count
+        event.end_user = incoming.end_user or info.end_user
+
+    async def _plan(self, x: Exchange) -> None:
+        """The provider (detection or `X-Lectr-Provider`), the hard budgets (from memory), and the
+        attempts in order (routing rules and fallbacks); a stream takes one of the worker's slots."""
+        assert self.directory is not None and self.budgets is not None
+        assert x.incoming is not None and x.org is not None and x.event is not None and x.info is not None
+        incoming, event, info = x.incoming, x.event, x.info
+        found = detect(info.model, incoming.provider, b"anthropic-version" in incoming.special)
+        if found.unknown and incoming.provider is not None:
+            log.warning("invalid X-Lectr-Provider value; using openai")
+        x.provider = event.provider = found.provider
+        event.provider_unknown = found.unknown
+        self.budgets.check(x.org.id, incoming.feature)
+        if found.provider == "azure" and (not x.org.azure_endpoint or x.org.azure_refused) and incoming.lectr_key:
+            # Set (or set right) a moment ago (`lectr org azure`)? Look once more before refusing.
+            x.org = await self.directory.authenticate_reloaded(incoming.lectr_key) or x.org
+        x.attempts = self._attempts(x)
+        if info.stream:
+            self.streams.acquire()
+
+    def _attempts(self, x: Exchange) -> list[Attempt]:
         """The upstream requests to try, in order: one, unless routing rules or fallbacks say more."""
         assert self.directory is not None
+        assert x.incoming is not None and x.org is not None and x.event is not None and x.info is not None
+        incoming, info, provider = x.incoming, x.info, x.provider
         own_key = incoming.special.get(b"authorization")
-        routing = self.directory.routing(org.id)
+        routing = self.directory.routing(x.org.id)
         plan = routing.plan(incoming.feature, incoming.task, info.model, provider) if routing and info.data else None
+        asked = Target(provider, info.model or "")
         if plan is None:
-            request = self._request(scope, path, incoming, org, info, raw, provider, info.model, own_key)
-            return [(Target(provider, info.model or ""), request)]
-        event.route_rule_id = plan.rule_id
-        attempts: list[tuple[Target, Outbound]] = []
+            return [Attempt(asked, self._outbound(x, provider, info.model, own_key))]
+        x.event.route_rule_id = plan.rule_id
+        attempts: list[Attempt] = []
         refused: LectrError | None = None
         for target in plan.targets:
             # A provider key only ever goes to its own provider (see proxy/pipeline/routing.py).
@@ -302,55 +174,32 @@ class Proxy:
             if bearer is None:
                 continue
             try:
-                request = self._request(scope, path, incoming, org, info, raw, target.provider, target.model, bearer)
+                attempts.append(Attempt(target, self._outbound(x, target.provider, target.model, bearer)))
             except LectrError as exc:  # e.g. Azure without an endpoint: skip that target
                 refused = refused or exc
-                continue
-            attempts.append((target, request))
         if attempts:
             return attempts
         if refused is not None:
             raise refused
-        return [
-            (
-                Target(provider, info.model or ""),
-                self._request(scope, path, incoming, org, info, raw, provider, info.model, own_key),
-            )
-        ]
+        return [Attempt(asked, self._outbound(x, provider, info.model, own_key))]
 
-    def _request(
-        self,
-        scope: Scope,
-        path: str,
-        incoming: Incoming,
-        org: Org,
-        info: bodies.RequestInfo,
-        raw: bytes,
-        provider: str,
-        model: str | None,
-        bearer: bytes | None,
-    ) -> Outbound:
+    def _outbound(self, x: Exchange, provider: str, model: str | None, bearer: bytes | None) -> Outbound:
         """One upstream request: the adapter's URL and auth, the client's other headers, the body
         (with the usage option we add, and another model when routing says so)."""
+        assert x.incoming is not None and x.org is not None and x.info is not None
+        incoming, info, org = x.incoming, x.info, x.org
         special = incoming.special
         if bearer is not special.get(b"authorization"):
             special = {**special, b"authorization": bearer or b""}
-        target = adapter_for(provider).target(
-            self.settings.base_urls.get(provider, ""),
-            path,
-            scope["query_string"],
-            model,
-            org,
-            bearer,
-            special,
-        )
+        base_url, query = self.settings.base_urls.get(provider, ""), x.scope["query_string"]
+        where = adapter_for(provider).target(Call(base_url, x.path, query, model, org, bearer, special))
         if model != info.model and model is not None:
             body = bodies.with_model(info, model, info.add_usage_option)
         elif info.add_usage_option:
-            body = bodies.with_usage_option(raw, info)
+            body = bodies.with_usage_option(x.raw, info)
         else:
-            body = raw
-        headers = incoming.forward + list(target.auth)
+            body = x.raw
+        headers = incoming.forward + list(where.auth)
         encoding = b"identity" if info.stream else readable_accept_encoding(incoming.accept_encoding)
         if encoding is not None:
             headers.append((b"accept-encoding", encoding))
@@ -359,38 +208,30 @@ class Proxy:
         # other URL is the operator's (`LECTR_*_BASE_URL`).
         guarded = provider == "azure" and org.azure_guarded and not self.settings.allow_private_upstreams
         try:
-            where = destination(target.url, guarded)
+            dest = destination(where.url, guarded)
         except ValueError:
             raise BadRequest("the request path or query string cannot be forwarded") from None
-        return Outbound(scope["method"].encode("ascii"), where, headers, body)
+        return Outbound(x.scope["method"].encode("ascii"), dest, headers, body)
 
-    async def _forward(
-        self,
-        attempts: list[tuple[Target, Outbound]],
-        event: Event,
-        info: bodies.RequestInfo,
-        started: float,
-        scope: Scope,
-        receive: Any,
-        send: Any,
-    ) -> None:
-        """Send upstream (falling back while allowed), relay the answer, record the event; cancel
-        upstream if the client leaves."""
-        assert self.writer is not None
-        relay = Relay(event, info, started, self.settings.max_response_bytes)
+    async def _relay(self, x: Exchange) -> None:
+        """Send upstream (falling back while allowed) and relay the answer; cancel upstream if the
+        client leaves. Then the event says how it went."""
+        assert x.event is not None and x.info is not None
+        event = x.event
+        relay = Relay(event, x.info, x.started, self.settings.max_response_bytes)
         log_parts: list[str] = []
-        extensions = scope.get("extensions") or {}
+        extensions = x.scope.get("extensions") or {}
         alive, gone = extensions.get(server.CLIENT_ALIVE), extensions.get(server.CLIENT_GONE)
         if alive is not None and gone is not None:
             # Our HTTP/1.1 server: the transport asks `alive` while it waits on the provider, and a
             # stream checks `gone` after each chunk, instead of a watcher task per request (~25 % of
             # a whole answer's CPU, ~90 µs a stream; docs/PERFORMANCE.md).
-            await self._attempt(attempts, relay, log_parts, send, alive, gone)
+            await self._attempt(x, relay, Client(x.send, alive, gone), log_parts)
         else:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, relay)
+                nursery.start_soon(watch_disconnect, x.receive, nursery.cancel_scope, relay)
                 try:
-                    await self._attempt(attempts, relay, log_parts, send, None, None)
+                    await self._attempt(x, relay, Client(x.send), log_parts)
                 finally:
                     nursery.cancel_scope.cancel()
         if len(log_parts) > 1 or event.route_rule_id is not None:
@@ -406,30 +247,12 @@ class Proxy:
             relay.finish()
         except Exception:  # a response we could not read usage from must still become an event
             log.exception("could not read the response of %s; recording the event without usage", event.endpoint)
-        self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
-        self._record(event, scope, attempts[event.attempts - 1][1])
+        x.sent = x.attempts[event.attempts - 1].outbound
 
-    def _record(self, event: Event, scope: Scope, sent: Outbound | None) -> None:
-        """Hand a finished request's event to the writer and, when export is on, to the telemetry
-        exporter (with the client's trace headers and the upstream it went to: `sent`, if any).
-        Neither blocks: both queue it for their own task."""
-        assert self.writer is not None
-        self.writer.record(event)
-        if self.telemetry is not None:
-            self.telemetry.record(event, scope["headers"], sent.where.origin if sent is not None else None)
-
-    async def _attempt(
-        self,
-        attempts: list[tuple[Target, Outbound]],
-        relay: Relay,
-        log_parts: list[str],
-        send: Any,
-        alive: Alive | None,
-        gone: Callable[[], bool] | None,
-    ) -> None:
+    async def _attempt(self, x: Exchange, relay: Relay, client: Client, log_parts: list[str]) -> None:
         """The attempts in order until one is relayed; an error of ours goes to the client as JSON."""
-        assert self.upstream is not None
-        event = relay.event
+        assert self.link is not None
+        event, attempts = relay.event, x.attempts
         try:
             for number, (target, outbound) in enumerate(attempts, 1):
                 event.provider = target.provider
@@ -437,15 +260,7 @@ class Proxy:
                     event.routed_model = target.model
                 event.attempts = number
                 try:
-                    await relay.run(
-                        self.upstream,
-                        outbound,
-                        self.timeouts,
-                        send,
-                        retryable=number < len(attempts),
-                        alive=alive,
-                        gone=gone,
-                    )
+                    await relay.run(self.link, outbound, client, retryable=number < len(attempts))
                 except Retry as retry:
                     log_parts.append(f"{target.model}@{target.provider}:{retry.status}")
                     continue
@@ -457,9 +272,31 @@ class Proxy:
         except LectrError as exc:
             if not relay.response_started:
                 relay.final_sent = True
-                await send_error(send, exc)
+                await send_error(x.send, exc)
                 event.status_code = exc.status
             event.error_type, event.error_message = exc.code, exc.message
+
+    async def _refuse(self, x: Exchange, exc: LectrError) -> None:
+        """The proxy answers itself (bad request, unknown key, budget reached, ...); the request is
+        recorded when it got as far as having an event (it had an org)."""
+        await send_error(x.send, exc)
+        if x.event is None:
+            self.metrics.observe(exc.status, time.perf_counter() - x.started, 0.0)
+            return
+        x.event.status_code, x.event.error_type, x.event.error_message = exc.status, exc.code, exc.message
+        x.event.latency_ms = (time.perf_counter() - x.started) * 1000
+        self._record(x)
+
+    def _record(self, x: Exchange) -> None:
+        """Count the request in the metrics, hand its event to the writer and, when export is on, to
+        the telemetry exporter (with the client's trace headers and the upstream it went to, if
+        any). Neither blocks: both queue it for their own task."""
+        assert self.writer is not None and x.event is not None
+        event = x.event
+        self.metrics.observe(event.status_code, (event.latency_ms or 0) / 1000, (event.upstream_ms or 0) / 1000)
+        self.writer.record(event)
+        if self.telemetry is not None:
+            self.telemetry.record(event, x.scope["headers"], x.sent.where.origin if x.sent is not None else None)
 
 
 # Methods forwarded under /v1/ (SPEC §3). HEAD and OPTIONS are answered here; anything else (PUT,

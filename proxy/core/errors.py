@@ -38,12 +38,23 @@ Messages never contain a provider key or any request header value.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from proxy.store.budgets import Budget
+
+class Budget(Protocol):
+    """What a budget's refusal says of it (the store's `Budget` is one; core does not import it)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def feature(self) -> str | None: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def limit_usd(self) -> float: ...
+    def describe(self) -> str: ...
 
 
 class LectrError(Exception):

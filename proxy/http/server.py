@@ -49,7 +49,7 @@ from proxy.core.errors import (
     VersionNotSupported,
 )
 from proxy.http import sockio
-from proxy.pipeline.headers import ALLOW, valid_field
+from proxy.http.fields import ALLOW, valid_field
 
 log = logging.getLogger("lectr.server")
 

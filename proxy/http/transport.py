@@ -60,9 +60,9 @@ import trio
 
 from proxy.core.addresses import address_forbidden
 from proxy.http import sockio
+from proxy.http.fields import TOKEN, valid_field
 from proxy.http.watch import ALIVE_POLL as ALIVE_POLL  # re-exported: `alive` runs this often while waiting
 from proxy.http.watch import Watch
-from proxy.pipeline.headers import TOKEN, valid_field
 
 _READ_SIZE = 65536
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}

@@ -19,8 +19,8 @@ import psycopg
 import trio
 
 from proxy.core.addresses import EndpointRefused, azure_endpoint
+from proxy.pipeline.reloaded import Reloaded
 from proxy.pipeline.routing import OrgRouting, build
-from proxy.store.db import connect
 from proxy.store.orgs import Org
 from proxy.store.rules import load_all
 
@@ -46,19 +46,15 @@ def _check_endpoint(endpoint: str, allowed_hosts: tuple[str, ...]) -> tuple[str,
     return checked.url, None, not checked.operator_approved
 
 
-class Directory:
+class Directory(Reloaded):
     def __init__(
         self, database_url: str, refresh_seconds: float = 2.0, azure_allowed_hosts: tuple[str, ...] = ()
     ) -> None:
-        self._url = database_url
-        self._refresh_seconds = refresh_seconds
+        super().__init__(database_url, refresh_seconds)
         self._azure_allowed_hosts = azure_allowed_hosts
         self._by_hash: dict[str, tuple[str, Org]] = {}
         self._routing: dict[int, OrgRouting] = {}
         self._names: dict[int, str] = {}
-        self._conn: psycopg.Connection[Any] | None = None
-        self.loaded = False
-        self.last_error: str | None = None
         self._reloading: trio.Event | None = None
         self._last_reload = float("-inf")
 
@@ -108,12 +104,10 @@ class Directory:
         """The org's routing rules and fallbacks, or None when it has neither."""
         return self._routing.get(org_id)
 
-    def _load(self) -> tuple[dict[str, tuple[str, Org]], dict[int, OrgRouting]]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
-        rows = self._conn.execute(_LOAD).fetchall()
+    def _read(self, conn: psycopg.Connection[Any]) -> tuple[dict[str, tuple[str, Org]], dict[int, OrgRouting]]:
+        rows = conn.execute(_LOAD).fetchall()
         keys = {row[0]: (row[0], self._org(row[1], row[2], row[3], row[4])) for row in rows}
-        rules, fallbacks = load_all(self._conn)
+        rules, fallbacks = load_all(conn)
         by_org: dict[int, list[tuple[Any, ...]]] = {}
         for rule in rules:
             by_org.setdefault(rule[0], []).append(tuple(rule[1:]))
@@ -138,28 +132,12 @@ class Directory:
         self._reloading = trio.Event()
         self._last_reload = trio.current_time()
         try:
-            self._by_hash, self._routing = await trio.to_thread.run_sync(self._load)
+            self._by_hash, self._routing = await self._load(self._read)
             self._names = {org.id: org.name for _, org in self._by_hash.values()}
             self.loaded = True
             self.last_error = None
-        except (psycopg.Error, OSError) as exc:
-            self.last_error = type(exc).__name__
+        except (psycopg.Error, OSError):
             log.warning("could not reload keys (%s); keeping the last %d", self.last_error, len(self._by_hash))
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
         finally:
             self._reloading.set()
             self._reloading = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Reload forever (cancel to stop); `started` once the first load has been tried."""
-        await self.refresh()
-        task_status.started()
-        try:
-            while True:
-                await trio.sleep(self._refresh_seconds)
-                await self.refresh()
-        finally:
-            if self._conn is not None:
-                self._conn.close()

@@ -2,43 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from proxy.core.errors import BadRequest, HeaderTooLarge
-
-# RFC 9110's field syntax, for headers that did not come out of a parser: a token for the name, no
-# control character but TAB in the value (so no CR/LF: no header injection).
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-
-
-def valid_field(name: bytes, value: bytes) -> bool:
-    return TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
-
+from proxy.http.fields import HOP_BY_HOP
 
 # An end user's name is stored as sent, up to this many characters (SPEC §3).
 END_USER_CHARS = 200
 
-# The methods the proxy answers under /v1/ (SPEC §3), for `allow` on a 405 (app and server alike).
-ALLOW = (b"allow", b"GET, POST, DELETE, HEAD, OPTIONS")
-
-# Hop-by-hop fields: meaningful for one connection only, never forwarded.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
-)
 # Request fields the proxy sets itself (httpx computes host and length; adapters set auth).
 _REQUEST_OWN = frozenset({b"host", b"content-length", b"authorization", b"accept-encoding"})
 # Encodings we can read back to find usage in a response body.

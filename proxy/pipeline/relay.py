@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -62,6 +62,22 @@ class Retry(Exception):
         self.status = status
 
 
+class Upstream(NamedTuple):
+    """The worker's upstream client and the timeouts every attempt uses."""
+
+    transport: LectrTransport
+    timeouts: Timeouts
+
+
+class Client(NamedTuple):
+    """The client's side of one request: where its answer goes (`send`) and, under our own
+    HTTP/1.1 server, how to tell it has left (`alive` while waiting, `gone` between chunks)."""
+
+    send: Any
+    alive: Alive | None = None
+    gone: Callable[[], bool] | None = None
+
+
 class Relay:
     """One upstream exchange: timing, relaying and what we learn about usage."""
 
@@ -88,28 +104,26 @@ class Relay:
         self.content_encoding: bytes | None = None
         self.secrets: list[bytes] = []
 
-    async def run(
-        self,
-        transport: LectrTransport,
-        outbound: Outbound,
-        timeouts: Timeouts,
-        send: Any,
-        *,
-        retryable: bool,
-        alive: Alive | None = None,
-        gone: Callable[[], bool] | None = None,
-    ) -> None:
+    async def run(self, upstream: Upstream, outbound: Outbound, client: Client, *, retryable: bool) -> None:
         """One attempt. With `retryable`, a 429/5xx or a failure to get an answer raises `Retry`
-        (nothing has reached the client yet) instead of being relayed. With `alive` (asked while
-        waiting on the provider) and `gone` (checked after each chunk relayed), a client that left
-        is noticed (`client_gone`) and the exchange dropped: the provider sees the disconnect."""
+        (nothing has reached the client yet) instead of being relayed. With the client's `alive`
+        (asked while waiting on the provider) and `gone` (checked after each chunk relayed), a
+        client that left is noticed (`client_gone`) and the exchange dropped: the provider sees
+        the disconnect."""
         event = self.event
+        send, alive, gone = client
         # The credentials this attempt carries: never to be stored, even if the provider echoes them.
         self.secrets.extend(value for name, value in outbound.headers if name.lower() in _AUTH_HEADERS)
         t = time.perf_counter()
         try:
-            response = await transport.open(
-                outbound.method, outbound.where, outbound.headers, outbound.body, timeouts, alive=alive, checked=True
+            response = await upstream.transport.open(
+                outbound.method,
+                outbound.where,
+                outbound.headers,
+                outbound.body,
+                upstream.timeouts,
+                alive=alive,
+                checked=True,
             )
         except Abandoned:
             self.upstream_seconds += time.perf_counter() - t

@@ -23,12 +23,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-import trio
 
 from proxy.accounting.record import COLUMNS
 from proxy.core.errors import BudgetExceeded
+from proxy.pipeline.reloaded import Reloaded
 from proxy.store.budgets import Budget, budgets_with_spend, period_end, period_start
-from proxy.store.db import connect
 
 log = logging.getLogger("lectr.budgets")
 
@@ -45,11 +44,9 @@ def _add(into: Unsettled, org_id: int, key: tuple[str | None, dt.date], amount: 
     by_key[key] = by_key.get(key, 0.0) + amount
 
 
-class BudgetTracker:
+class BudgetTracker(Reloaded):
     def __init__(self, database_url: str, refresh_seconds: float = 2.0) -> None:
-        self._url = database_url
-        self._refresh_seconds = refresh_seconds
-        self._conn: psycopg.Connection[Any] | None = None
+        super().__init__(database_url, refresh_seconds)
         self._budgets: dict[int, list[Budget]] = {}  # by org
         self._rolled: dict[int, float] = {}  # budget id → the rollups' spend at the last refresh
         self._pending: Unsettled = {}
@@ -59,8 +56,6 @@ class BudgetTracker:
         self._starts = {period: period_start(period, dt.datetime.now(dt.UTC)).date() for period in ("day", "month")}
         self._blocked: dict[int, list[Reached]] = {}  # by org: the reached hard budgets
         self._reached: set[int] = set()  # their ids
-        self.loaded = False
-        self.last_error: str | None = None
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -155,24 +150,15 @@ class BudgetTracker:
 
     # -- refresh -----------------------------------------------------------------------------
 
-    def _load(self, now: dt.datetime) -> list[tuple[Budget, float]]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
-        return budgets_with_spend(self._conn, now)
-
     async def refresh(self) -> None:
         """Read every budget and its rollup spend (one query); what was committed before the query
         began is in its answer and stops being counted here."""
         self._settling, self._recent = _merged(self._settling, self._recent), {}
         now = dt.datetime.now(dt.UTC)
         try:
-            rows = await trio.to_thread.run_sync(self._load, now)
-        except (psycopg.Error, OSError) as exc:
-            self.last_error = type(exc).__name__
+            rows = await self._load(lambda conn: budgets_with_spend(conn, now))
+        except (psycopg.Error, OSError):
             log.warning("could not reload budgets (%s); keeping the last figures", self.last_error)
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
             return
         budgets: dict[int, list[Budget]] = {}
         for budget, _ in rows:
@@ -184,18 +170,6 @@ class BudgetTracker:
             del self._pending[org_id]  # its budgets were removed
         self._recount(dt.datetime.now(dt.UTC))
         self.loaded, self.last_error = True, None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Refresh forever (cancel to stop); `started` once the first load has been tried."""
-        await self.refresh()
-        task_status.started()
-        try:
-            while True:
-                await trio.sleep(self._refresh_seconds)
-                await self.refresh()
-        finally:
-            if self._conn is not None:
-                self._conn.close()
 
 
 def _merged(a: Unsettled, b: Unsettled) -> Unsettled:

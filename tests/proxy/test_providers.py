@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.core.errors import AzureNotConfigured
-from proxy.pipeline.providers import adapter_for, detect
+from proxy.pipeline.providers import Call, adapter_for, detect
 from proxy.store.orgs import Org
 
 ORG = Org(1, "acme", None, "2024-02-01")
@@ -63,13 +63,15 @@ def test_detect_with_header(model: str | None, header: str | None, provider: str
 
 def test_openai_compatible_forwards_bearer() -> None:
     target = adapter_for("groq").target(
-        "https://api.groq.com/openai/v1",
-        "chat/completions",
-        b"",
-        "llama-3.1-8b",
-        ORG,
-        b"Bearer gsk_x",
-        {b"authorization": b"Bearer gsk_x"},
+        Call(
+            "https://api.groq.com/openai/v1",
+            "chat/completions",
+            b"",
+            "llama-3.1-8b",
+            ORG,
+            b"Bearer gsk_x",
+            {b"authorization": b"Bearer gsk_x"},
+        )
     )
     assert target.url == "https://api.groq.com/openai/v1/chat/completions"
     assert target.auth == ((b"authorization", b"Bearer gsk_x"),)
@@ -78,18 +80,20 @@ def test_openai_compatible_forwards_bearer() -> None:
 def test_anthropic_rewrites_to_x_api_key_and_keeps_client_version() -> None:
     headers = {b"authorization": b"Bearer sk-ant-1", b"anthropic-version": b"2024-01-01"}
     target = adapter_for("anthropic").target(
-        "https://api.anthropic.com/v1", "chat/completions", b"", "claude-3", ORG, headers[b"authorization"], headers
+        Call(
+            "https://api.anthropic.com/v1", "chat/completions", b"", "claude-3", ORG, headers[b"authorization"], headers
+        )
     )
     assert target.auth == ((b"x-api-key", b"sk-ant-1"), (b"anthropic-version", b"2024-01-01"))
     default = adapter_for("anthropic").target(
-        "https://api.anthropic.com/v1", "models", b"", None, ORG, b"Bearer sk-ant-1", {}
+        Call("https://api.anthropic.com/v1", "models", b"", None, ORG, b"Bearer sk-ant-1", {})
     )
     assert (b"anthropic-version", b"2023-06-01") in default.auth
 
 
 def test_azure_url_and_api_key() -> None:
     target = adapter_for("azure").target(
-        "", "chat/completions", b"api-version=old&x=1", "my-deploy", AZURE_ORG, b"Bearer az-key", {}
+        Call("", "chat/completions", b"api-version=old&x=1", "my-deploy", AZURE_ORG, b"Bearer az-key", {})
     )
     assert target.url == (
         "https://res.openai.azure.com/openai/deployments/my-deploy/chat/completions?x=1&api-version=2024-06-01"
@@ -99,7 +103,7 @@ def test_azure_url_and_api_key() -> None:
 
 def test_azure_without_endpoint_says_how_to_configure() -> None:
     with pytest.raises(AzureNotConfigured, match="lectr org azure acme --endpoint"):
-        adapter_for("azure").target("", "chat/completions", b"", "d", ORG, b"Bearer k", {})
+        adapter_for("azure").target(Call("", "chat/completions", b"", "d", ORG, b"Bearer k", {}))
 
 
 @pytest.mark.parametrize(

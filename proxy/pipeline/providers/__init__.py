@@ -6,8 +6,8 @@ framework, so each is a plain function table you can test on its own.
 
 from __future__ import annotations
 
-from proxy.pipeline.providers.base import Adapter, Target
+from proxy.pipeline.providers.base import Adapter, Call, Target
 from proxy.pipeline.providers.detect import PROVIDERS, Detection, detect
 from proxy.pipeline.providers.registry import adapter_for
 
-__all__ = ["PROVIDERS", "Adapter", "Detection", "Target", "adapter_for", "detect"]
+__all__ = ["PROVIDERS", "Adapter", "Call", "Detection", "Target", "adapter_for", "detect"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.pipeline.providers.base import Target, bearer_token, join
-from proxy.store.orgs import Org
+from proxy.pipeline.providers.base import Call, Target, bearer_token, join
 
 # The API version Anthropic requires on every request; clients may send their own.
 ANTHROPIC_VERSION = b"2023-06-01"
@@ -22,21 +21,12 @@ ANTHROPIC_VERSION = b"2023-06-01"
 class Anthropic:
     name: str = "anthropic"
 
-    def target(
-        self,
-        base_url: str,
-        path: str,
-        query: bytes,
-        model: str | None,
-        org: Org,
-        bearer: bytes | None,
-        headers: dict[bytes, bytes],
-    ) -> Target:
+    def target(self, call: Call) -> Target:
         auth: list[tuple[bytes, bytes]] = []
-        token = bearer_token(bearer)
+        token = bearer_token(call.bearer)
         if token:
             auth.append((b"x-api-key", token))
-        elif b"x-api-key" in headers:
-            auth.append((b"x-api-key", headers[b"x-api-key"]))
-        auth.append((b"anthropic-version", headers.get(b"anthropic-version", ANTHROPIC_VERSION)))
-        return Target(join(base_url, path, query), tuple(auth))
+        elif b"x-api-key" in call.headers:
+            auth.append((b"x-api-key", call.headers[b"x-api-key"]))
+        auth.append((b"anthropic-version", call.headers.get(b"anthropic-version", ANTHROPIC_VERSION)))
+        return Target(join(call.base_url, call.path, call.query), tuple(auth))

@@ -6,24 +6,15 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode
 
 from proxy.core.errors import AzureNotConfigured
-from proxy.pipeline.providers.base import Target, bearer_token
-from proxy.store.orgs import Org
+from proxy.pipeline.providers.base import Call, Target, bearer_token
 
 
 @dataclass(frozen=True, slots=True)
 class Azure:
     name: str = "azure"
 
-    def target(
-        self,
-        base_url: str,
-        path: str,
-        query: bytes,
-        model: str | None,
-        org: Org,
-        bearer: bytes | None,
-        headers: dict[bytes, bytes],
-    ) -> Target:
+    def target(self, call: Call) -> Target:
+        org = call.org
         if not org.azure_endpoint:
             raise AzureNotConfigured(
                 "Azure OpenAI needs your endpoint first: run `lectr org azure "
@@ -37,14 +28,15 @@ class Azure:
                 f"{org.name} --endpoint https://<resource>.openai.azure.com` or on the dashboard's Settings page "
                 "(for a gateway of your own, the operator lists its host in LECTR_AZURE_ALLOWED_HOSTS)."
             )
-        if model:
-            url = f"{org.azure_endpoint}/openai/deployments/{quote(model, safe='')}/{path}"
+        if call.model:
+            url = f"{org.azure_endpoint}/openai/deployments/{quote(call.model, safe='')}/{call.path}"
         else:
-            url = f"{org.azure_endpoint}/openai/{path}"
-        params = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "api-version"]
+            url = f"{org.azure_endpoint}/openai/{call.path}"
+        query = parse_qsl(call.query.decode("latin-1"), keep_blank_values=True)
+        params = [(k, v) for k, v in query if k != "api-version"]
         params.append(("api-version", org.azure_api_version))
-        token = bearer_token(bearer)
+        token = bearer_token(call.bearer)
         auth = ((b"api-key", token),) if token else ()
-        if not token and b"api-key" in headers:
-            auth = ((b"api-key", headers[b"api-key"]),)
+        if not token and b"api-key" in call.headers:
+            auth = ((b"api-key", call.headers[b"api-key"]),)
         return Target(f"{url}?{urlencode(params)}", auth)

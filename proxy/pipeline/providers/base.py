@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from proxy.store.orgs import Org
 
@@ -17,22 +17,23 @@ class Target:
     auth: tuple[tuple[bytes, bytes], ...]
 
 
+class Call(NamedTuple):
+    """What an adapter is told of one attempt."""
+
+    base_url: str  # the operator's `LECTR_<PROVIDER>_BASE_URL` (Azure: unused, the org's endpoint)
+    path: str  # what follows `/v1/`, e.g. `chat/completions`
+    query: bytes  # the client's query string, as sent
+    model: str | None  # the model this attempt asks for (routing may have changed it)
+    org: Org
+    bearer: bytes | None  # the raw Authorization value this attempt carries (its provider's key)
+    headers: dict[bytes, bytes]  # the client's auth and version headers (`Incoming.special`)
+
+
 class Adapter(Protocol):
     @property
     def name(self) -> str: ...
 
-    def target(
-        self,
-        base_url: str,
-        path: str,
-        query: bytes,
-        model: str | None,
-        org: Org,
-        bearer: bytes | None,
-        headers: dict[bytes, bytes],
-    ) -> Target:
-        """`path` is what follows `/v1/` (e.g. `chat/completions`); `bearer` the raw Authorization value."""
-        ...
+    def target(self, call: Call) -> Target: ...
 
 
 def join(base_url: str, path: str, query: bytes) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.pipeline.providers.base import Target, join
-from proxy.store.orgs import Org
+from proxy.pipeline.providers.base import Call, Target, join
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,15 +13,6 @@ class OpenAICompatible:
 
     name: str
 
-    def target(
-        self,
-        base_url: str,
-        path: str,
-        query: bytes,
-        model: str | None,
-        org: Org,
-        bearer: bytes | None,
-        headers: dict[bytes, bytes],
-    ) -> Target:
-        auth = ((b"authorization", headers[b"authorization"]),) if b"authorization" in headers else ()
-        return Target(join(base_url, path, query), auth)
+    def target(self, call: Call) -> Target:
+        auth = ((b"authorization", call.headers[b"authorization"]),) if b"authorization" in call.headers else ()
+        return Target(join(call.base_url, call.path, call.query), auth)
