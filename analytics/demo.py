@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from analytics.pricing import unit_prices
+from proxy.accounting.pricing import unit_prices
 from proxy.store.db import ensure_partitions
 from proxy.store.db.rollups import rebuild_org
 from proxy.store.orgs import ensure_org, rotate_key

@@ -17,14 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from proxy.core.providers import REGISTRY
+
 Strength = Literal["conservative", "moderate", "aggressive", "strong"]
 
-# Which Lectr providers may use a family's ladder. Azure serves OpenAI's models.
+# Which Lectr providers may use a family's ladder: those serving its vendor's models (the
+# registry's `vendor`: Azure serves OpenAI's).
 PROVIDERS_OF: dict[str, frozenset[str]] = {
-    "openai": frozenset({"openai", "azure"}),
-    "anthropic": frozenset({"anthropic"}),
-    "groq": frozenset({"groq"}),
-    "gemini": frozenset({"gemini"}),
+    vendor: frozenset(p.name for p in REGISTRY if p.vendor == vendor)
+    for vendor in dict.fromkeys(p.vendor for p in REGISTRY)
 }
 
 

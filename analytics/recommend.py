@@ -34,8 +34,8 @@ import polars as pl
 
 from analytics.ladders import Rung, Strength, ladder, provider_of_model
 from analytics.metrics import FEATURE, count
-from analytics.pricing import unit_prices
 from analytics.rollups import cost, mean, with_quantiles
+from proxy.accounting.pricing import unit_prices
 
 # The histograms the recommendations read (typical prompt and response sizes).
 RECOMMEND_HISTOGRAMS = ("input_tokens", "output_tokens")

@@ -14,7 +14,7 @@ import streamlit as st
 from analytics import TASKS
 from dashboard.auth import SignedIn
 from dashboard.db import database
-from proxy.pipeline.providers import PROVIDERS
+from proxy.core.providers import PROVIDERS
 from proxy.store.orgs import OrgError
 from proxy.store.rules import add_rule, get_fallbacks, list_rules, remove_rule, rule_parts, set_enabled, set_fallbacks
 

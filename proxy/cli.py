@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from proxy.core.config import Settings
+from proxy.core.providers import PROVIDERS
 from proxy.ops.logs import configure_logging
 from proxy.store.db import connect, database_url, migrate
 from proxy.store.orgs import OrgError, create_org, rotate_key, set_azure
@@ -307,9 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature")
     p.add_argument("--task")
     p.add_argument("--model", help="requested model to match")
-    p.add_argument("--provider", help="detected provider to match")
+    p.add_argument("--provider", help=f"detected provider to match: {', '.join(PROVIDERS)}")
     p.add_argument("--to-model", required=True)
-    p.add_argument("--to-provider")
+    p.add_argument("--to-provider", help="the target's provider (default: the model's own)")
     p.add_argument("--priority", type=int, default=100, help="lower runs first (default 100)")
     p.add_argument(
         "--fallback",

@@ -1,9 +1,14 @@
-"""Cost of an event, from `genai-prices` (no I/O; called by the event writer, off the hot path).
+"""Prices from `genai-prices`, for the writer (`price`) and for analytics (`unit_prices`). No I/O.
 
 `genai-prices` computes an exact price in about 0.2 ms, too slow for tens of thousands of events a
 second. Below every tier threshold a model's price is linear in each token kind, so for each
 (provider, model, day) we ask the library once for the price of each kind and combine those
-rates; above `_LINEAR_LIMIT` input tokens (where long-context tiers start) we ask it every time.
+rates; above `_LINEAR_LIMIT` input tokens (where long-context tiers start) the writer asks it
+every time. The recommendations and the demo reprice token volumes with the same rates
+(`unit_prices`, floats; tiered long-context surcharges are not modelled there).
+
+Lectr's provider names map to genai-prices' ids in the provider registry (proxy/core/providers.py).
+An Azure deployment of a model genai-prices does not list under Azure is priced as OpenAI's.
 """
 
 from __future__ import annotations
@@ -17,9 +22,8 @@ from importlib.metadata import version
 from typing import Any
 
 from proxy.accounting.usage import Usage
+from proxy.core.providers import BY_NAME
 
-# genai-prices names Gemini's provider "google".
-_PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic", "groq": "groq", "gemini": "google"}
 # No known tier starts below 128k prompt tokens.
 _LINEAR_LIMIT = 100_000
 # Probe with a small request: the first tier of every tiered price covers it.
@@ -89,14 +93,20 @@ def _rates(provider_id: str, model_ref: str, day: dt.date) -> _Rates | None:
         )
 
 
+def _lookup(provider: str, model: str | None, day: dt.date) -> _Rates | None:
+    """The rates of `model` on a Lectr `provider` that day; None for an unknown model or provider."""
+    known = BY_NAME.get(provider)
+    if known is None or not model:
+        return None
+    rates = _rates(known.price_id, model, day)
+    if rates is None and provider == "azure":
+        rates = _rates(BY_NAME["openai"].price_id, model, day)  # Azure deployments of OpenAI base models
+    return rates
+
+
 def price(provider: str, model: str | None, usage: Usage, when: dt.datetime) -> Price | None:
     """The cost of one request, or None when the model has no known price (never a silent 0)."""
-    if not model:
-        return None
-    provider_id = _PROVIDER_IDS.get(provider, provider)
-    rates = _rates(provider_id, model, when.date())
-    if rates is None and provider == "azure":
-        rates = _rates("openai", model, when.date())  # Azure deployments of OpenAI base models
+    rates = _lookup(provider, model, when.date())
     if rates is None:
         return None
     uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
@@ -113,6 +123,35 @@ def price(provider: str, model: str | None, usage: Usage, when: dt.datetime) -> 
             + rates.output * usage.output_tokens
         )
     return Price(cost, rates.source)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPrices:
+    """USD per token: uncached input, cached input (a cache read), output (reasoning included)."""
+
+    model_id: str
+    input: float
+    cached_input: float
+    output: float
+
+    def cost(self, input_tokens: float, cached_input_tokens: float, output_tokens: float) -> float:
+        """Cost of a usage; `input_tokens` includes the cached ones, as in events."""
+        cached = min(max(cached_input_tokens, 0.0), max(input_tokens, 0.0))
+        return (input_tokens - cached) * self.input + cached * self.cached_input + output_tokens * self.output
+
+
+def unit_prices(model: str, provider: str, day: dt.date | None = None) -> UnitPrices | None:
+    """Today's (or `day`'s) rates for `model` on a Lectr `provider`, or None when genai-prices
+    does not know it: the writer's rates, as floats, for analytics' thousands of what-ifs."""
+    return _unit_prices(model, provider, day or dt.datetime.now(dt.UTC).date())
+
+
+@lru_cache(maxsize=2048)
+def _unit_prices(model: str, provider: str, day: dt.date) -> UnitPrices | None:
+    rates = _lookup(provider, model, day)
+    if rates is None:
+        return None
+    return UnitPrices(rates.model.id, float(rates.input), float(rates.cache_read), float(rates.output))
 
 
 def warm_up() -> None:

@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.core.addresses import parse_allowed_hosts
+from proxy.core.providers import BY_NAME, REGISTRY
 
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
-}
+# Each provider's API unless `LECTR_<PROVIDER>_BASE_URL` says otherwise (Azure's is per org).
+DEFAULT_BASE_URLS: dict[str, str] = {p.name: p.base_url for p in REGISTRY if p.base_url is not None}
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -130,7 +127,7 @@ class Settings:
         env = os.environ if env is None else env
         base_urls = dict(DEFAULT_BASE_URLS)
         for provider in base_urls:
-            override = env.get(f"LECTR_{provider.upper()}_BASE_URL", "").strip()
+            override = env.get(BY_NAME[provider].base_url_variable, "").strip()
             if override:
                 base_urls[provider] = override.rstrip("/")
         data_dir = Path(env.get("LECTR_DATA_DIR", "").strip() or ".lectr")

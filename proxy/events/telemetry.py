@@ -55,6 +55,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from proxy.accounting.record import Event
 from proxy.core.config import Settings
+from proxy.core.providers import REGISTRY
 from proxy.http.transport import Origin
 
 log = logging.getLogger("lectr.telemetry")
@@ -63,14 +64,8 @@ log = logging.getLogger("lectr.telemetry")
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
-# `gen_ai.provider.name` well-known values for the providers Lectr speaks to.
-PROVIDER_NAMES = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "groq": "groq",
-    "gemini": "gcp.gemini",
-    "azure": "azure.ai.openai",
-}
+# `gen_ai.provider.name` well-known values for the providers Lectr speaks to (the registry's).
+PROVIDER_NAMES = {p.name: p.otel_name for p in REGISTRY}
 # `gen_ai.operation.name` by endpoint (the path under /v1/). The Responses API and Anthropic's
 # Messages API are chat inference ("chat"); Gemini's native `models/M:generateContent` is
 # `generate_content`.

@@ -1,5 +1,9 @@
 """Prometheus metrics: requests, latency, the proxy's own overhead, the writer.
 
+The writer's and the OpenTelemetry export's figures come in as any object with the counters
+named in `WriterCounters` and `ExportCounters` (their `statistics()`, dataclasses): metrics
+imports neither module, and a snapshot holds only those counters.
+
 Each worker counts its own requests in memory (a list increment on the hot path) and publishes a
 snapshot every second to `<data dir>/metrics/<server pid>/<worker pid>.json`. `/metrics`, whichever
 worker answers it, adds up the snapshots of every worker of its server: with `--workers N` a scrape
@@ -15,15 +19,10 @@ import logging
 import os
 import shutil
 from bisect import bisect_left
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
-
-if TYPE_CHECKING:
-    from proxy.events.telemetry import TelemetryStatistics
-    from proxy.events.writer import WriterStatistics
 
 log = logging.getLogger("lectr.metrics")
 
@@ -65,6 +64,40 @@ class _Histogram:
         return lines
 
 
+class WriterCounters(Protocol):
+    """What /metrics reads of the event writer's `statistics()` (proxy/events/writer.py)."""
+
+    @property
+    def queued(self) -> int: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def spilled(self) -> int: ...
+    @property
+    def replayed(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def healthy(self) -> bool: ...
+
+
+class ExportCounters(Protocol):
+    """What /metrics reads of the OpenTelemetry export's `statistics()` (proxy/events/telemetry.py)."""
+
+    @property
+    def queued(self) -> int: ...
+    @property
+    def exported(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def failed_exports(self) -> int: ...
+
+
 class Metrics:
     def __init__(self) -> None:
         self.requests: dict[int, int] = {}
@@ -76,13 +109,14 @@ class Metrics:
         self.latency.observe(latency)
         self.overhead.observe(max(0.0, latency - upstream))
 
-    def snapshot(self, writer: WriterStatistics | None, telemetry: TelemetryStatistics | None = None) -> dict[str, Any]:
+    def snapshot(self, writer: WriterCounters | None, telemetry: ExportCounters | None = None) -> dict[str, Any]:
+        """This worker's figures as plain JSON; the writer's and the export's counters by name."""
         return {
             "requests": {str(status): n for status, n in self.requests.items()},
             "latency": self.latency.snapshot(),
             "overhead": self.overhead.snapshot(),
-            "writer": asdict(writer) if writer is not None else None,
-            "telemetry": asdict(telemetry) if telemetry is not None else None,
+            "writer": _read(writer, (*_WRITER_COUNTERS, "queued", "healthy")),
+            "telemetry": _read(telemetry, (*_TELEMETRY_COUNTERS, "queued")),
         }
 
 
@@ -90,6 +124,10 @@ _KEYS = frozenset({"requests", "latency", "overhead", "writer"})
 _WRITER_COUNTERS = ("written", "spilled", "replayed", "dropped", "rejected", "failures")
 # OpenTelemetry export (proxy/events/telemetry.py), present when it is on: spans exported and dropped.
 _TELEMETRY_COUNTERS = ("exported", "dropped", "failed_exports")
+
+
+def _read(source: object | None, names: tuple[str, ...]) -> dict[str, Any] | None:
+    return None if source is None else {name: getattr(source, name) for name in names}
 
 
 def render(snapshots: list[dict[str, Any]], live: int) -> str:

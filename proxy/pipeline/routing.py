@@ -9,6 +9,9 @@ or 5xx or cannot be reached, before anything has been sent to the client.
 A provider key is only ever sent to the provider it belongs to: a target on another provider
 needs that provider's key in `X-Lectr-Auth-<Provider>` (e.g. `X-Lectr-Auth-Anthropic: Bearer ...`);
 without it, that target is skipped.
+
+A target (`provider:model` or `model`) is read by the provider registry's `parse_target`
+(proxy/core/providers.py), which the store also uses to check a rule before saving it.
 """
 
 from __future__ import annotations
@@ -16,25 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.pipeline.providers import PROVIDERS, detect
+from proxy.core.providers import Target, parse_target
+
+__all__ = ["MAX_ATTEMPTS", "OrgRouting", "Plan", "Rule", "Target", "build", "parse_target"]
 
 # At most this many upstream attempts per request (the first one included).
 MAX_ATTEMPTS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    provider: str
-    model: str
-
-
-def parse_target(text: str, default_provider: str | None = None) -> Target:
-    """`model` or `provider:model`; without a provider, the rule's or the model's own."""
-    head, sep, tail = text.partition(":")
-    if sep and head.strip().lower() in PROVIDERS:
-        return Target(head.strip().lower(), tail.strip())
-    model = text.strip()
-    return Target(default_provider or detect(model, None).provider, model)
 
 
 @dataclass(frozen=True, slots=True)

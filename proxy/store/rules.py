@@ -9,8 +9,7 @@ from typing import Any
 
 import psycopg
 
-from proxy.pipeline.providers import PROVIDERS
-from proxy.pipeline.routing import parse_target
+from proxy.core.providers import PROVIDERS, parse_target
 from proxy.store.orgs import OrgError, get_org
 
 _COLUMNS = (

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import orjson
+
+from proxy.events.telemetry import TelemetryStatistics
 from proxy.events.writer import WriterStatistics
 from proxy.ops.metrics import Metrics, SharedMetrics, render
 
@@ -82,3 +86,25 @@ def test_an_unwritable_data_directory_leaves_this_workers_figures(tmp_path: Path
     own = _metrics((200, 0.01)).snapshot(None)
     shared.publish(own)
     assert shared.collect(own) == ([own], 1)
+
+
+def test_the_writers_and_the_exports_statistics_are_read_by_counter_name() -> None:
+    """metrics imports neither the writer nor the telemetry export: any object with the counters
+    will do, and the snapshot keeps those counters only (plain JSON for the other workers)."""
+    writer = SimpleNamespace(
+        queued=3, written=5, spilled=1, replayed=4, dropped=0, rejected=2, failures=1, healthy=False, journal_files=7
+    )
+    export = TelemetryStatistics(queued=2, exported=40, dropped=1, failed_exports=1)
+    snapshot = _metrics((200, 0.01)).snapshot(writer, export)
+    assert snapshot["writer"] == {
+        "written": 5, "spilled": 1, "replayed": 4, "dropped": 0, "rejected": 2, "failures": 1, "queued": 3,
+        "healthy": False,
+    }
+    assert snapshot["telemetry"] == {"exported": 40, "dropped": 1, "failed_exports": 1, "queued": 2}
+    assert orjson.loads(orjson.dumps(snapshot)) == snapshot
+    values = _values(render([snapshot], 1))
+    assert (values["lectr_writer_replayed_total"], values["lectr_writer_rejected_total"]) == (4, 2)
+    assert (values["lectr_writer_queued"], values["lectr_writer_healthy"]) == (3, 0)
+    assert values["lectr_telemetry_spans_exported_total"] == 40 and values["lectr_telemetry_spans_queued"] == 2
+    real = _metrics((200, 0.01)).snapshot(WriterStatistics(3, 5, 1, 4, 0, 2, 1, False, 7), export)
+    assert real["writer"] == snapshot["writer"]

@@ -9,7 +9,7 @@ import pytest
 from genai_prices import Usage as GPUsage
 from genai_prices import calc_price
 
-from proxy.accounting.pricing import price
+from proxy.accounting.pricing import price, unit_prices
 from proxy.accounting.usage import Usage
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -81,3 +81,65 @@ def test_anthropic_cache_reads_and_writes_at_their_own_rates(model: str, expecte
     from the cache, 300 written to it (all three in `input_tokens`), 120 output."""
     got = price("anthropic", model, Usage(2350, 120, cached_input_tokens=2000, cache_write_tokens=300), NOW)
     assert got is not None and got.cost_usd == expected
+
+
+# The analytics side (`unit_prices`, for recommendations and the demo) reads the writer's rates.
+TODAY = dt.datetime.now(dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("provider", "gp_provider", "model"),
+    [
+        ("openai", "openai", "gpt-4o"),
+        ("openai", "openai", "gpt-4.1-nano"),
+        ("anthropic", "anthropic", "claude-3-5-haiku-20241022"),
+        ("groq", "groq", "llama-3.1-8b-instant"),
+        ("gemini", "google", "gemini-2.5-flash"),
+        ("azure", "azure", "gpt-4o-mini"),
+    ],
+)
+def test_unit_prices_are_genai_prices_rates_per_token(provider: str, gp_provider: str, model: str) -> None:
+    """What analytics/pricing.py computed before it merged here: 1,000 tokens of each kind priced
+    by `calc_price`, divided by 1,000."""
+    got = unit_prices(model, provider)
+    assert got is not None
+
+    def per_token(**tokens: int) -> float:
+        return float(calc_price(GPUsage(**tokens), model, provider_id=gp_provider).total_price) / 1000
+
+    assert got.input == pytest.approx(per_token(input_tokens=1000), rel=1e-12)
+    assert got.cached_input == pytest.approx(per_token(input_tokens=1000, cache_read_tokens=1000), rel=1e-12)
+    assert got.output == pytest.approx(per_token(output_tokens=1000), rel=1e-12)
+    assert got.input > 0 and got.output > 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "usage"),
+    [
+        ("openai", "gpt-4o", Usage(5000, 700, cached_input_tokens=3000)),
+        ("anthropic", "claude-sonnet-4-20250514", Usage(1200, 80, cached_input_tokens=1000)),
+        ("gemini", "gemini-1.5-flash", Usage(999, 111)),
+        ("azure", "gpt-4o-2024-08-06", Usage(1000, 100)),
+    ],
+)
+def test_unit_prices_cost_what_the_writer_charges(provider: str, model: str, usage: Usage) -> None:
+    """A recommendation's 'current cost' of a usage is the cost the writer put on its events."""
+    rates = unit_prices(model, provider)
+    charged = price(provider, model, usage, TODAY)
+    assert rates is not None and charged is not None
+    assert rates.cost(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == pytest.approx(
+        float(charged.cost_usd), rel=1e-12
+    )
+
+
+def test_unit_prices_hand_computed() -> None:
+    # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million tokens.
+    rates = unit_prices("gpt-4o-2024-08-06", "openai")
+    assert rates is not None and rates.model_id == "gpt-4o"
+    assert rates.cost(1000, 800, 10) == pytest.approx(200 * 2.5e-6 + 800 * 1.25e-6 + 10 * 1e-5)
+
+
+def test_unit_prices_unknown_is_none() -> None:
+    assert unit_prices("my-fine-tune-that-does-not-exist", "openai") is None
+    assert unit_prices("gpt-4o", "bedrock") is None  # not a Lectr provider
+    assert unit_prices("", "openai") is None

@@ -1,59 +1,16 @@
-"""Provider detection from the request's `model`, with the `X-Lectr-Provider` override."""
+"""Provider detection from the request's `model`, with the `X-Lectr-Provider` override.
+
+The names and the model-name prefixes are the registry's (proxy/core/providers.py); this adds
+the request's own signals: the header, and an Anthropic SDK's `anthropic-version`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-PROVIDERS = ("openai", "anthropic", "groq", "gemini", "azure")
+from proxy.core.providers import FALLBACK, PROVIDERS, detect_model
 
-# Prefixes of model names per provider, checked in order. Groq hosts open-weight families
-# (and OpenAI's open-weight gpt-oss under `openai/`), so those are listed before OpenAI's.
-_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("anthropic", ("claude-",)),
-    ("gemini", ("gemini-", "models/gemini-")),
-    (
-        "groq",
-        (
-            "llama-",
-            "llama3",
-            "meta-llama/",
-            "mixtral-",
-            "gemma",
-            "qwen",
-            "deepseek-r1-distill-",
-            "openai/gpt-oss-",
-            "moonshotai/",
-            "groq/",
-            "compound-",
-            "allam-",
-            "mistral-saba-",
-            "playai-",
-            "distil-whisper-",
-            "whisper-large-v3",
-        ),
-    ),
-    (
-        "openai",
-        (
-            "gpt-",
-            "o1",
-            "o3",
-            "o4",
-            "chatgpt-",
-            "text-embedding-",
-            "dall-e-",
-            "whisper-",
-            "tts-",
-            "omni-moderation-",
-            "text-moderation-",
-            "davinci-",
-            "babbage-",
-            "codex-",
-            "computer-use-",
-        ),
-    ),
-)
+__all__ = ["PROVIDERS", "Detection", "detect", "detect_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +18,6 @@ class Detection:
     provider: str
     # True when neither the model nor the header named a provider we know (we fell back to openai).
     unknown: bool
-
-
-@lru_cache(maxsize=4096)
-def detect_model(model: str) -> str | None:
-    """The provider whose naming the model follows, or None."""
-    name = model.strip().lower()
-    for provider, prefixes in _PREFIXES:
-        if name.startswith(prefixes):
-            return provider
-    return None
 
 
 def detect(model: str | None, header: str | None, anthropic_client: bool = False) -> Detection:
@@ -83,8 +30,8 @@ def detect(model: str | None, header: str | None, anthropic_client: bool = False
         wanted = header.strip().lower()
         if wanted in PROVIDERS:
             return Detection(wanted, False)
-        return Detection("openai", True)
+        return Detection(FALLBACK, True)
     found = detect_model(model) if model else None
     if found is None:
-        return Detection("anthropic", False) if anthropic_client else Detection("openai", True)
+        return Detection("anthropic", False) if anthropic_client else Detection(FALLBACK, True)
     return Detection(found, False)
