@@ -30,9 +30,10 @@ async def serving(
         setattr(config, name, value)
     context = WorkerContext(None)
     wrapped = ASGIWrapper(app)
+    setup = server.Setup(TCPServer, limits or server.Limits())
 
     async def handler(stream: trio.SocketStream) -> None:
-        await server.serve_connection(wrapped, config, context, {}, stream, TCPServer, limits)
+        await server.serve_connection(server.Worker(wrapped, config, context, {}), stream, setup)
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))

@@ -28,7 +28,7 @@ import psycopg
 import trio
 
 from proxy.alerts.payloads import render
-from proxy.http.transport import AddressNotAllowed, LectrTransport, Timeouts, destination
+from proxy.http.transport import AddressNotAllowed, LectrTransport, Outbound, Timeouts, destination
 
 log = logging.getLogger("lectr.alerts")
 
@@ -161,7 +161,7 @@ async def post(transport: LectrTransport, item: Due, timeout: float, allow_priva
     status: int | None = None
     try:
         with trio.fail_after(timeout):
-            reply = await transport.open(b"POST", where, headers, body, Timeouts(timeout, timeout, timeout))
+            reply = await transport.open(Outbound(b"POST", where, headers, body), Timeouts(timeout, timeout, timeout))
             status = reply.status_code
             try:
                 read = 0

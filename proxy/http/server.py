@@ -30,7 +30,7 @@ import logging
 from collections import deque
 from http import HTTPStatus
 from socket import MSG_PEEK
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import httptools
@@ -100,14 +100,33 @@ class Limits:
         self.body_timeout = body_timeout or None
 
 
+class Worker(NamedTuple):
+    """What Hypercorn's trio worker hands each connection before its stream: the first four
+    arguments of its `TCPServer` (the same objects for every connection of one worker)."""
+
+    app: Any
+    config: Any
+    context: Any
+    state: Any
+
+
+class Setup(NamedTuple):
+    """What `install()` settles once for every connection: Hypercorn's own `TCPServer` (`stock`:
+    for what this module does not serve, and for HTTP/2 handed over) and our limits."""
+
+    stock: Any
+    limits: Limits
+
+
 def install(hypercorn_run: Any = None, limits: Limits | None = None) -> None:
     """Serve plain HTTP/1.1 connections of Hypercorn's trio worker with `serve_connection`."""
-    limits = limits or Limits()
     if hypercorn_run is None:
         import hypercorn.trio.run as hypercorn_run
     stock = getattr(hypercorn_run.TCPServer, "stock", hypercorn_run.TCPServer)
+    setup = Setup(stock, limits or Limits())
 
     def factory(app: Any, config: Any, context: Any, state: Any, stream: Any) -> Any:
+        # Hypercorn's `TCPServer(app, config, context, state, stream)` shape: it calls this per connection.
         if (
             not isinstance(stream, trio.SocketStream)
             or config.accesslog is not None
@@ -115,7 +134,7 @@ def install(hypercorn_run: Any = None, limits: Limits | None = None) -> None:
             or config.server_names
         ):
             return stock(app, config, context, state, stream)
-        return serve_connection(app, config, context, state, stream, stock, limits)
+        return serve_connection(Worker(app, config, context, state), stream, setup)
 
     factory.stock = stock  # type: ignore[attr-defined]
     hypercorn_run.TCPServer = factory
@@ -127,32 +146,30 @@ def uninstall(hypercorn_run: Any = None) -> None:
     hypercorn_run.TCPServer = getattr(hypercorn_run.TCPServer, "stock", hypercorn_run.TCPServer)
 
 
-async def serve_connection(
-    app: Any, config: Any, context: Any, state: Any, stream: Any, stock: Any, limits: Limits | None = None
-) -> None:
+async def serve_connection(worker: Worker, stream: Any, setup: Setup) -> None:
     """Serve one connection; never let a failure here reach the worker's listener nursery."""
-    limits = limits or _DEFAULT_LIMITS
-    worker = _Idle.of(context)
-    if worker.connections >= limits.max_connections:
+    limits = setup.limits
+    idle = _Idle.of(worker.context)
+    if idle.connections >= limits.max_connections:
         await _refuse(stream)
         return
-    worker.connections += 1
+    idle.connections += 1
     handoff = connection = None
     try:
-        connection = Connection(app, config, context, state, stream, limits.body_timeout)
+        connection = Connection(worker, stream, limits.body_timeout)
         handoff = await connection.run()
     except OSError:
         pass  # the client went away (Hypercorn's TCPServer ignores these too)
     except Exception:
         log.exception("HTTP/1.1 connection failed")
     finally:
-        worker.connections -= 1
+        idle.connections -= 1
         if connection is not None:
             connection.parser.release()
         if handoff is None:
             await _close(stream)
     if handoff is not None:
-        await stock(app, config, context, state, _Replay(stream, handoff))
+        await setup.stock(*worker, _Replay(stream, handoff))
 
 
 async def _refuse(stream: trio.SocketStream) -> None:
@@ -383,23 +400,16 @@ class _Parser:
 class Connection:
     """One client connection: requests in turn, each answered by the app in this task."""
 
-    def __init__(
-        self,
-        app: Any,
-        config: Any,
-        context: Any,
-        state: Any,
-        stream: trio.SocketStream,
-        body_timeout: float | None = BODY_TIMEOUT,
-    ) -> None:
-        self.app = app
-        self.config = config
-        self.context = context
-        self.state = state
+    def __init__(self, worker: Worker, stream: trio.SocketStream, body_timeout: float | None = BODY_TIMEOUT) -> None:
+        # The worker's objects in attributes of their own (not read through `worker`): every request uses them.
+        self.app = worker.app
+        self.config = config = worker.config
+        self.context = worker.context
+        self.state = worker.state
         self.stream = stream
         self.raw = sockio.raw(stream.socket)
         self.parser = _Parser(config.h11_max_incomplete_size)
-        self.idle = _Idle.of(context)
+        self.idle = _Idle.of(worker.context)
         self.read_timeout: float | None = config.read_timeout or None
         self.body_timeout = body_timeout
         self.requests = 0
@@ -751,7 +761,6 @@ class Connection:
 
 
 _END = object()
-_DEFAULT_LIMITS = Limits()
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 _MALFORMED = "Malformed HTTP request (request line, headers or framing); nothing was forwarded."
 _STATUS_LINES = {status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus}

@@ -28,10 +28,11 @@ This transport keeps only what the proxy needs:
   Closing a response before its end closes its connection; that is how a client that leaves
   cancels the upstream request.
 
-The proxy's hot path calls `LectrTransport.open` directly with a `Destination` (a URL parsed
-once and cached) and gets a `Reply`: no `httpx.AsyncClient` (its auth, redirect and cookie
-machinery cost ~15 % of the proxy's CPU per request, and a shared cookie jar has no place in a
-multi-tenant proxy), no `httpx.Request`/`Response` objects. `handle_async_request` keeps the
+The proxy's hot path calls `LectrTransport.open` directly with an `Outbound` (method, a
+`Destination`: a URL parsed once and cached, headers, body) and gets a `Reply`: no
+`httpx.AsyncClient` (its auth, redirect and cookie machinery cost ~15 % of the proxy's CPU per
+request, and a shared cookie jar has no place in a multi-tenant proxy), no
+`httpx.Request`/`Response` objects. `handle_async_request` keeps the
 transport usable under `httpx.AsyncClient(transport=...)`, on the same code.
 
 Responses are parsed by httptools (llhttp, Node's parser, in C), one parser per answer; requests
@@ -107,6 +108,17 @@ class Destination(NamedTuple):
         return len(self.origin) > 3
 
 
+class Outbound(NamedTuple):
+    """One request to send, exactly as it will go out (Host and the body's framing are added):
+    what `LectrTransport.open` takes. The pipeline builds it once per attempt
+    (`proxy.pipeline.upstream` re-exports it) and it reaches the wire as is."""
+
+    method: bytes
+    where: Destination
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
 @lru_cache(maxsize=4096)
 def destination(url: str, guarded: bool = False) -> Destination:
     """Parse `url` once (cached: a proxy sends to a handful of URLs). ValueError if unusable.
@@ -168,6 +180,18 @@ async def _open_checked(hostname: str, port: int, request: httpx.Request | None)
 
 
 Alive = Callable[[], Awaitable[bool]]
+
+
+class _Call(NamedTuple):
+    """One `open` call, as its steps share it (`_exchange` for the head, `_ResponseStream` for the
+    body): built once per request, so no step takes the request's pieces one by one."""
+
+    origin: Origin  # the pool's key: where the connection comes from and goes back to
+    data: bytes  # the request as written: head and body
+    skip_body: bool  # a HEAD: the answer is a head only, whatever it says
+    timeouts: Timeouts
+    alive: Alive | None  # the caller's check, asked while waiting (`Abandoned`)
+    request: httpx.Request | None  # labels errors only
 
 
 class Abandoned(Exception):
@@ -396,10 +420,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             body = await request.aread()
         reply = await self.open(
-            request.method.encode("ascii"),
-            where,
-            request.headers.raw,
-            body,
+            Outbound(request.method.encode("ascii"), where, request.headers.raw, body),
             Timeouts(timeouts.get("connect"), timeouts.get("read"), timeouts.get("write")),
             request=request,
         )
@@ -412,54 +433,45 @@ class LectrTransport(httpx.AsyncBaseTransport):
 
     async def open(
         self,
-        method: bytes,
-        where: Destination,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        outbound: Outbound,
         timeouts: Timeouts,
         *,
         alive: Alive | None = None,
         checked: bool = False,
         request: httpx.Request | None = None,
     ) -> Reply:
-        """Send one request and return the response head with its body still to read. Failures
+        """Send `outbound` and return the response head with its body still to read. Failures
         raise httpx's exception types (`request` only labels them); `Abandoned` if `alive` (asked
         every `ALIVE_POLL` seconds while waiting) says the answer is no longer wanted. `checked`
         says the headers were validated already (they come out of an HTTP parser)."""
-        data = _request_head(method, where, headers, body, checked, request) + body
-        origin = where.origin
+        method = outbound.method
+        origin = outbound.where.origin
+        call = _Call(
+            origin,
+            _request_head(outbound, checked, request) + outbound.body,
+            method == b"HEAD",
+            timeouts,
+            alive,
+            request,
+        )
         response: _Response | None = None
-        skip_body = method == b"HEAD"
         conn = self._take(origin)
         if conn is not None:
-            resend = method in _IDEMPOTENT
             try:
-                response = await self._exchange(
-                    conn, request, data, skip_body, timeouts, alive, reused=True, resend=resend
-                )
+                response = await self._exchange(conn, call, reused=True, resend=method in _IDEMPOTENT)
             except _Stale:  # closed by the server while idle, and safe to send again: on a new connection
                 conn.close()
         if response is None:
             conn = await self._connect(request, origin, timeouts.connect)
-            response = await self._exchange(conn, request, data, skip_body, timeouts, alive, reused=False)
+            response = await self._exchange(conn, call, reused=False)
         assert conn is not None
-        return Reply(response, _ResponseStream(self, conn, origin, response, request, timeouts.read, alive))
+        return Reply(response, _ResponseStream(self, conn, response, call))
 
-    async def _exchange(
-        self,
-        conn: _Connection,
-        request: httpx.Request | None,
-        data: bytes,
-        skip_body: bool,
-        timeouts: Timeouts,
-        alive: Alive | None,
-        *,
-        reused: bool,
-        resend: bool = False,
-    ) -> _Response:
+    async def _exchange(self, conn: _Connection, call: _Call, *, reused: bool, resend: bool = False) -> _Response:
         """Send the request, read the response head. On a `reused` connection, failing to send, or
         (with `resend`: an idempotent method) failing after the send before any response byte,
         raises `_Stale`; any other failure closes `conn` and raises an httpx error."""
+        data, timeouts, alive, request = call.data, call.timeouts, call.alive, call.request
         conn.reusable = False
         try:
             try:
@@ -477,7 +489,7 @@ class LectrTransport(httpx.AsyncBaseTransport):
                 if reused:  # the server had closed it: the request never reached it whole
                     raise _Stale from exc
                 raise httpx.WriteError(f"sending the request failed: {exc}", request=request) from exc
-            response = _Response(skip_body)
+            response = _Response(call.skip_body)
             seen = False
             while not response.head_done:
                 try:
@@ -590,26 +602,18 @@ class _ResponseStream(httpx.AsyncByteStream):
         "_request",
     )
 
-    def __init__(
-        self,
-        transport: LectrTransport,
-        conn: _Connection,
-        origin: Origin,
-        response: _Response,
-        request: httpx.Request | None,
-        timeout: float | None,
-        alive: Alive | None = None,
-    ) -> None:
-        self.alive = alive
-        self.timeout = timeout
+    def __init__(self, transport: LectrTransport, conn: _Connection, response: _Response, call: _Call) -> None:
+        # The call's parts are copied into slots, not read through `call`: `receive` runs per chunk.
+        self.alive = call.alive
+        self.timeout = call.timeouts.read
         self.waiting_since = 0.0  # when the current read began (0.0: not reading)
         self.asked_at = 0.0
         self.expired: str | None = None  # why the `Watch` closed the connection, if it did
         self._transport = transport
         self._conn: _Connection | None = conn
-        self._origin = origin
+        self._origin = call.origin
         self._response = response
-        self._request = request
+        self._request = call.request
         if not response.complete:
             transport.watch.add(self)
 
@@ -833,17 +837,11 @@ class _Response:
         self.parser = None
 
 
-def _request_head(
-    method: bytes,
-    where: Destination,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    checked: bool,
-    request: httpx.Request | None,
-) -> bytes:
+def _request_head(outbound: Outbound, checked: bool, request: httpx.Request | None) -> bytes:
     """The request line and headers, with Host and the body's framing. Unless `checked` (headers that
     came out of an HTTP parser), every name and value is validated: no header injection. Checked or
     not, the written head is scanned once for CR, LF and NUL that are not our own line ends."""
+    method, where, headers, body = outbound
     lines = [b"%b %b HTTP/1.1\r\n" % (method, where.target)]
     for name, value in _headers(headers, where.host, method, body):
         if not checked and not valid_field(name, value):

@@ -116,15 +116,7 @@ class Relay:
         self.secrets.extend(value for name, value in outbound.headers if name.lower() in _AUTH_HEADERS)
         t = time.perf_counter()
         try:
-            response = await upstream.transport.open(
-                outbound.method,
-                outbound.where,
-                outbound.headers,
-                outbound.body,
-                upstream.timeouts,
-                alive=alive,
-                checked=True,
-            )
+            response = await upstream.transport.open(outbound, upstream.timeouts, alive=alive, checked=True)
         except Abandoned:
             self.upstream_seconds += time.perf_counter() - t
             self.client_gone = True

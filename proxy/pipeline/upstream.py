@@ -3,22 +3,14 @@ of upstream failures to our errors."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import httpx
 
 from proxy.core.config import Settings
 from proxy.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from proxy.http.transport import AddressNotAllowed, Destination, LectrTransport, Timeouts
+from proxy.http.transport import AddressNotAllowed, LectrTransport, Timeouts
+from proxy.http.transport import Outbound as Outbound  # one request to a provider: defined by the layer that sends it
 
-
-class Outbound(NamedTuple):
-    """One request to send to a provider, exactly as it will go out (Host and length are added)."""
-
-    method: bytes
-    where: Destination
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
+__all__ = ["Outbound", "make_transport", "map_error"]
 
 
 def make_transport(settings: Settings) -> tuple[LectrTransport, Timeouts]:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.http.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Outbound, Timeouts, destination
 from tests.fakes import CONTENT, FakeProviders
 
 AUTH = {"authorization": "Bearer sk-test-0123456789"}
@@ -266,7 +266,6 @@ async def test_idle_cap_closes_extras_and_aclose_closes_idle() -> None:
         assert transport.idle_count() == 0
 
 
-
 async def test_finished_answers_leave_nothing_for_the_garbage_collector(fakes: FakeProviders) -> None:
     """A response's parser and its callbacks formed a reference cycle that only the cyclic garbage
     collector freed: ~17 objects a request, and the collector's passes showed in the tail latency.
@@ -291,7 +290,9 @@ async def test_finished_answers_leave_nothing_for_the_garbage_collector(fakes: F
         before = responses_alive()
         for _ in range(5):
             for method, path, body, expected in asks:
-                reply = await transport.open(method, destination(base + path), headers, body, Timeouts(10, 10, 10))
+                reply = await transport.open(
+                    Outbound(method, destination(base + path), headers, body), Timeouts(10, 10, 10)
+                )
                 received = b"".join([chunk async for chunk in reply.aiter_raw()])
                 assert reply.status_code == 200 and expected in received
                 await reply.body.aclose()
@@ -653,7 +654,7 @@ async def test_a_quiet_stream_is_abandoned_when_the_client_has_left() -> None:
     transport = LectrTransport()
     async with serve(_quiet_after_first_chunk) as server:
         reply = await transport.open(
-            b"POST", destination(server.url + "/v1/x"), [], b"{}", Timeouts(5, 30, 5), alive=alive
+            Outbound(b"POST", destination(server.url + "/v1/x"), [], b"{}"), Timeouts(5, 30, 5), alive=alive
         )
         assert await reply.receive() == b"a"
         started = trio.current_time()
@@ -671,7 +672,9 @@ async def test_a_quiet_stream_is_abandoned_when_the_client_has_left() -> None:
 async def test_a_quiet_stream_times_out_on_time_and_the_watch_task_ends() -> None:
     transport = LectrTransport()
     async with serve(_quiet_after_first_chunk) as server:
-        reply = await transport.open(b"POST", destination(server.url + "/v1/x"), [], b"{}", Timeouts(5, 0.5, 5))
+        reply = await transport.open(
+            Outbound(b"POST", destination(server.url + "/v1/x"), [], b"{}"), Timeouts(5, 0.5, 5)
+        )
         assert await reply.receive() == b"a"
         started = trio.current_time()
         with trio.fail_after(5), pytest.raises(httpx.ReadTimeout):

@@ -33,7 +33,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.http.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Outbound, Timeouts, destination
 from tests.security.http_cases import REQUEST_CASES, RESPONSE_CASES, Message, RequestCase, ResponseCase
 from tests.serving import serving
 
@@ -235,7 +235,7 @@ async def upstream(case: ResponseCase) -> AsyncIterator[Upstream]:
 async def fetch(transport: LectrTransport, url: str) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
     """One GET through the transport, its body read to the end."""
     with trio.fail_after(15):
-        reply = await transport.open(b"GET", destination(url), [], b"", TIMEOUTS)
+        reply = await transport.open(Outbound(b"GET", destination(url), [], b""), TIMEOUTS)
         body = b""
         while chunk := await reply.receive():
             body += chunk

@@ -33,7 +33,7 @@ import psycopg
 import pytest
 import trio
 
-from proxy.http.transport import LectrTransport, Timeouts, destination
+from proxy.http.transport import LectrTransport, Outbound, Timeouts, destination
 from tests.conftest import ProxyProcess, proxy_env
 from tests.fakes import FakeProviders
 from tests.security.conftest import PROVIDER_KEY, assert_json_error
@@ -269,7 +269,7 @@ TIMEOUTS = Timeouts(2.0, 2.0, 2.0)
 
 
 async def _post(transport: LectrTransport, url: str, guarded: bool) -> int:
-    reply = await transport.open(b"POST", destination(url, guarded), [], b"{}", TIMEOUTS)
+    reply = await transport.open(Outbound(b"POST", destination(url, guarded), [], b"{}"), TIMEOUTS)
     try:
         while await reply.receive():
             pass
@@ -359,10 +359,7 @@ async def test_a_guarded_destination_connects_to_the_address_it_checked(internal
     try:
         with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout)) as caught:
             await transport.open(
-                b"POST",
-                destination(f"http://rebind.example:{internal.port}/", True),
-                [],
-                b"{}",
+                Outbound(b"POST", destination(f"http://rebind.example:{internal.port}/", True), [], b"{}"),
                 Timeouts(1.0, 1.0, 1.0),
             )
         assert "not allowed" not in str(caught.value)  # 8.8.8.8 passed the check, then failed to connect

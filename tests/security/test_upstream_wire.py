@@ -38,7 +38,8 @@ from proxy.accounting.record import Event
 from proxy.core.config import Settings
 from proxy.http.transport import MAX_HEAD_BYTES, LectrTransport, Reply, Timeouts, destination
 from proxy.pipeline.body import RequestInfo
-from proxy.pipeline.relay import Relay
+from proxy.pipeline.relay import Client, Relay
+from proxy.pipeline.relay import Upstream as RelayUpstream  # `Upstream` here is the fake server
 from proxy.pipeline.upstream import Outbound
 
 TIMEOUTS = Timeouts(10, 10, 10)
@@ -192,7 +193,7 @@ def transport_for(server: Upstream, ca: trustme.CA | None) -> LectrTransport:
 async def fetch(
     transport: LectrTransport, method: bytes, url: str, body: bytes = b"", headers: Any = ()
 ) -> tuple[Reply, bytes]:
-    reply = await transport.open(method, destination(url), list(headers), body, TIMEOUTS)
+    reply = await transport.open(Outbound(method, destination(url), list(headers), body), TIMEOUTS)
     received = b"".join([chunk async for chunk in reply.aiter_raw()])
     return reply, received
 
@@ -311,7 +312,9 @@ async def test_upstream_trailers_never_become_headers(when: str) -> None:
 
     async with upstream(handler) as server:
         transport = LectrTransport()
-        reply = await transport.open(b"GET", destination(server.url("/v1/files/x/content")), [], b"", TIMEOUTS)
+        reply = await transport.open(
+            Outbound(b"GET", destination(server.url("/v1/files/x/content")), [], b""), TIMEOUTS
+        )
         assert no_trailer(reply.headers)
         head_seen.set()
         body = b"".join([chunk async for chunk in reply.aiter_raw()])
@@ -429,12 +432,12 @@ async def test_checked_headers_are_still_scanned_for_line_breaks(header: tuple[b
     async with upstream(handler) as server:
         transport = LectrTransport()
         with pytest.raises(httpx.LocalProtocolError):
-            await transport.open(b"POST", destination(server.url()), [header], b"{}", TIMEOUTS, checked=True)
+            await transport.open(Outbound(b"POST", destination(server.url()), [header], b"{}"), TIMEOUTS, checked=True)
         await trio.sleep(0.05)
         assert server.connections == 0 and server.requests == []
         # Clean checked headers still go out as they are.
         reply = await transport.open(
-            b"POST", destination(server.url()), [(b"x-a", b"ok")], b"{}", TIMEOUTS, checked=True
+            Outbound(b"POST", destination(server.url()), [(b"x-a", b"ok")], b"{}"), TIMEOUTS, checked=True
         )
         assert b"".join([c async for c in reply.aiter_raw()]) == b"ok"
         await transport.aclose()
@@ -462,7 +465,7 @@ async def relay_once(
 
     relay = Relay(chat_event(), RequestInfo(), trio.current_time(), max_response_bytes=limit)
     outbound = Outbound(method, destination(url), [(b"content-type", b"application/json")], body)
-    await relay.run(transport, outbound, TIMEOUTS, send, retryable=False)
+    await relay.run(RelayUpstream(transport, TIMEOUTS), outbound, Client(send), retryable=False)
     await relay.prepare_usage()
     relay.finish()
     return messages, relay
