@@ -88,9 +88,9 @@ def leave_baseline(
 
 
 def _shape(frame: pl.LazyFrame, kind: str) -> pl.LazyFrame:
+    present = frame.collect_schema()  # once: resolving the plan's schema is not free
     return frame.select(
-        (pl.lit(kind) if c == "kind" else pl.col(c) if c in frame.collect_schema() else pl.lit(None))
-        .cast(t).alias(c)
+        (pl.lit(kind) if c == "kind" else pl.col(c) if c in present else pl.lit(None)).cast(t).alias(c)
         for c, t in ANOMALY_SCHEMA.items()
     )
 
@@ -144,9 +144,13 @@ def latency_anomalies(
     return _shape(found, "model_latency_p95").sort("bucket", "provider", "model")
 
 
-def anomalies(events: pl.LazyFrame) -> pl.LazyFrame:
+def anomalies(events: pl.LazyFrame, daily: bool = False) -> pl.LazyFrame:
     """All three kinds with their defaults, newest first: kind, feature, provider, model, bucket
-    (when), value, baseline, mad, ratio (how far, ×), z (how far, robust σ), history."""
+    (when), value, baseline, mad, ratio (how far, ×), z (how far, robust σ), history.
+
+    `daily`: the frame holds day rows (`load_rollups(..., days=True)`), so error rates are judged
+    per day against the 7 days before, like cost and latency, instead of per hour."""
+    errors = error_rate_anomalies(events, every="1d", window=7) if daily else error_rate_anomalies(events)
     return pl.concat(
-        [cost_anomalies(events), error_rate_anomalies(events), latency_anomalies(events)], how="vertical"
+        [cost_anomalies(events), errors, latency_anomalies(events)], how="vertical"
     ).sort("bucket", "kind", descending=[True, False])

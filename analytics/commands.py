@@ -79,10 +79,12 @@ def report_frame(
     start = now - dt.timedelta(days=days)
     before = start - dt.timedelta(days=days)
     # Both periods load at once: each load is a Postgres backend and ADBC decoding, with the GIL
-    # released, so on two cores the report waits for the longer load, not for both.
+    # released, so on two cores the report waits for the longer load, not for both. No figure
+    # here is by the hour: whole days come from the daily rollups.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        current_load = pool.submit(load_rollups, conn, org_id, start, now, histograms=REPORT_HISTOGRAMS, now=now)
-        previous_load = pool.submit(load_rollups, conn, org_id, before, start, histograms=(), now=now)
+        current_load = pool.submit(load_rollups, conn, org_id, start, now, histograms=REPORT_HISTOGRAMS, now=now,
+                                   days=True)
+        previous_load = pool.submit(load_rollups, conn, org_id, before, start, histograms=(), now=now, days=True)
         current, previous = current_load.result(), previous_load.result()
     features, untagged = pl.collect_all([by_feature(current, previous), untagged_share(current)])
     return features, untagged
@@ -134,7 +136,8 @@ def recommend(conn: psycopg.Connection[Any], org_name: str, as_json: bool = Fals
     org = get_org(conn, org_name)
     now = dt.datetime.now(dt.UTC)
     frame = load_rollups(
-        conn, org.id, now - dt.timedelta(days=RECOMMEND_DAYS), now, histograms=RECOMMEND_HISTOGRAMS, now=now
+        conn, org.id, now - dt.timedelta(days=RECOMMEND_DAYS), now, histograms=RECOMMEND_HISTOGRAMS, now=now,
+        days=True,
     ).collect().lazy()
     cards = recommendation_list(frame, RECOMMEND_DAYS, azure_base_models(conn, org.id, frame))
     if as_json:

@@ -3,7 +3,11 @@ mid-hour.
 
 A window `[start, end)` reads:
 
-- the whole hours from `rollup_hourly` (one row per hour and group, histograms as lists);
+- with `days=True`, the whole UTC days inside it that no boundary or cut falls inside from
+  `rollup_daily` (one row per day and group, `hour` and `since` its midnight: the hourly rows of
+  that day merged, so every figure is the same), for figures that bucket by a day or more, or not
+  by time; a 90-day window then reads ~24x fewer rows and histogram buckets;
+- the other whole hours from `rollup_hourly` (one row per hour and group, histograms as lists);
 - for each hour that a window boundary or a `cut` falls inside (a cut is another boundary the
   caller will slice at, e.g. where the current period starts), the pieces of that hour. All
   pieces but the longest are aggregated from raw events (`rollups.rollup`, the writer's own
@@ -29,9 +33,20 @@ import psycopg
 from psycopg import sql
 
 from analytics.load import _dsn, fetch
-from analytics.rollups import COUNTS, DIMENSIONS, FLOAT_SUMS, HISTOGRAMS, conform, merge, rollup, window
+from analytics.rollups import (
+    COUNTS,
+    DIMENSIONS,
+    FLOAT_SUMS,
+    HISTOGRAMS,
+    ROLLUP_SCHEMA,
+    conform,
+    merge,
+    rollup,
+    window,
+)
 
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 # What `rollups.rollup` reads from a raw event, cost as text so it stays an exact decimal.
 RAW_COLUMNS = (
     "created_at", *DIMENSIONS, "status_code", "error_type", "input_tokens", "output_tokens",
@@ -66,18 +81,73 @@ def edge_plan(start: dt.datetime, end: dt.datetime, cuts: Iterable[dt.datetime],
     return plan
 
 
-def rollup_query(org_id: int, start: dt.datetime, end: dt.datetime, histograms: Sequence[str]) -> str:
+def _midnight(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def whole_days(
+    start: dt.datetime, end: dt.datetime, cuts: Iterable[dt.datetime], now: dt.datetime
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The runs `[from, to)` of whole UTC days inside `[start, end)` that no cut falls strictly
+    inside (a cut at or after `now` splits nothing: nothing has happened after it)."""
+    points = sorted({p for p in cuts if start < p < end and p < now and p != _midnight(p)})
+    first = _midnight(start) + (DAY if start != _midnight(start) else dt.timedelta(0))
+    runs: list[tuple[dt.datetime, dt.datetime]] = []
+    day = first
+    while day + DAY <= end:
+        if not any(day < p < day + DAY for p in points):
+            if runs and runs[-1][1] == day:
+                runs[-1] = (runs[-1][0], day + DAY)
+            else:
+                runs.append((day, day + DAY))
+        day += DAY
+    return runs
+
+
+def _outside(start: dt.datetime, end: dt.datetime,
+             runs: Sequence[tuple[dt.datetime, dt.datetime]]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """`[start, end)` less the `runs` (sorted, inside it): the ranges left, in order."""
+    left, at = [], start
+    for a, b in runs:
+        if at < a:
+            left.append((at, a))
+        at = max(at, b)
+    if at < end:
+        left.append((at, end))
+    return left
+
+
+def rollup_query(
+    org_id: int, start: dt.datetime, end: dt.datetime, histograms: Sequence[str],
+    days: Sequence[tuple[dt.datetime, dt.datetime]] = (),
+) -> str:
     """The rollup rows of every hour that overlaps `[start, end)` (values inlined, quoted by
-    psycopg, so ADBC can stream the result with COPY; see `load.build_query`)."""
-    columns = [
-        "hour", *DIMENSIONS, *COUNTS, *FLOAT_SUMS, "cost_usd::text AS cost_usd", "last_error_at",
+    psycopg, so ADBC can stream the result with COPY; see `load.build_query`), except that the
+    `days` runs come from `rollup_daily`, one row per day (its midnight as `hour`)."""
+    columns = sql.SQL(", ").join(sql.SQL(c) for c in (
+        *DIMENSIONS, *COUNTS, *FLOAT_SUMS, "cost_usd::text AS cost_usd", "last_error_at",
         *(f"{h}_{p}" for h in histograms for p in "bc"),
-    ]
-    query = sql.SQL("SELECT {} FROM rollup_hourly WHERE org_id = {} AND hour >= {} AND hour < {}").format(
-        sql.SQL(", ").join(sql.SQL(c) for c in columns), sql.Literal(int(org_id)), sql.Literal(_hour(start)),
-        sql.Literal(end),
-    )
-    return query.as_string(None)
+    ))
+
+    def spans(column: str, ranges: Sequence[tuple[Any, Any]]) -> sql.Composable:
+        return sql.SQL(" OR ").join(
+            sql.SQL("({} >= {} AND {} < {})").format(sql.Identifier(column), sql.Literal(a), sql.Identifier(column),
+                                                    sql.Literal(b))
+            for a, b in ranges
+        )
+
+    hours = _outside(_hour(start), end, days)
+    parts = []
+    if hours:
+        parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE org_id = {} AND ({})").format(
+            columns, sql.Literal(int(org_id)), spans("hour", hours)))
+    if days:
+        parts.append(sql.SQL(
+            "SELECT (day::timestamp AT TIME ZONE 'UTC') AS hour, {} FROM rollup_daily WHERE org_id = {} AND ({})"
+        ).format(columns, sql.Literal(int(org_id)), spans("day", [(a.date(), b.date()) for a, b in days])))
+    if not parts:  # an empty window: no row, the columns typed
+        parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE false").format(columns))
+    return sql.SQL(" UNION ALL ").join(parts).as_string(None)
 
 
 def raw_query(org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]]) -> str:
@@ -123,7 +193,7 @@ def assemble(
     whole = hourly.join(cut_hours, on="hour", how="anti")
     if plan:
         points = [b for pieces, _ in plan.values() for piece in pieces for b in piece]
-        pieces = rollup(raw, points)
+        pieces = rollup(raw, points).collect().lazy()  # used twice below: aggregated once
         derived = pl.concat([
             hourly.join(cut_hours, on="hour", how="semi"),
             _negated(pieces),
@@ -141,10 +211,10 @@ def assemble(
             .drop("_derived", "_until")
             .filter(pl.col("requests") != 0)
         )
-        whole = pl.concat([whole, pieces, conform(derived)])
+        whole = pl.concat([whole, pieces, conform(derived, ROLLUP_SCHEMA)])
     missing = [f"{h}_{p}" for h in HISTOGRAMS if h not in histograms for p in "bc"]
     if missing:
-        whole = whole.with_columns(pl.lit(None).cast(whole.collect_schema()[m]).alias(m) for m in missing)
+        whole = whole.with_columns(pl.lit(None).cast(ROLLUP_SCHEMA[m]).alias(m) for m in missing)
     return window(whole, start, end)
 
 
@@ -157,22 +227,26 @@ def load_rollups(
     cuts: Iterable[dt.datetime] = (),
     histograms: Sequence[str] = HISTOGRAMS,
     now: dt.datetime | None = None,
+    days: bool = False,
 ) -> pl.LazyFrame:
     """The org's rollup frame (`rollups.ROLLUP_SCHEMA`, in memory) for `[start, end)`, exact at `start`,
     `end` and every `cut`, so `rollups.window` can slice it there. `histograms` names the
     histograms to load (the others stay null: each costs load time); `now` (default: the clock)
-    is the instant after which nothing has happened yet."""
+    is the instant after which nothing has happened yet. `days`: whole UTC days may come as one
+    row each (for figures bucketed by a day or more, or not by time: not hourly series)."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware datetimes")
     unknown = [h for h in histograms if h not in HISTOGRAMS]
     if unknown:
         raise ValueError(f"unknown histograms: {unknown}")
-    plan = edge_plan(start, end, cuts, now or dt.datetime.now(dt.UTC))
+    now = now or dt.datetime.now(dt.UTC)
+    cuts = list(cuts)
+    plan = edge_plan(start, end, cuts, now)
     ranges = [piece for pieces, _ in plan.values() for piece in pieces]
     # The derived piece that ends the window, when a raw piece follows it: its last error may
     # hide behind the hour's (which lies after the window), so it is looked up.
     closing = plan.get(_hour(end), ([], (end, end)))[1]
-    queries = [rollup_query(org_id, start, end, histograms)]
+    queries = [rollup_query(org_id, start, end, histograms, whole_days(start, end, cuts, now) if days else ())]
     if ranges:
         queries.append(raw_query(org_id, ranges))
     if closing[1] == end and closing[0] < end:
@@ -223,8 +297,9 @@ def azure_base_models(source: psycopg.Connection[Any] | str, org_id: int, frame:
     """(provider, model, base_model): the model Azure reports for each deployment in `frame`.
 
     The rollups key Azure traffic by deployment name, which prices nothing; the events carry the
-    model Azure answered with. One indexed look-up per deployment, inside the latest hour the
-    rollups show it served, so the cost does not grow with the window or the traffic.
+    model Azure answered with. One indexed look-up per deployment, the latest event in the day
+    from the latest hour (or day) the rollups show it served, so the cost does not grow with the
+    window or the traffic.
     """
     latest = (
         frame.filter(pl.col("provider") == "azure")
@@ -240,7 +315,7 @@ def azure_base_models(source: psycopg.Connection[Any] | str, org_id: int, frame:
         SELECT d.model, (
             SELECT coalesce(e.response_model, e.model) FROM events e
             WHERE e.org_id = %s AND e.provider = 'azure' AND coalesce(e.routed_model, e.model) = d.model
-              AND e.created_at >= d.hour AND e.created_at < d.hour + interval '1 hour'
+              AND e.created_at >= d.hour AND e.created_at < d.hour + interval '1 day'
             ORDER BY e.created_at DESC LIMIT 1)
         FROM unnest(%s::text[], %s::timestamptz[]) AS d(model, hour)
     """

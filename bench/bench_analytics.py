@@ -259,7 +259,7 @@ print(min(runs), statistics.median(runs), before, peak, overview.totals["request
 
 
 def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
-    from synth_rollups import copy_rollups, real_hours, synthetic_rollups
+    from synth_rollups import copy_rollups, days_from_hours, real_hours, synthetic_rollups
 
     from dashboard.data import PERIODS, current_span, window_end
 
@@ -283,6 +283,9 @@ def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace)
     written = real_hours(conn, org.id, [h for h in hours if h in cuts], per_hour)
     conn.execute("ANALYZE rollup_hourly")
     conn.execute("ANALYZE events")
+    merging = time.perf_counter()
+    days = days_from_hours(conn, org.id)
+    print(f"daily rollups: {days:,} rows from the hourly ones in {time.perf_counter() - merging:.0f} s", flush=True)
     total = int(rows["requests"].sum()) + written
     print(f"setup: {len(hours):,} hours, {rows.height:,} synthesised rollup rows standing for {total:,} events"
           f" ({per_hour:,.0f} an hour, {args.events:,} per {args.period}), {written:,} real events in"

@@ -14,6 +14,9 @@ How the rows are built (the figures in `bench/README.md` depend on it):
 3. The hours a dashboard load cuts mid-hour get real events instead (inserted into `events`)
    and their rollup rows from `analytics.rollup` over those events, so the raw edges cost what
    they would cost at this rate.
+4. The daily rollups (`rollup_daily`) are then built from all those hourly rows by
+   `lectr_rollup_days`, the SQL function `lectr rollup rebuild` and the upgrade use
+   (`days_from_hours`).
 """
 
 from __future__ import annotations
@@ -133,5 +136,15 @@ def real_hours(conn: psycopg.Connection[Any], org_id: int, hours: Iterable[dt.da
 
 
 def rollup_events(conn: psycopg.Connection[Any], org_id: int, frame: pl.DataFrame) -> None:
-    """The rollup rows of inserted events, as the writer would have kept them."""
+    """The rollup rows of inserted events, hourly and daily, as the writer would have kept them."""
     copy_rollups(conn, org_id, analytics.rollup(frame.lazy()).drop("since").collect())
+    days_from_hours(conn, org_id)
+
+
+def days_from_hours(conn: psycopg.Connection[Any], org_id: int) -> int:
+    """The org's `rollup_daily` rows, merged from its `rollup_hourly` rows; rows written."""
+    from proxy.store.db.rollups import rebuild_daily
+
+    written = rebuild_daily(conn, [org_id])
+    conn.execute("ANALYZE rollup_daily")
+    return written

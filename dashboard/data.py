@@ -5,12 +5,16 @@ The dashboard computes nothing itself. Each page asks for one bundle (`overview`
 (`analytics.load_rollups`) and collects its figures with `pl.collect_all`. Only the request log
 reads raw events (`dashboard.request_log`).
 
-Three rollup loads, each cached on its own so a page loads only what it shows:
+Three rollup loads; `current` and `previous` are loaded at once and cached together (every page
+but the recommendations shows both), `recent` on its own:
 
 - `current`: the period, and before it the anomalies' history, with the latency and TTFT
-  histograms, cut where the period and the provider-health windows start;
-- `previous`: the period of the same length before, sums only (it feeds `change`);
-- `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms.
+  histograms, cut where the period and the provider-health windows start; whole days as one
+  row each (`rollup_daily`) when the period's charts are daily (30 and 90 days), else hours;
+- `previous`: the period of the same length before, sums only (it feeds `change`), whole days
+  as day rows;
+- `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms, whole
+  days as day rows.
 
 Each frame lives in `st.cache_resource`: `st.cache_data` pickles and copies its value on every
 hit; a polars frame is immutable, so sharing one object between sessions is safe. The figures
@@ -27,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,11 @@ class Period:
     label: str
     length: dt.timedelta
     every: str  # chart bucket, a polars duration
+
+    @property
+    def daily(self) -> bool:
+        """Whether the period's charts are by the day (then whole days load as one row each)."""
+        return self.every.endswith("d")
 
 
 PERIODS: dict[str, Period] = {
@@ -101,24 +111,41 @@ def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.da
     return min(start, _day(start - ANOMALY_HISTORY)), [start, *analytics.health_cuts(end)]
 
 
-@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
-def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+def _load_current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     since, cuts = current_span(period, end)
-    return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts,
-                                  histograms=CURRENT_HISTOGRAMS).collect()
+    return analytics.load_rollups(database().url, org_id, since, end, cuts=cuts, histograms=CURRENT_HISTOGRAMS,
+                                  days=PERIODS[period].daily).collect()
+
+
+def _load_previous(url: str, org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    length = PERIODS[period].length
+    return analytics.load_rollups(url, org_id, end - 2 * length, end - length, histograms=(), days=True).collect()
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _frames(org_id: int, period: str, end: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(`current`, `previous`), loaded at once: each load mostly waits for Postgres and decodes
+    Arrow with the GIL released, so the page waits for the longer load, not for both. The
+    thread calls no Streamlit function (it has no script context)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        previous = pool.submit(_load_previous, database().url, org_id, period, end)
+        current = _load_current(org_id, period, end)
+        return current, previous.result()
+
+
+def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
+    return _frames(org_id, period, end)[0]
+
+
 def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
-    length = PERIODS[period].length
-    return analytics.load_rollups(database().url, org_id, end - 2 * length, end - length, histograms=()).collect()
+    return _frames(org_id, period, end)[1]
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
 def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
     start = end - dt.timedelta(days=RECOMMEND_DAYS)
-    return analytics.load_rollups(database().url, org_id, start, end,
-                                  histograms=analytics.RECOMMEND_HISTOGRAMS).collect()
+    return analytics.load_rollups(database().url, org_id, start, end, histograms=analytics.RECOMMEND_HISTOGRAMS,
+                                  days=True).collect()
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
@@ -283,7 +310,7 @@ def recommendations(org_id: int, period: str, end: dt.datetime) -> Recommendatio
 def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     """`analytics.anomalies` whose bucket falls in the period (with history loaded before it)."""
     start = end - PERIODS[period].length
-    found = analytics.anomalies(_current(org_id, period, end).lazy())
+    found = analytics.anomalies(_current(org_id, period, end).lazy(), daily=PERIODS[period].daily)
     # Daily buckets that overlap the period count too (the day the period starts in).
     return found.filter(pl.col("bucket") >= _day(start)).collect()
 

@@ -1,8 +1,9 @@
 """Checks that the rollups agree with the raw events, and random traffic to check them on.
 
-`assert_rollups_match_events` compares every rollup row with a GROUP BY over `events` written here
-independently of the writer and of `lectr_rollup_rebuild`: counters, token sums and cost exactly,
-float sums to 1e-9, histogram totals with the counts of known values. `assert_quantiles` merges an
+`assert_rollups_match_events` compares every rollup row (hourly, daily, daily per end user) with a
+GROUP BY over `events` written here independently of the writer, of `lectr_rollup_rebuild` and of
+`lectr_rollup_days`: counters, token sums and cost exactly, float sums to 1e-9, histograms bucket
+for bucket, their totals with the counts of known values. `assert_quantiles` merges an
 org's hourly histograms and compares their quantiles with Postgres' `percentile_cont`.
 """
 
@@ -31,7 +32,7 @@ FLOATS = ("latency_ms_sum", "ttft_ms_sum", "upstream_ms_sum", "overhead_ms_sum")
 HISTOGRAMS = ("latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "input_tokens", "output_tokens")
 
 _RAW_HOURLY = """
-SELECT org_id, date_trunc('hour', created_at, 'UTC') AS hour, nullif(feature, '') AS feature,
+SELECT org_id, {period} AS hour, nullif(feature, '') AS feature,
        nullif(task, '') AS task, provider, nullif(model, '') AS model, nullif(routed_model, '') AS routed_model,
        count(*) AS requests,
        count(*) FILTER (WHERE status_code >= 400 OR error_type IS NOT NULL) AS errors,
@@ -68,7 +69,7 @@ GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 # Every known value's bucket, by lectr_bucket (what proxy/accounting/histogram.py computes in Python).
 _RAW_BUCKETS = """
-SELECT org_id, date_trunc('hour', created_at, 'UTC'), nullif(feature, ''), nullif(task, ''), provider,
+SELECT org_id, {period}, nullif(feature, ''), nullif(task, ''), provider,
        nullif(model, ''), nullif(routed_model, ''), kind, b, count(*)
 FROM events CROSS JOIN LATERAL (VALUES ('latency_ms', lectr_bucket(latency_ms)), ('ttft_ms', lectr_bucket(ttft_ms)),
     ('upstream_ms', lectr_bucket(upstream_ms)), ('overhead_ms', lectr_bucket(latency_ms - upstream_ms)),
@@ -101,9 +102,18 @@ def _keyed(cur: psycopg.Cursor[Any], sql: str, params: Any, key: int) -> dict[tu
     return found
 
 
-def rollup_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
+# The period of an event: its UTC hour (rollup_hourly), or its UTC day (rollup_daily).
+HOUR = "date_trunc('hour', created_at, 'UTC')"
+DAY = "(created_at AT TIME ZONE 'UTC')::date"
+
+
+def rollup_rows(
+    conn: psycopg.Connection[Any], org_ids: list[int], table: str = "rollup_hourly"
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The rows of `rollup_hourly` or `rollup_daily` keyed by group (the day's column named `hour`)."""
+    period = "day AS hour" if table == "rollup_daily" else "hour"
     with conn.cursor() as cur:
-        return _keyed(cur, f"SELECT * FROM rollup_hourly WHERE org_id = ANY (%s) ORDER BY {KEY}", (org_ids,), 7)
+        return _keyed(cur, f"SELECT *, {period} FROM {table} WHERE org_id = ANY (%s) ORDER BY {KEY}", (org_ids,), 7)
 
 
 def daily_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -114,26 +124,11 @@ def daily_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[
 def assert_rollups_match_events(conn: psycopg.Connection[Any], org_ids: list[int]) -> int:
     """Every rollup row equals the GROUP BY of its raw events, and there is no other; returns
     the number of events checked."""
+    for table, period in (("rollup_hourly", HOUR), ("rollup_daily", DAY)):
+        _assert_table_matches(conn, org_ids, table, period)
     with conn.cursor() as cur:
-        raw = _keyed(cur, _RAW_HOURLY, (org_ids,), 7)
+        raw = _keyed(cur, _RAW_HOURLY.format(period=HOUR), (org_ids,), 7)
         raw_daily = _keyed(cur, _RAW_DAILY, (org_ids,), 4)
-    rolled = rollup_rows(conn, org_ids)
-    buckets_of: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
-    for *key, kind, bucket, count in conn.execute(_RAW_BUCKETS, (org_ids,)).fetchall():
-        found = buckets_of.setdefault((tuple(key), kind), ([], []))
-        found[0].append(bucket)
-        found[1].append(count)
-    assert sorted(rolled, key=repr) == sorted(raw, key=repr), "the rollups' groups differ from the events'"
-    for key, want in raw.items():
-        got = rolled[key]
-        for name in EXACT:
-            assert got[name] == want[name], (key, name, got[name], want[name])
-        for name in FLOATS:
-            assert math.isclose(got[name], want[name], rel_tol=1e-9, abs_tol=1e-6), (key, name, got[name], want[name])
-        for name in HISTOGRAMS:
-            buckets, counts = got[f"{name}_b"], got[f"{name}_c"]
-            assert (buckets, counts) == buckets_of.get((key, name), ([], [])), (key, name)
-            assert sum(counts) == want[f"{name}_n"], (key, name, sum(counts), want[f"{name}_n"])
     rolled_daily = daily_rows(conn, org_ids)
     assert sorted(rolled_daily, key=repr) == sorted(raw_daily, key=repr)
     for key, want in raw_daily.items():
@@ -146,16 +141,47 @@ def assert_rollups_match_events(conn: psycopg.Connection[Any], org_ids: list[int
     return sum(int(record["requests"]) for record in raw.values())
 
 
+def _assert_table_matches(conn: psycopg.Connection[Any], org_ids: list[int], table: str, period: str) -> None:
+    """`table`'s rows equal the GROUP BY of the events per group and `period`, and there is no other."""
+    with conn.cursor() as cur:
+        raw = _keyed(cur, _RAW_HOURLY.format(period=period), (org_ids,), 7)
+    rolled = rollup_rows(conn, org_ids, table)
+    buckets_of: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for *key, kind, bucket, count in conn.execute(_RAW_BUCKETS.format(period=period), (org_ids,)).fetchall():
+        found = buckets_of.setdefault((tuple(key), kind), ([], []))
+        found[0].append(bucket)
+        found[1].append(count)
+    assert sorted(rolled, key=repr) == sorted(raw, key=repr), f"{table}'s groups differ from the events'"
+    for key, want in raw.items():
+        got = rolled[key]
+        for name in EXACT:
+            assert got[name] == want[name], (table, key, name, got[name], want[name])
+        for name in FLOATS:
+            assert math.isclose(got[name], want[name], rel_tol=1e-9, abs_tol=1e-6), (table, key, name, got[name],
+                                                                                    want[name])
+        for name in HISTOGRAMS:
+            buckets, counts = got[f"{name}_b"], got[f"{name}_c"]
+            assert (buckets, counts) == buckets_of.get((key, name), ([], [])), (table, key, name)
+            assert sum(counts) == want[f"{name}_n"], (table, key, name, sum(counts), want[f"{name}_n"])
+
+
 def assert_quantiles(conn: psycopg.Connection[Any], org_id: int) -> None:
-    """An org's merged histograms give quantiles within 2 % of percentile_cont over its events."""
+    """An org's merged histograms, hourly and daily, give quantiles within 2 % of percentile_cont
+    over its events."""
+    for table in ("rollup_hourly", "rollup_daily"):
+        _assert_table_quantiles(conn, org_id, table)
+
+
+def _assert_table_quantiles(conn: psycopg.Connection[Any], org_id: int, table: str) -> None:
     expressions = {
         "latency_ms": "latency_ms", "ttft_ms": "ttft_ms", "upstream_ms": "upstream_ms",
         "overhead_ms": "latency_ms - upstream_ms", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
     }
     rows = conn.execute(
-        "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + " FROM rollup_hourly WHERE org_id = %s",
+        "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + f" FROM {table} WHERE org_id = %s",
         (org_id,),
     ).fetchall()
+    assert rows, table
     for index, (name, expression) in enumerate(expressions.items()):
         merged = Histogram()
         for row in rows:
@@ -167,13 +193,13 @@ def assert_quantiles(conn: psycopg.Connection[Any], org_id: int) -> None:
             ).fetchone() or (None,)
             got = merged.quantile(q)
             if want is None:
-                assert got is None, (name, q)
+                assert got is None, (table, name, q)
                 continue
-            assert got is not None, (name, q)
+            assert got is not None, (table, name, q)
             if want <= 0:  # overheads below zero (upstream timed past latency) share the zero bucket
-                assert got == 0.0 or abs(got - want) <= 0.02 * abs(want), (name, q, got, want)
+                assert got == 0.0 or abs(got - want) <= 0.02 * abs(want), (table, name, q, got, want)
             else:
-                assert abs(got - want) <= 0.02 * want, (name, q, got, want)
+                assert abs(got - want) <= 0.02 * want, (table, name, q, got, want)
 
 
 FEATURES = (None, "", "support", "search", "classify", "über-feature")

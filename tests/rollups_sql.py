@@ -1,9 +1,10 @@
 """Rollups recomputed from raw events in SQL, for tests whose events are inserted directly.
 
 `refill(conn, org_id)` replaces the org's `rollup_hourly` rows with a `GROUP BY` over its events
-(buckets from `lectr_bucket`), following the definitions of migration 005's comments. It is an
-independent second implementation of the rollup: tests compare what analytics read from it
-with figures computed from the raw events themselves. Idempotent, so it is also safe where the
+(buckets from `lectr_bucket`), following the definitions of migration 005's comments, and its
+`rollup_daily` rows with those merged per day (`lectr_rollup_days`, migration 008). It is an
+independent second implementation of the hourly rollup: tests compare what analytics read from
+it with figures computed from the raw events themselves. Idempotent, so it is also safe where the
 writer already keeps the rollups.
 """
 
@@ -87,3 +88,4 @@ def refill(conn: psycopg.Connection[Any], org_id: int) -> None:
     with conn.transaction():
         conn.execute("DELETE FROM rollup_hourly WHERE org_id = %s", (org_id,))
         conn.execute(query, {"org": org_id})  # type: ignore[arg-type]
+        conn.execute("SELECT lectr_rollup_days(ARRAY[%s]::bigint[], '-infinity', 'infinity')", (org_id,))

@@ -5,7 +5,9 @@ Pure, no I/O: the writer hands it the rows it has just inserted (in `COLUMNS` or
 same transaction (`proxy.store.db.rollups`). The rows are the ones of migration 005's tables
 `rollup_hourly` (per org, UTC hour, feature, task, provider, model, routed model) and
 `rollup_daily_end_user` (per org, UTC day, end user, feature), column for column as its
-comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL.
+comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL. The
+hourly rows merged per UTC day are the batch's `rollup_daily` rows (migration 008): a batch
+spans an hour or two, so this costs a step per group, not per event.
 
 Cheap by construction, because it runs in the writer's flush thread, holding the GIL, for every
 event (the writer's target is ≥ 20,000 events/s): one Python step per row puts the row in its
@@ -76,11 +78,14 @@ DAILY_KEY = 4
 
 @dataclass(slots=True)
 class Rollups:
-    """The rollup rows of a batch: `hourly` in HOURLY_COLUMNS order, `daily` in DAILY_COLUMNS order,
-    each sorted by its key (every writer then locks rollup rows in the same order: no deadlocks)."""
+    """The rollup rows of a batch: `hourly` in HOURLY_COLUMNS order, `days` (the hourly rows merged
+    per UTC day, `day` a date in place of `hour`) in the same order, `daily` (per end user) in
+    DAILY_COLUMNS order, each sorted by its key (every writer then locks rollup rows in the same
+    order: no deadlocks)."""
 
     hourly: list[tuple[Any, ...]] = field(default_factory=list)
     daily: list[tuple[Any, ...]] = field(default_factory=list)
+    days: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.hourly or self.daily)
@@ -110,9 +115,11 @@ def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
                 group.append(row)
     with decimal.localcontext() as context:
         context.prec = 60  # cost sums are exact (numeric(30, 10) has 30 digits)
+        hourly_rows = sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order)
         return Rollups(
-            hourly=sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order),
+            hourly=hourly_rows,
             daily=sorted((_daily(key, group) for key, group in _normalised(daily, 2, 1).items()), key=_order),
+            days=by_day(hourly_rows),
         )
 
 
@@ -130,6 +137,35 @@ def _normalised(
         else:
             merged[key] = group
     return merged
+
+
+# Where the figures of an hourly row sit: counters and sums, then last_error_at, then histograms.
+_LAST_ERROR = HOURLY_COLUMNS.index("last_error_at")
+
+
+def by_day(hourly: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Hourly rows (sorted by key) merged per UTC day: `rollup_daily` rows, sorted by key.
+
+    Sums are added (costs as exact decimals: `aggregate` calls this in its 60-digit context),
+    `last_error_at` is the latest, histograms are merged bucket by bucket. A batch has a row
+    per group and hour, so most days have one hourly row and merge nothing."""
+    days: dict[tuple[Any, ...], list[Any]] = {}
+    for row in hourly:
+        key = (row[0], row[1].date(), *row[2:HOURLY_KEY])
+        merged = days.get(key)
+        if merged is None:
+            days[key] = [*key, *row[HOURLY_KEY:]]
+            continue
+        for i in range(HOURLY_KEY, _LAST_ERROR):
+            merged[i] += row[i]
+        if row[_LAST_ERROR] is not None and (merged[_LAST_ERROR] is None or row[_LAST_ERROR] > merged[_LAST_ERROR]):
+            merged[_LAST_ERROR] = row[_LAST_ERROR]
+        for i in range(_LAST_ERROR + 1, len(row), 2):
+            counts = Counter(dict(zip(merged[i], merged[i + 1], strict=True)))
+            counts.update(dict(zip(row[i], row[i + 1], strict=True)))
+            indices = sorted(counts)
+            merged[i], merged[i + 1] = indices, [counts[index] for index in indices]
+    return sorted((tuple(row) for row in days.values()), key=_order)
 
 
 def _order(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -224,4 +260,4 @@ def _daily(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
     )
 
 
-__all__ = ["DAILY_COLUMNS", "HISTOGRAMS", "HOURLY_COLUMNS", "Rollups", "aggregate", "histogram"]
+__all__ = ["DAILY_COLUMNS", "HISTOGRAMS", "HOURLY_COLUMNS", "Rollups", "aggregate", "by_day", "histogram"]

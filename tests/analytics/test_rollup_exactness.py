@@ -5,7 +5,9 @@ independent of the polars one that aggregates the raw edges), the reference figu
 over the raw events (`count`, `sum`, `percentile_cont`). Windows start and end mid-hour, so
 every load mixes whole rollup hours, raw pieces and pieces derived by subtraction. Counts,
 every token kind and cost (as exact decimals, and as the floats the figures show) must be
-equal; percentiles within 2 % of `percentile_cont`.
+equal; percentiles within 2 % of `percentile_cont`. Loads with `days=True` read the whole days
+of a window from `rollup_daily` (its rows rebuilt from the hourly ones by `lectr_rollup_days`),
+and must give the same figures.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 
 import analytics
 from analytics.commands import report_frame
-from analytics.rollups import COUNTS
+from analytics.load_rollups import whole_days
+from analytics.rollups import COUNTS, DIMENSIONS
 from tests.rollups_sql import refill
 
 COLUMNS = (
@@ -281,3 +284,70 @@ def test_an_edge_hour_without_raw_events_counts_whole(db: psycopg.Connection[Any
     assert kept is not None and after is not None and kept[0] > 0
     assert n_late == after[0]  # 50 minutes in: the hour's longer piece lies before the window
     assert n_early == after[0] + kept[0]  # 10 minutes in: the longer piece is inside, so the whole hour
+
+
+def test_whole_days_from_the_daily_rollups_keep_windows_exact(db: psycopg.Connection[Any],
+                                                              traffic: tuple[int, dt.datetime]) -> None:
+    """A window that starts and ends mid-day, cut mid-day too, loaded with `days=True`: whole days
+    from `rollup_daily`, the other hours from `rollup_hourly`, mid-hour edges from raw events.
+    Every sum equals the raw one, per window, feature and day; percentiles within 2 %."""
+    org_id, end = traffic
+    start, stop = end - dt.timedelta(hours=70, minutes=17), end - dt.timedelta(minutes=3)
+    cut = start + dt.timedelta(hours=13, minutes=29)
+    runs = whole_days(start, stop, [cut], end)
+    assert runs, "the window holds whole days"
+    frame = analytics.load_rollups(db, org_id, start, stop, cuts=[cut], now=end, days=True).collect()
+    for first, last in runs:  # each whole day is one row per group, at its midnight
+        inside = frame.filter((pl.col("since") >= first) & (pl.col("since") < last))
+        assert inside.height > 0 and set(inside["since"].dt.hour()) == {0}
+        assert inside.height == inside.select(pl.struct("since", *DIMENSIONS).n_unique()).item()
+    lazy = frame.lazy()
+    for a, b in ((start, stop), (start, cut), (cut, stop)):
+        got = analytics.window(lazy, a, b).select(pl.col(*COUNTS, "cost_usd").sum()).collect().row(0, named=True)
+        want = reference(db, org_id, a, b)[None]
+        for column in REFERENCE:
+            assert got[{"message_count": "message_count_sum"}.get(column, column)] == want[column], (column, a, b)
+    current, previous = analytics.window(lazy, cut, stop), analytics.window(lazy, start, cut)
+    got_features = {r["feature"] if r["feature"] != analytics.UNTAGGED else None: r
+                    for r in analytics.breakdown(current, previous, by="feature").collect().iter_rows(named=True)}
+    want_features, before = reference(db, org_id, cut, stop, "feature"), reference(db, org_id, start, cut, "feature")
+    assert set(got_features) == set(want_features)
+    for key, row in want_features.items():
+        figure = got_features[key]
+        assert (figure["requests"], figure["errors"], figure["input_tokens"], figure["output_tokens"]) == (
+            row["requests"], row["errors"], row["input_tokens"], row["output_tokens"])
+        assert figure["cost_usd"] == float(row["cost_usd"])
+        assert figure["previous_cost_usd"] == float(before[key]["cost_usd"])
+        for p95 in ("latency_ms_p95", "ttft_ms_p95", "overhead_ms_p95"):
+            assert figure[p95] == pytest.approx(row[p95], rel=0.02), (key, p95)
+    series = analytics.timeseries(lazy, "1d", start=start, end=stop).filter(pl.col("requests") > 0).collect()
+    rows = db.execute(
+        "SELECT date_trunc('day', created_at, 'UTC'), count(*), sum(cost_usd), coalesce(sum(output_tokens), 0),"
+        " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) FROM events"
+        " WHERE org_id = %s AND created_at >= %s AND created_at < %s GROUP BY 1", (org_id, start, stop),
+    ).fetchall()
+    assert series.height == len(rows) >= 3
+    want_days = {day: rest for day, *rest in rows}
+    for row in series.iter_rows(named=True):
+        n, cost, tokens, p95 = want_days[row["bucket"]]
+        assert (row["requests"], row["cost_usd"], row["output_tokens"]) == (n, float(cost), tokens)
+        assert row["latency_ms_p95"] == pytest.approx(p95, rel=0.02)
+
+
+def test_report_over_whole_days_equals_raw_figures(db: psycopg.Connection[Any],
+                                                   traffic: tuple[int, dt.datetime]) -> None:
+    """`lectr report --days 2` mid-day: its windows hold whole days (read from `rollup_daily`)."""
+    org_id, end = traffic
+    assert whole_days(end - dt.timedelta(days=2), end, [], end)
+    features, _ = report_frame(db, org_id, 2, end)
+    want = reference(db, org_id, end - dt.timedelta(days=2), end, "feature")
+    before = reference(db, org_id, end - dt.timedelta(days=4), end - dt.timedelta(days=2), "feature")
+    assert features.height == len(want)
+    for row in features.iter_rows(named=True):
+        key = None if row["feature"] == analytics.UNTAGGED else row["feature"]
+        assert (row["requests"], row["errors"], row["input_tokens"]) == (
+            want[key]["requests"], want[key]["errors"], want[key]["input_tokens"])
+        assert row["cost_usd"] == float(want[key]["cost_usd"])
+        assert row["previous_cost_usd"] == float(before[key]["cost_usd"])
+        assert row["latency_ms_p95"] == pytest.approx(want[key]["latency_ms_p95"], rel=0.02)
+        assert row["ttft_ms_p95"] == pytest.approx(want[key]["ttft_ms_p95"], rel=0.02)

@@ -57,6 +57,10 @@ def test_aggregate_folds_empty_dimensions_into_null_and_sorts_by_key() -> None:
     assert len(set(keys)) == len(keys) and all(row[2] != "" for row in rollups.hourly)
     assert keys == sorted(keys, key=lambda key: tuple("" if v is None else v for v in key))
     assert sum(row[7] for row in rollups.hourly) == 400
+    days = [row[:7] for row in rollups.days]  # the hourly rows merged per UTC day: 60 hours span 3-4 days
+    assert len(set(days)) == len(days) < len(keys) and sum(row[7] for row in rollups.days) == 400
+    assert {row[1] for row in rollups.days} == {row[1].date() for row in rollups.hourly}
+    assert days == sorted(days, key=lambda key: tuple("" if v is None else v for v in key))
     assert sum(row[4] for row in rollups.daily) == sum(event.end_user is not None for event in events)
     assert not aggregate([])
 

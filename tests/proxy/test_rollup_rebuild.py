@@ -169,11 +169,13 @@ def test_rollup_retention_deletes_only_old_rollups(db: psycopg.Connection[Any], 
                    (org.id, hour))
         db.execute("INSERT INTO rollup_daily_end_user (org_id, day, end_user, requests) VALUES (%s, %s, 'u', 1)",
                    (org.id, hour.date()))
+    db.execute("SELECT lectr_rollup_days(ARRAY[%s]::bigint[], '-infinity', 'infinity')", (org.id,))
     assert drop_old_rollups(db, 0) == 0
-    assert drop_old_rollups(db, 3) >= 2
+    assert drop_old_rollups(db, 3) >= 3
     kept = db.execute("SELECT count(*) FROM rollup_hourly WHERE org_id = %s", (org.id,)).fetchone()
+    kept_days = db.execute("SELECT count(*) FROM rollup_daily WHERE org_id = %s", (org.id,)).fetchone()
     kept_daily = db.execute("SELECT count(*) FROM rollup_daily_end_user WHERE org_id = %s", (org.id,)).fetchone()
-    assert kept == (2,) and kept_daily == (2,)
+    assert kept == (2,) and kept_days == (2,) and kept_daily == (2,)
     assert Settings.from_env({"LECTR_ROLLUP_RETENTION_MONTHS": "13"}).rollup_retention_months == 13
     assert Settings.from_env({}).rollup_retention_months == 0
 
@@ -181,3 +183,5 @@ def test_rollup_retention_deletes_only_old_rollups(db: psycopg.Connection[Any], 
 def test_the_rebuild_refuses_a_range_that_is_not_whole_days(db: psycopg.Connection[Any]) -> None:
     with pytest.raises(psycopg.errors.RaiseException), db.transaction():
         db.execute("SELECT lectr_rollup_rebuild(NULL, now(), 'infinity')")
+    with pytest.raises(psycopg.errors.RaiseException), db.transaction():
+        db.execute("SELECT lectr_rollup_days(NULL, '-infinity', now())")

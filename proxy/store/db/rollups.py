@@ -1,12 +1,14 @@
 """The rollup tables' SQL: the writer's upsert, rollup retention, and the rebuild from raw events.
 
-`upsert` adds a batch's rollup rows (`proxy.accounting.rollup.aggregate`) to `rollup_hourly` and
-`rollup_daily_end_user` inside the caller's transaction, the one that inserts the events: counters
-are added, `last_error_at` is the later of the two, histograms are merged with `lectr_hist_merge`.
-The rows go as two JSON parameters of one statement (one round trip whatever the number of
-groups: the writer's thread waits for the GIL again after each), inserted in key order, hourly
-before daily, so that writers, and `lectr_rollup_rebuild` (migration 006) which locks the tables
-in that order, never deadlock each other.
+`upsert` adds a batch's rollup rows (`proxy.accounting.rollup.aggregate`) to `rollup_hourly`,
+`rollup_daily` and `rollup_daily_end_user` inside the caller's transaction, the one that inserts
+the events: counters are added, `last_error_at` is the later of the two, histograms are merged
+with `lectr_hist_merge`. The rows go as three JSON parameters of one statement (one round trip
+whatever the number of groups: the writer's thread waits for the GIL again after each), inserted
+in key order, the tables named hourly first, so that writers, and `lectr_rollup_rebuild`
+(migration 006) and `lectr_rollup_days` (008), which lock `rollup_hourly` first, never deadlock
+each other. The rebuilds here recompute a day's `rollup_daily` rows from its hourly rows in the
+transaction that rebuilt those.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ _HOURLY_CONFLICT = (
     "org_id, hour, (coalesce(feature, '')), (coalesce(task, '')), provider, (coalesce(model, '')),"
     " (coalesce(routed_model, ''))"
 )
+_DAYS_CONFLICT = _HOURLY_CONFLICT.replace("hour", "day", 1)
 _DAILY_CONFLICT = "org_id, day, end_user, (coalesce(feature, ''))"
+DAYS_COLUMNS = tuple("day" if name == "hour" else name for name in HOURLY_COLUMNS)
 
 
 _TYPES = {
@@ -70,10 +74,11 @@ def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str) -> st
     )
 
 
-# One statement for both tables (one round trip: the writer's thread waits on each for the GIL
-# too); Postgres locks rollup_hourly first, in the order the statement names the tables.
+# One statement for the three tables (one round trip: the writer's thread waits on each for the
+# GIL too); Postgres locks rollup_hourly first, in the order the statement names the tables.
 _UPSERT = (
-    f"WITH hourly AS ({_insert('rollup_hourly', HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT)} RETURNING 1) "
+    f"WITH hourly AS ({_insert('rollup_hourly', HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT)} RETURNING 1), "
+    f"days AS ({_insert('rollup_daily', DAYS_COLUMNS, HOURLY_KEY, _DAYS_CONFLICT)} RETURNING 1) "
     f"{_insert('rollup_daily_end_user', DAILY_COLUMNS, DAILY_KEY, _DAILY_CONFLICT)}"
 )
 
@@ -88,6 +93,7 @@ def upsert(cur: psycopg.Cursor[Any], rollups: Rollups) -> None:
     """Add a batch's rollup rows, in the caller's transaction (blocking; the writer's thread)."""
     if rollups:
         cur.execute(_UPSERT, (orjson.dumps(rollups.hourly, default=_default).decode(),
+                              orjson.dumps(rollups.days, default=_default).decode(),
                               orjson.dumps(rollups.daily, default=_default).decode()))
 
 
@@ -100,8 +106,9 @@ def drop_old_rollups(conn: psycopg.Connection[Any], keep_months: int) -> int:
     cutoff = _month_start(dt.datetime.now(dt.UTC), -keep_months)
     with conn.transaction():
         hourly = conn.execute("DELETE FROM rollup_hourly WHERE hour < %s", (cutoff,)).rowcount
+        days = conn.execute("DELETE FROM rollup_daily WHERE day < %s", (cutoff.date(),)).rowcount
         daily = conn.execute("DELETE FROM rollup_daily_end_user WHERE day < %s", (cutoff.date(),)).rowcount
-    return max(0, hourly) + max(0, daily)
+    return max(0, hourly) + max(0, days) + max(0, daily)
 
 
 def rebuild_days(
@@ -128,10 +135,11 @@ def rebuild_days(
         for day in days:
             midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
             with conn.transaction():
+                span = (org_ids, midnight, midnight + dt.timedelta(days=1))
                 counted, rows = conn.execute(
-                    "SELECT * FROM lectr_rollup_rebuild(%s::bigint[], %s, %s)",
-                    (org_ids, midnight, midnight + dt.timedelta(days=1)),
+                    "SELECT * FROM lectr_rollup_rebuild(%s::bigint[], %s, %s)", span
                 ).fetchone() or (0, 0)
+                conn.execute("SELECT lectr_rollup_days(%s::bigint[], %s, %s)", span)
             yield day, int(counted), int(rows)
 
     return days, run()
@@ -142,7 +150,15 @@ def rebuild_org(conn: psycopg.Connection[Any], org_id: int) -> int:
     row = conn.execute(
         "SELECT counted_events FROM lectr_rollup_rebuild(ARRAY[%s]::bigint[], '-infinity', 'infinity')", (org_id,)
     ).fetchone()
+    conn.execute("SELECT lectr_rollup_days(ARRAY[%s]::bigint[], '-infinity', 'infinity')", (org_id,))
     return int(row[0]) if row else 0
 
 
-__all__ = ["drop_old_rollups", "rebuild_days", "rebuild_org", "upsert"]
+def rebuild_daily(conn: psycopg.Connection[Any], org_ids: list[int] | None) -> int:
+    """Recompute the orgs' (None: all) `rollup_daily` rows from their hourly rows, all days; rows
+    written. For hourly rows written by other means than the writer (imports, benchmarks, tests)."""
+    row = conn.execute("SELECT lectr_rollup_days(%s::bigint[], '-infinity', 'infinity')", (org_ids,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+__all__ = ["DAYS_COLUMNS", "drop_old_rollups", "rebuild_daily", "rebuild_days", "rebuild_org", "upsert"]

@@ -1,0 +1,76 @@
+"""The writer's rollup upsert alone: Postgres time per flush with and without the daily table.
+
+    python bench/bench_rollup_upsert.py [--rounds 40]
+
+Batches of 5,000 `bench_writer` events are aggregated as the writer does
+(`proxy.accounting.rollup.aggregate`), then upserted alternately with the writer's statement
+(`rollup_hourly`, `rollup_daily`, `rollup_daily_end_user`) and with the same statement without
+`rollup_daily` (what `main` ran before migration 008), each in its own committed transaction
+into rows that already exist (the steady state: a flush adds to the current hour's and day's
+rows). Prints the median time of each. Uses `DATABASE_URL`, else an embedded Postgres in a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from bench_writer import make_event
+
+from proxy.accounting.rollup import aggregate
+from proxy.core.config import Settings
+from proxy.events.writer import EventWriter
+from proxy.store.db import connect, database_url, migrate
+from proxy.store.db import rollups as sql
+from proxy.store.db.connection import stop_embedded
+from proxy.store.orgs import create_org
+
+BATCH = 5_000
+# The writer's statement as it was before the daily table: hourly and per end user.
+WITHOUT_DAILY = (
+    f"WITH hourly AS ({sql._insert('rollup_hourly', sql.HOURLY_COLUMNS, sql.HOURLY_KEY, sql._HOURLY_CONFLICT)}"
+    f" RETURNING 1) {sql._insert('rollup_daily_end_user', sql.DAILY_COLUMNS, sql.DAILY_KEY, sql._DAILY_CONFLICT)}"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="lectr-bench-") as tmp:
+        url = settings.database_url or database_url(Settings(data_dir=Path(tmp)))
+        try:
+            with connect(url) as conn:
+                migrate(conn)
+                org, _ = create_org(conn, f"upsert-{uuid.uuid4().hex[:6]}")
+                batches = [aggregate([EventWriter._finish(make_event(org.id, i))
+                                      for i in range(k * BATCH, (k + 1) * BATCH)]) for k in range(4)]
+                print(f"{len(batches[0].hourly)} hourly, {len(batches[0].days)} daily rows per batch of {BATCH:,}")
+                times: dict[str, list[float]] = {"without": [], "with": []}
+                for i in range(args.rounds):
+                    batch = batches[i % len(batches)]
+                    hourly, days, daily = (orjson.dumps(rows, default=sql._default).decode()
+                                           for rows in (batch.hourly, batch.days, batch.daily))
+                    for label in ("without", "with") if i % 2 else ("with", "without"):
+                        with conn.transaction():
+                            started = time.perf_counter()
+                            if label == "with":
+                                conn.execute(sql._UPSERT, (hourly, days, daily))
+                            else:
+                                conn.execute(WITHOUT_DAILY, (hourly, daily))  # type: ignore[arg-type]
+                            times[label].append(time.perf_counter() - started)
+        finally:
+            stop_embedded(Path(tmp))
+    for label, found in times.items():
+        print(f"{label} rollup_daily: median {statistics.median(found) * 1000:.1f} ms per flush of {BATCH:,} events")
+
+
+if __name__ == "__main__":
+    main()
