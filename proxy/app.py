@@ -42,7 +42,7 @@ from proxy.http.fields import ALLOW
 from proxy.http.transport import destination
 from proxy.ops.logs import configure_logging
 from proxy.pipeline import body as bodies
-from proxy.pipeline.exchange import Attempt, Exchange
+from proxy.pipeline.exchange import Attempt, Exchange, Scope
 from proxy.pipeline.headers import read_request_headers, readable_accept_encoding, upstream_path
 from proxy.pipeline.providers import Call, adapter_for, detect
 from proxy.pipeline.relay import Client, Relay, Retry, read_body, send_error, watch_disconnect
@@ -51,9 +51,6 @@ from proxy.pipeline.upstream import Outbound
 from proxy.worker import Worker
 
 log = logging.getLogger("lectr.proxy")
-
-Scope = dict[str, Any]
-
 
 class Proxy(Worker):
     """A worker (proxy/worker.py: its state and background tasks) and the path of each request."""

@@ -33,7 +33,7 @@ async def serving(
     setup = server.Setup(TCPServer, limits or server.Limits())
 
     async def handler(stream: trio.SocketStream) -> None:
-        await server.serve_connection(server.Worker(wrapped, config, context, {}), stream, setup)
+        await server.serve_connection(server.Hosted(wrapped, config, context, {}), stream, setup)
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))

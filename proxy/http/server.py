@@ -100,7 +100,7 @@ class Limits:
         self.body_timeout = body_timeout or None
 
 
-class Worker(NamedTuple):
+class Hosted(NamedTuple):
     """What Hypercorn's trio worker hands each connection before its stream: the first four
     arguments of its `TCPServer` (the same objects for every connection of one worker)."""
 
@@ -134,7 +134,7 @@ def install(hypercorn_run: Any = None, limits: Limits | None = None) -> None:
             or config.server_names
         ):
             return stock(app, config, context, state, stream)
-        return serve_connection(Worker(app, config, context, state), stream, setup)
+        return serve_connection(Hosted(app, config, context, state), stream, setup)
 
     factory.stock = stock  # type: ignore[attr-defined]
     hypercorn_run.TCPServer = factory
@@ -146,7 +146,7 @@ def uninstall(hypercorn_run: Any = None) -> None:
     hypercorn_run.TCPServer = getattr(hypercorn_run.TCPServer, "stock", hypercorn_run.TCPServer)
 
 
-async def serve_connection(worker: Worker, stream: Any, setup: Setup) -> None:
+async def serve_connection(worker: Hosted, stream: Any, setup: Setup) -> None:
     """Serve one connection; never let a failure here reach the worker's listener nursery."""
     limits = setup.limits
     idle = _Idle.of(worker.context)
@@ -400,7 +400,7 @@ class _Parser:
 class Connection:
     """One client connection: requests in turn, each answered by the app in this task."""
 
-    def __init__(self, worker: Worker, stream: trio.SocketStream, body_timeout: float | None = BODY_TIMEOUT) -> None:
+    def __init__(self, worker: Hosted, stream: trio.SocketStream, body_timeout: float | None = BODY_TIMEOUT) -> None:
         # The worker's objects in attributes of their own (not read through `worker`): every request uses them.
         self.app = worker.app
         self.config = config = worker.config

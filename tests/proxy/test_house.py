@@ -1,7 +1,7 @@
 """The house rule on the hot path (issue 20, point 2): no function takes more than five parameters.
 
 A request's pieces travel together in one object (`Exchange` through the pipeline, `Outbound` and
-the transport's per-call `_Call` on the wire, `Worker` and `Setup` in the server), not from hand
+the transport's per-call `_Call` on the wire, `Hosted` and `Setup` in the server), not from hand
 to hand. This walks the hot path's modules (`proxy/app.py`, `proxy/worker.py`, `proxy/pipeline/**.py`,
 `proxy/http/*.py`) with `ast` and names every function or method over the limit. A method's
 `self` or `cls` is not counted; positional, keyword-only, `*args` and `**kwargs` parameters are.
