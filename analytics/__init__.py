@@ -36,6 +36,7 @@ Figures (each returns a LazyFrame; see each docstring for the exact columns)
     timeseries(frame, every="1d", by=None, start=None, end=None)   every >= 1h
         bucket, [by], requests, errors, error_rate, cost_usd, unpriced_requests, input_tokens,
         output_tokens, latency_ms_avg, latency_ms_p95 (empty buckets filled)
+    sums_series(...)   the same without the p95 (null): cheaper, for cost and count charts
     cost_by_provider(frame, every="1d", start=None, end=None)
         bucket, provider, cost_usd, requests
     provider_health(frame, now)   (frame cut at health_cuts(now))
@@ -99,7 +100,7 @@ from analytics.recommend import (
     usage_profile,
 )
 from analytics.rollups import HISTOGRAMS, ROLLUP_SCHEMA, quantiles, rollup, window
-from analytics.timeseries import cost_by_provider, timeseries
+from analytics.timeseries import cost_by_provider, sums_series, timeseries
 
 __all__ = [
     "FEATURE",
@@ -138,6 +139,7 @@ __all__ = [
     "recommendations",
     "rollup",
     "split_periods",
+    "sums_series",
     "timeseries",
     "unpriced",
     "untagged_share",

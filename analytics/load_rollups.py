@@ -165,8 +165,8 @@ def _decimal_cost(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("cost_usd").str.to_decimal(scale=10))
 
 
-def _negated(frame: pl.LazyFrame) -> pl.LazyFrame:
-    lists = [f"{h}_c" for h in HISTOGRAMS]
+def _negated(frame: pl.LazyFrame, histograms: Sequence[str]) -> pl.LazyFrame:
+    lists = [f"{h}_c" for h in histograms]
     return frame.with_columns(
         *(-pl.col(c) for c in (*COUNTS, *FLOAT_SUMS, "cost_usd")),
         *(pl.col(c).list.eval(-pl.element()) for c in lists),
@@ -193,13 +193,13 @@ def assemble(
     whole = hourly.join(cut_hours, on="hour", how="anti")
     if plan:
         points = [b for pieces, _ in plan.values() for piece in pieces for b in piece]
-        pieces = rollup(raw, points).collect().lazy()  # used twice below: aggregated once
+        pieces = rollup(raw, points, histograms).collect().lazy()  # used twice below: aggregated once
         derived = pl.concat([
             hourly.join(cut_hours, on="hour", how="semi"),
-            _negated(pieces),
+            _negated(pieces, histograms),
         ]).join(cut_hours, on="hour").with_columns(pl.col("_derived").alias("since"))
         derived = (
-            merge(derived, ["hour", "since", *DIMENSIONS])
+            merge(derived, ["hour", "since", *DIMENSIONS], histograms)
             .join(cut_hours, on="hour")
             .with_columns(
                 # The hour's last error belongs to the derived piece only if it falls inside it; else
