@@ -16,8 +16,12 @@ Loading (Postgres → polars, via ADBC; filters run in SQL)
     load_rollups(source, org_id, start, end, *, cuts=(), histograms=HISTOGRAMS, now=None)
         -> LazyFrame (ROLLUP_SCHEMA): whole hours from rollup_hourly, the hours cut by `start`,
         `end` or `cuts` in pieces (the short ones aggregated from raw events), so windows
-        whose bounds are among them are exact; `histograms` to load (others null)
-    rollup(events, cuts=()) -> LazyFrame   raw events → rollup rows, as the writer makes them
+        whose bounds are among them are exact; `histograms` to load (others null); `days=True`:
+        whole UTC days from rollup_daily, one row each
+    load_health(source, org_id, end) -> LazyFrame   the frame provider_health(frame, end) reads
+        (its figures only; the raw edges read with the few columns they need)
+    rollup(events, cuts=(), histograms=HISTOGRAMS) -> LazyFrame   raw events → rollup rows, as
+        the writer makes them
     window(frame, start, end) -> LazyFrame   the rows of [start, end)
     quantiles(frame, keys, histogram, {name: q}) -> LazyFrame   merged-histogram quantiles
     load_events(source, org_id, start, end, *, columns=ANALYTICS_COLUMNS, features=None,
@@ -74,7 +78,7 @@ from __future__ import annotations
 from analytics.anomalies import anomalies, cost_anomalies, error_rate_anomalies, latency_anomalies
 from analytics.ladders import Rung, family_of, ladder
 from analytics.load import ANALYTICS_COLUMNS, EVENT_SCHEMA, events_frame, load_events
-from analytics.load_rollups import azure_base_models, load_rollups, raw_reach
+from analytics.load_rollups import azure_base_models, load_health, load_rollups, raw_reach
 from analytics.metrics import (
     FEATURE,
     UNTAGGED,
@@ -130,6 +134,7 @@ __all__ = [
     "ladder",
     "latency_anomalies",
     "load_events",
+    "load_health",
     "load_rollups",
     "protected_features",
     "provider_health",

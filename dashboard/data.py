@@ -5,17 +5,18 @@ The dashboard computes nothing itself. Each page asks for one bundle (`overview`
 (`analytics.load_rollups`) and collects its figures with `pl.collect_all`. Only the request log
 reads raw events (`dashboard.request_log`).
 
-Three rollup loads, run at once (threads; each mostly waits for Postgres): `current` and
-`previous` are cached together (every page but the recommendations shows both), `recent` on its
-own, started beside them so that the recommendations page finds it loaded:
+Four rollup loads, run at once (threads; each mostly waits for Postgres): `current` and
+`previous` are cached together (every page but the recommendations shows both), `recent` and
+`health` on their own, started beside them so that the next page finds them loaded:
 
 - `current`: the period, and before it the anomalies' history, with the latency and TTFT
-  histograms, cut where the period and the provider-health windows start; whole days as one
-  row each (`rollup_daily`) when the period's charts are daily (30 and 90 days), else hours;
+  histograms, cut where the period starts; whole days as one row each (`rollup_daily`) when the
+  period's charts are daily (30 and 90 days), else hours;
 - `previous`: the period of the same length before, sums only (it feeds `change`), whole days
   as day rows;
 - `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms, whole
-  days as day rows.
+  days as day rows;
+- `health`: the provider health's last 24 hours (`analytics.load_health`).
 
 Each frame lives in `st.cache_resource`: `st.cache_data` pickles and copies its value on every
 hit; a polars frame is immutable, so sharing one object between sessions is safe. The figures
@@ -23,8 +24,10 @@ hit; a polars frame is immutable, so sharing one object between sessions is safe
 
 The window end is the current time rounded up to the minute, so every rerun within a minute
 hits the cache and a new minute brings new events. It lies after every event written so far, so
-the hour it falls in comes whole from the rollups; the other cuts (the period's start, the
-health windows) share its minute and read at most half an hour of raw events each.
+the hour it falls in comes whole from the rollups. The periods charted by the day and the
+recommendations' week start on the hour (`period_start`, `recent_start`); the other cuts (the
+shorter periods' start, the health windows) share the end's minute and read at most half an
+hour of raw events each.
 """
 
 from __future__ import annotations
@@ -120,10 +123,10 @@ def period_start(period: str, end: dt.datetime) -> dt.datetime:
 
 def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.datetime]]:
     """(where the `current` load starts, where it is cut): the period, and the anomalies'
-    history from the start of the day `ANOMALY_HISTORY` before it; cut at the period start and
-    the provider-health windows."""
+    history from the start of the day `ANOMALY_HISTORY` before it; cut at the period start.
+    (The provider health, whose windows start mid-hour, has a load of its own: `_health`.)"""
     start = period_start(period, end)
-    return min(start, _day(start - ANOMALY_HISTORY)), [start, *analytics.health_cuts(end)]
+    return min(start, _day(start - ANOMALY_HISTORY)), [start]
 
 
 def _load_current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
@@ -140,7 +143,7 @@ def _load_previous(url: str, org_id: int, period: str, end: dt.datetime) -> pl.D
 
 # Loads run here beside the script thread: each mostly waits for Postgres and decodes Arrow with
 # the GIL released. A load calls no Streamlit function (its thread has no script context).
-_LOADS = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lectr-load")
+_LOADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lectr-load")
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
@@ -149,6 +152,7 @@ def _frames(org_id: int, period: str, end: dt.datetime) -> tuple[pl.DataFrame, p
     both; the recommendations' `recent` starts beside them (the next page likely wants it)."""
     previous = _LOADS.submit(_load_previous, database().url, org_id, period, end)
     _recent_load(org_id, end)
+    _health_load(org_id, end)
     current = _load_current(org_id, period, end)
     return current, previous.result()
 
@@ -192,6 +196,25 @@ def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
         return load.result()
     except Exception:
         _recent_load.clear()  # a failed load is not kept: the next rerun tries again
+        raise
+
+
+def _collect_health(url: str, org_id: int, end: dt.datetime) -> pl.DataFrame:
+    return analytics.load_health(url, org_id, end).collect()
+
+
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _health_load(org_id: int, end: dt.datetime) -> Future[pl.DataFrame]:
+    """The provider health's 24 hours (`analytics.load_health`), loading in the background."""
+    return _LOADS.submit(_collect_health, database().url, org_id, end)
+
+
+def _health(org_id: int, end: dt.datetime) -> pl.DataFrame:
+    load = _health_load(org_id, end)
+    try:
+        return load.result()
+    except Exception:
+        _health_load.clear()
         raise
 
 
@@ -290,7 +313,7 @@ def providers(org_id: int, period: str, end: dt.datetime) -> ProvidersData:
         analytics.by_model(current, previous),
         analytics.by_provider(current, previous),
         analytics.cost_by_provider(current, PERIODS[period].every, start=start, end=end),
-        analytics.provider_health(_current(org_id, period, end).lazy(), end),
+        analytics.provider_health(_health(org_id, end).lazy(), end),
         analytics.unpriced(current),
     ])
     return ProvidersData(models, by_provider, cost, health, unpriced)
