@@ -252,13 +252,15 @@ def _merged_quantiles(
     buckets = groups.select(pl.col(b).list.explode(keep_nulls=False, empty_as_null=False)).to_series().to_numpy()
     counts = groups.select(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False)).to_series().to_numpy()
     zero = buckets == ZERO
-    real = buckets[~zero].astype(np.int64)
+    real = buckets[~zero]
     low = int(real.min()) if len(real) else 0
     span = int(real.max()) - low + 2 if len(real) else 1  # slot 0 is ZERO, slot i + 1 bucket low + i
-    slots = np.where(zero, 0, buckets.astype(np.int64) - low + 1)
-    group = np.repeat(np.arange(groups.height, dtype=np.int64), lengths)
-    table = np.bincount(group * span + slots, weights=counts, minlength=groups.height * span)
-    table = np.maximum(table.reshape(groups.height, span), 0)
+    slots = np.repeat(np.arange(0, groups.height * span, span, dtype=np.int64), lengths)  # the group's first slot
+    slots += buckets
+    slots += 1 - low
+    slots[zero] -= ZERO + 1 - low  # back to the group's first slot
+    table = np.bincount(slots, weights=counts, minlength=groups.height * span).reshape(groups.height, span)
+    np.maximum(table, 0, out=table)
     seen = np.cumsum(table, axis=1)
     total = seen[:, -1]
     present = np.flatnonzero(total > 0)
