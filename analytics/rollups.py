@@ -21,7 +21,6 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import polars as pl
 
 from proxy.accounting.histogram import GAMMA, ZERO
@@ -247,6 +246,8 @@ def _merged_quantiles(
     indices are a few hundred consecutive integers, and `ZERO`), negative sums count as none, and
     each quantile is the first bucket whose running total passes its rank. Groups whose counts
     add up to nothing are dropped."""
+    import numpy as np  # here, not at the top: `lectr report` and `recommend` pay its import only when used
+
     b, c = columns
     lengths = groups[b].list.len().fill_null(0).to_numpy()
     buckets = groups.select(pl.col(b).list.explode(keep_nulls=False, empty_as_null=False)).to_series().to_numpy()
