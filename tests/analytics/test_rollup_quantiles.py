@@ -1,10 +1,14 @@
-"""`analytics.rollups.quantiles` (polars, vectorised) against `proxy.accounting.histogram` (the reference
-implementation of the layout): the same buckets, the same quantiles, on random values."""
+"""`analytics.rollups.quantiles` (both ways: numpy where it is imported, polars expressions where it
+is not) against `proxy.accounting.histogram` (the reference implementation of the layout): the same
+buckets, the same quantiles, on random values."""
 
 from __future__ import annotations
 
 import random
+import sys
+from collections.abc import Iterator
 
+import numpy  # noqa: F401  (the numpy way needs it imported; the fixture hides it for the other)
 import polars as pl
 import pytest
 
@@ -14,6 +18,14 @@ from proxy.accounting.histogram import bucket as reference_bucket
 from proxy.accounting.histogram import representative as reference_representative
 
 QS = {"p0": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p100": 1.0}
+
+
+@pytest.fixture(autouse=True, params=["numpy", "polars"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test runs both ways: `quantiles` reads numpy only where the process imported it."""
+    if request.param == "polars":
+        monkeypatch.delitem(sys.modules, "numpy")
+    yield request.param
 
 
 def test_bucket_and_representative_match_the_reference() -> None:
