@@ -177,3 +177,46 @@ def test_lectr_recommend_reads_its_unit_prices_from_the_data_dir(
     assert "genai_prices" in runs[0].stderr and "genai_prices" not in runs[1].stderr
     assert runs[1].stdout == runs[0].stdout == recommend(db, org.name, as_json=True) + "\n"
     assert len(json.loads(runs[1].stdout)) == 3
+
+
+def test_adbc_built_in_type_table_reads_the_same_frames_as_the_catalog(
+    db: psycopg.Connection[Any], new_org: Any, pg_url: str
+) -> None:
+    """`analytics.load` opens ADBC with the driver's built-in type table (no read of Postgres'
+    catalog): every column Lectr loads, rollups with their histograms and raw events with all
+    their columns, comes back the same as through a database that read the catalog."""
+    import adbc_driver_postgresql
+
+    from analytics import load as loading
+    from analytics.load_rollups import load_rollups
+
+    org, _ = new_org()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    insert(db, [
+        row(org.id, now - dt.timedelta(hours=h + 1, minutes=7 * h), feature=f"f{h % 3}", task="classification",
+            cost_usd="0.0012345678", input_tokens=100 + h, status_code=200 if h % 5 else 500)
+        for h in range(60)
+    ])
+    refill(db, org.id)
+
+    def frames() -> list[pl.DataFrame]:
+        found = [
+            load_rollups(db, org.id, now - dt.timedelta(days=3, minutes=13), now, now=now, days=True).collect(),
+            load_events(db, org.id, now - dt.timedelta(days=3), now, columns=list(EVENT_SCHEMA)).collect(),
+        ]
+        return [f.sort(f.select(pl.exclude(pl.List)).columns, nulls_last=True) for f in found]
+
+    dsn = loading._dsn(db)
+    loading._close_databases()
+    assert loading._database(dsn).get_option("adbc.postgresql.type_resolver_mode") == "builtin"
+    built_in = frames()
+    loading._close_databases()
+    loading._databases[dsn] = adbc_driver_postgresql.connect(dsn)  # the driver's default: the catalog
+    try:
+        from_catalog = frames()
+    finally:
+        loading._close_databases()
+    assert built_in[0].height > 0 and built_in[1].height == 60
+    for mine, theirs in zip(built_in, from_catalog, strict=True):
+        assert mine.schema == theirs.schema
+        assert mine.equals(theirs)
