@@ -110,10 +110,13 @@ def _histogram(events: pl.LazyFrame, keys: list[str], name: str, value: pl.Expr)
     )
 
 
-def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFrame:
+def rollup(
+    events: pl.LazyFrame, cuts: Iterable[dt.datetime] = (), histograms: Sequence[str] = HISTOGRAMS
+) -> pl.LazyFrame:
     """Raw events (`load.EVENT_SCHEMA` columns; `cost_usd` decimal or float) → rollup rows per
     (hour, piece, dimensions), each figure defined as `proxy/accounting/rollup.py` defines it. Empty
-    dimensions count as null (the rollups' key cannot tell '' from null)."""
+    dimensions count as null (the rollups' key cannot tell '' from null). Only the `histograms`
+    named are built (each is a grouping of its own); the others stay null, as unknown."""
     present = set(events.collect_schema().names())
     events = events.with_columns(pl.lit(None, t).alias(c) for c, t in EVENT_COLUMNS.items() if c not in present)
     status = pl.col("status_code")
@@ -164,23 +167,25 @@ def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFra
         total("response_bytes").alias("response_bytes"),
         pl.col("created_at").filter(IS_ERROR).max().alias("last_error_at"),
     )
-    for name in HISTOGRAMS:
+    for name in histograms:
         value = overhead if name == "overhead_ms" else pl.col(name)
         sums = sums.join(_histogram(prepared, keys, name, value), on=keys, how="left", nulls_equal=True)
-    lists = [f"{h}_{p}" for h in HISTOGRAMS for p in "bc"]
-    return conform(sums.with_columns(pl.col(lists).fill_null([])), ROLLUP_SCHEMA)
+    lists = [f"{h}_{p}" for h in histograms for p in "bc"]
+    built = sums.with_columns(pl.col(lists).fill_null([])) if lists else sums
+    return conform(built, [*keys, *COUNTS, *FLOAT_SUMS, "cost_usd", "last_error_at", *lists])
 
 
-def merge(frame: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
-    """Rows with equal `keys` added into one: counts and sums added, histograms merged bucket by
-    bucket (buckets whose count adds up to zero dropped), `last_error_at` the latest. Rows may
-    carry negative counts (`load` subtracts pieces from an hour this way)."""
+def merge(frame: pl.LazyFrame, keys: Sequence[str], histograms: Sequence[str] = HISTOGRAMS) -> pl.LazyFrame:
+    """Rows with equal `keys` added into one: counts and sums added, the `histograms` merged
+    bucket by bucket (buckets whose count adds up to zero dropped; the others come out null),
+    `last_error_at` the latest. Rows may carry negative counts (`load` subtracts pieces from an
+    hour this way)."""
     keys = list(keys)
     numbers = [*COUNTS, *FLOAT_SUMS, "cost_usd"]
     sums = frame.group_by(keys).agg(
         *(pl.col(c).sum() for c in numbers), pl.col("last_error_at").max()
     )
-    for name in HISTOGRAMS:
+    for name in histograms:
         b, c = f"{name}_b", f"{name}_c"
         merged = (
             frame.select(*keys, b, c)
@@ -194,8 +199,9 @@ def merge(frame: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
             .agg(b, c)
         )
         sums = sums.join(merged, on=keys, how="left", nulls_equal=True)
-    lists = [f"{h}_{p}" for h in HISTOGRAMS for p in "bc"]
-    return conform(sums.with_columns(pl.col(lists).fill_null([])), [*keys, *numbers, "last_error_at", *lists])
+    lists = [f"{h}_{p}" for h in histograms for p in "bc"]
+    built = sums.with_columns(pl.col(lists).fill_null([])) if lists else sums
+    return conform(built, [*keys, *numbers, "last_error_at", *lists])
 
 
 def window(frame: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.LazyFrame:
