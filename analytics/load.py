@@ -211,10 +211,14 @@ def fetch(dsn: str, queries: Sequence[str]) -> list[pl.DataFrame]:
     `lectr report` that needs neither)."""
     if len(queries) <= 1:
         return [_fetch_one(dsn, query) for query in queries]
-    with ThreadPoolExecutor(max_workers=len(queries) - 1, thread_name_prefix="lectr-fetch") as pool:
-        rest = [pool.submit(_fetch_one, dsn, query) for query in queries[1:]]
-        first = _fetch_one(dsn, queries[0])
-        return [first, *(future.result() for future in rest)]
+    rest = [_FETCHES.submit(_fetch_one, dsn, query) for query in queries[1:]]
+    first = _fetch_one(dsn, queries[0])
+    return [first, *(future.result() for future in rest)]
+
+
+# The threads that run a load's other queries, kept for the process (a thread, and the memory
+# arena the C driver's allocations get in it, is reused rather than made per load).
+_FETCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lectr-fetch")
 
 
 def _fetch_one(dsn: str, query: str) -> pl.DataFrame:

@@ -24,7 +24,7 @@ import pytest
 
 import analytics
 from analytics.commands import report_frame
-from analytics.load_rollups import whole_days
+from analytics.load_rollups import HEALTH_FIGURES, whole_days
 from analytics.rollups import COUNTS, DIMENSIONS
 from tests.rollups_sql import refill
 
@@ -211,6 +211,12 @@ def test_provider_health_mid_hour(db: psycopg.Connection[Any], traffic: tuple[in
         assert loaded.height > 0
         assert loaded["input_tokens"].null_count() == loaded["cost_usd"].null_count() == loaded.height
         assert loaded["ttft_ms_b"].null_count() == loaded.height
+        # Piece by piece, its figures are those of a full load over the same window and cuts.
+        full = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
+                                      histograms=("latency_ms",), now=end).collect()
+        columns = ["since", *DIMENSIONS, *HEALTH_FIGURES]
+        assert loaded.select(columns).sort(columns[:6], nulls_last=True).to_dicts() == full.select(columns).sort(
+            columns[:6], nulls_last=True).to_dicts()
     else:
         frame = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
                                        now=end)
