@@ -12,6 +12,8 @@ import json
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -19,6 +21,7 @@ import psycopg
 
 from analytics.load_rollups import azure_base_models, load_rollups
 from analytics.metrics import by_feature, untagged_share
+from analytics.price_cache import cached_unit_prices
 from analytics.recommend import RECOMMEND_HISTOGRAMS, protected_features, recommendation_list
 from proxy.store.orgs import OrgError, get_org
 
@@ -131,15 +134,20 @@ def report(conn: psycopg.Connection[Any], org_name: str, days: int = 7, as_json:
     return "\n".join(lines)
 
 
-def recommend(conn: psycopg.Connection[Any], org_name: str, as_json: bool = False) -> str:
-    """Cheaper-model cards from the last `RECOMMEND_DAYS` days, largest saving first."""
+def recommend(
+    conn: psycopg.Connection[Any], org_name: str, as_json: bool = False, data_dir: Path | None = None
+) -> str:
+    """Cheaper-model cards from the last `RECOMMEND_DAYS` days, largest saving first. With a
+    `data_dir`, the unit prices come from its cache when they can (`analytics.price_cache`)."""
     org = get_org(conn, org_name)
     now = dt.datetime.now(dt.UTC)
     frame = load_rollups(
         conn, org.id, now - dt.timedelta(days=RECOMMEND_DAYS), now, histograms=RECOMMEND_HISTOGRAMS, now=now,
         days=True,
     ).collect().lazy()
-    cards = recommendation_list(frame, RECOMMEND_DAYS, azure_base_models(conn, org.id, frame))
+    bases = azure_base_models(conn, org.id, frame)
+    with cached_unit_prices(data_dir) if data_dir is not None else nullcontext():
+        cards = recommendation_list(frame, RECOMMEND_DAYS, bases)
     if as_json:
         return json.dumps([_plain(c.to_dict()) for c in cards], indent=2)
     protected = protected_features(frame).collect()

@@ -162,20 +162,35 @@ def _dsn(source: psycopg.Connection[Any] | str) -> str:
 _databases: dict[str, Any] = {}
 _databases_lock = threading.Lock()
 
+# ADBC's type table from the driver's built-in list rather than from Postgres' catalog: every
+# column Lectr reads is of a built-in type (text, integers, float8, bool, timestamptz and arrays
+# of them: the same frames either way, tests/analytics/test_analytics_db.py), and reading the
+# catalog cost ~0.09 s of CPU per process, more with every relation (each events partition adds
+# a row type and its array type). User-defined types (enums, domains) would come back opaque.
+_DATABASE_OPTIONS = {"adbc.postgresql.type_resolver_mode": "builtin"}
 
-def _database(dsn: str) -> Any:
-    """The ADBC database of `dsn`, opened once per process: opening one costs ~0.1 s (a libpq
-    connection and a read of Postgres' type catalog), a connection from it a few ms. A
-    dashboard process loads many frames, and a report two; each load still gets a connection
-    of its own (connections are not shared between threads)."""
+
+def _open_database(dsn: str) -> Any:
+    import adbc_driver_manager
     import adbc_driver_postgresql
 
+    try:
+        return adbc_driver_postgresql.connect(dsn, db_kwargs=_DATABASE_OPTIONS)
+    except (adbc_driver_manager.NotSupportedError, adbc_driver_manager.ProgrammingError):
+        return adbc_driver_postgresql.connect(dsn)  # a driver without the option: the catalog then
+
+
+def _database(dsn: str) -> Any:
+    """The ADBC database of `dsn`, opened once per process: opening one costs a libpq connection
+    (~5 ms with the built-in type table, `_DATABASE_OPTIONS`), a connection from it a few ms. A
+    dashboard process loads many frames, and a report two; each load still gets a connection
+    of its own (connections are not shared between threads)."""
     with _databases_lock:
         database = _databases.get(dsn)
         if database is None:
             if not _databases:
                 atexit.register(_close_databases)
-            database = _databases[dsn] = adbc_driver_postgresql.connect(dsn)
+            database = _databases[dsn] = _open_database(dsn)
         return database
 
 

@@ -9,6 +9,10 @@ one `COPY`, their rollups made by `analytics.rollup` as the writer would keep th
 command is run as its own process (`python -m proxy.cli ...`, what `lectr` runs): wall time and
 peak RSS, beside the interpreter's own start. `--baseline DIR` times the same commands with
 `PYTHONPATH=DIR` too (e.g. a checkout of the code before rollups, which reads raw events).
+Each variant has a data directory of its own (`LECTR_DATA_DIR`); its first `recommend`, which
+writes the unit-price cache (`analytics/price_cache.py`), is timed apart, before the others.
+Every size is seeded first; then each of the `--repeat` rounds runs every (size, command,
+variant) once, so a change of the (shared) machine's load reaches all figures alike.
 
 `dashboard`: rollup rows for a history of `--events` per period (two periods, plus the
 anomalies' history) synthesised directly (`bench/synth_rollups.py` says how), real events in
@@ -28,6 +32,7 @@ import argparse
 import datetime as dt
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -201,6 +206,19 @@ def seed_org(conn: psycopg.Connection[Any], rows: int, days: int, end: dt.dateti
     return org.name
 
 
+def _variants(env: dict[str, str], data: Path, baseline: str | None) -> list[tuple[str, dict[str, str], str | None]]:
+    """(label, environment, working directory) of each tree to time. `python -m` puts the working
+    directory first on sys.path, so each variant runs from its tree, with a data directory of its
+    own (where `recommend` keeps its unit-price cache)."""
+    variants: list[tuple[str, dict[str, str], str | None]] = [
+        ("rollups", {**env, "LECTR_DATA_DIR": str(data / "rollups")}, None)
+    ]
+    if baseline:
+        variants.append(("baseline", {**env, "PYTHONPATH": baseline, "LECTR_DATA_DIR": str(data / "baseline")},
+                         baseline))
+    return variants
+
+
 def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
     end = dt.datetime.now(dt.UTC)
     ensure_partitions(conn, end, months_back=2 * args.days // 28 + 2)
@@ -209,25 +227,48 @@ def cli(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> li
     results = [("interpreter start (`python -c pass`)", "", f"{best:.3f} s", f"{median:.3f} s", f"{cpu:.2f} s",
                 f"{rss} MB")]
     print(f"interpreter start: best {best:.3f} s", flush=True)
-    for rows in (int(r) for r in args.rows.split(",")):
-        org = seed_org(conn, rows, args.days, end)
-        print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-        commands = {
-            f"report --days {args.days} --json": ["report", "--org", org, "--days", str(args.days), "--json"],
-            "recommend --json": ["recommend", "--org", org, "--json"],
-        }
-        # `python -m` puts the working directory first on sys.path: run each variant from its tree.
-        variants = [("rollups", env, None)]
-        if args.baseline:
-            variants.append(("baseline", {**env, "PYTHONPATH": args.baseline}, args.baseline))
-        for label, command in commands.items():
-            for variant, variant_env, cwd in variants:
-                best, median, cpu, rss = timed_process([sys.executable, "-m", "proxy.cli", *command], variant_env,
-                                                       args.repeat, cwd)
-                results.append((f"{label} ({variant})", f"{rows:,}", f"{best:.3f} s", f"{median:.3f} s",
-                                f"{cpu:.2f} s", f"{rss} MB"))
-                print(f"{rows:>10,} {label} ({variant}): best {best:.3f} s, median {median:.3f} s, CPU {cpu:.2f} s,"
-                      f" {rss} MB", flush=True)
+    orgs = {rows: seed_org(conn, rows, args.days, end) for rows in (int(r) for r in args.rows.split(","))}
+    data = Path(tempfile.mkdtemp(prefix="lectr-bench-data-"))
+    variants = _variants(env, data, args.baseline)
+    print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+    def argv(rows: int, label: str) -> list[str]:
+        command = label.split()[0]
+        extra = ["--days", str(args.days)] if command == "report" else []
+        return [sys.executable, "-m", "proxy.cli", command, "--org", orgs[rows], *extra, "--json"]
+
+    # The first `recommend` of a data directory (or after a genai-prices upgrade) asks
+    # genai-prices and writes the cache: timed once per size, each in an empty data directory.
+    # Then one untimed `recommend` per size in the directory the rounds use, as a user's first
+    # runs would leave it (a model seen for the first time is asked once, then kept).
+    for rows in orgs:
+        for variant, variant_env, cwd in variants:
+            empty = {**variant_env, "LECTR_DATA_DIR": str(data / f"{variant}-{rows}-first")}
+            wall, cpu, rss = _child(argv(rows, "recommend"), empty, cwd)
+            results.append((f"recommend --json, first run ({variant})", f"{rows:,}", f"{wall:.3f} s", "",
+                            f"{cpu:.2f} s", f"{rss} MB"))
+            print(f"{rows:>10,} recommend --json, first run ({variant}): {wall:.3f} s, CPU {cpu:.2f} s, {rss} MB",
+                  flush=True)
+            _child(argv(rows, "recommend"), variant_env, cwd)
+    # Round-robin: each repeat runs every (size, command, variant) once, so that a change in the
+    # machine's load (it is shared) reaches every figure alike rather than one size or one tree.
+    labels = (f"report --days {args.days} --json", "recommend --json")
+    runs: dict[tuple[int, str, str], list[tuple[float, float, int]]] = {}
+    for _ in range(args.repeat):
+        for rows in orgs:
+            for label in labels:
+                for variant, variant_env, cwd in variants:
+                    runs.setdefault((rows, label, variant), []).append(_child(argv(rows, label), variant_env, cwd))
+    for (rows, label, variant), timed in runs.items():
+        walls = [w for w, _, _ in timed]
+        best, median = min(walls), statistics.median(walls)
+        cpu, rss = min(c for _, c, _ in timed), max(r for _, _, r in timed)
+        results.append((f"{label} ({variant})", f"{rows:,}", f"{best:.3f} s", f"{median:.3f} s", f"{cpu:.2f} s",
+                        f"{rss} MB"))
+        print(f"{rows:>10,} {label} ({variant}): best {best:.3f} s, median {median:.3f} s, CPU {cpu:.2f} s"
+              f" (median {statistics.median(c for _, c, _ in timed):.2f} s), {rss} MB", flush=True)
+    print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    shutil.rmtree(data, ignore_errors=True)
     return results
 
 

@@ -215,7 +215,7 @@ def cmd_report(args: argparse.Namespace, conn: psycopg.Connection[Any], settings
 def cmd_recommend(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
     from analytics.commands import recommend
 
-    print(recommend(conn, args.org, as_json=args.json))
+    print(recommend(conn, args.org, as_json=args.json, data_dir=settings.data_dir))
     return 0
 
 

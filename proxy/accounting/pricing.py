@@ -9,12 +9,21 @@ every time. The recommendations and the demo reprice token volumes with the same
 
 Lectr's provider names map to genai-prices' ids in the provider registry (proxy/core/providers.py).
 An Azure deployment of a model genai-prices does not list under Azure is priced as OpenAI's.
+
+Importing genai-prices (pydantic, httpx and the price data) costs 0.3-0.5 s, most of what a
+`lectr recommend` process spends beyond polars and psycopg. So `unit_prices` can answer from a
+table of its own earlier answers (`use_price_table`), each with the days it holds for, valid
+for one `price_table_key` (genai-prices' version, the provider ids, this module's way of
+pricing); `analytics/price_cache.py` keeps that table in a file. Each answer is what
+genai-prices gave, stored as the same floats, so the table changes no figure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -22,7 +31,7 @@ from importlib.metadata import version
 from typing import Any
 
 from proxy.accounting.usage import Usage
-from proxy.core.providers import BY_NAME
+from proxy.core.providers import BY_NAME, REGISTRY
 
 # No known tier starts below 128k prompt tokens.
 _LINEAR_LIMIT = 100_000
@@ -142,8 +151,20 @@ class UnitPrices:
 
 def unit_prices(model: str, provider: str, day: dt.date | None = None) -> UnitPrices | None:
     """Today's (or `day`'s) rates for `model` on a Lectr `provider`, or None when genai-prices
-    does not know it: the writer's rates, as floats, for analytics' thousands of what-ifs."""
-    return _unit_prices(model, provider, day or dt.datetime.now(dt.UTC).date())
+    does not know it: the writer's rates, as floats, for analytics' thousands of what-ifs.
+    Answered from the price table when one is in use and holds this answer (`use_price_table`)."""
+    day = day or dt.datetime.now(dt.UTC).date()
+    if _table is not None and not _custom_snapshot():
+        known = _table.answers.get((provider, model))
+        if known is not None and known.holds(day):
+            return known.prices
+    prices = _unit_prices(model, provider, day)
+    if _table is not None and not _custom_snapshot():
+        rates = _lookup(provider, model, day)  # cached by now
+        since, until = (None, None) if rates is None else _span(rates.model, day)
+        _table.answers[(provider, model)] = _Answer(prices, since, until)
+        _table.grew = True
+    return prices
 
 
 @lru_cache(maxsize=2048)
@@ -152,6 +173,123 @@ def _unit_prices(model: str, provider: str, day: dt.date) -> UnitPrices | None:
     if rates is None:
         return None
     return UnitPrices(rates.model.id, float(rates.input), float(rates.cache_read), float(rates.output))
+
+
+# How `unit_prices` is computed from genai-prices (`_rates`, the Azure fallback): bump it when
+# that changes, so tables saved by an older Lectr are not read.
+_TABLE_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One answer of `unit_prices` and the days it holds: from `since` (None: always before)
+    up to `until`, excluded (None: for as long as this genai-prices version is installed)."""
+
+    prices: UnitPrices | None
+    since: dt.date | None
+    until: dt.date | None
+
+    def holds(self, day: dt.date) -> bool:
+        return (self.since is None or self.since <= day) and (self.until is None or day < self.until)
+
+
+@dataclass(slots=True)
+class _Table:
+    answers: dict[tuple[str, str], _Answer]
+    grew: bool = False
+
+
+_table: _Table | None = None
+
+
+def _custom_snapshot() -> bool:
+    """Whether genai-prices prices from data set at run time (`UpdatePrices`, a custom snapshot)
+    rather than the data of its version: then no table answers, nor is written."""
+    snapshot = sys.modules.get("genai_prices.data_snapshot")
+    return snapshot is not None and getattr(snapshot, "_custom_snapshot", None) is not None
+
+
+def _span(model: Any, day: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """The days around `day` with the same answer for a genai-prices `model`. Its prices change
+    only on the start date of a conditional price (or of a variant, which `_rates` does not ask
+    for: counted anyway); a time-of-day condition is read at noon every day, so it never moves
+    the answer from one day to the next."""
+    conditional = model.prices if isinstance(model.prices, list) else []
+    constraints = [c.constraint for c in [*conditional, *(model.price_variants or ())]]
+    starts = sorted({d for d in (getattr(c, "start_date", None) for c in constraints) if isinstance(d, dt.date)})
+    since = max((d for d in starts if d <= day), default=None)
+    until = min((d for d in starts if d > day), default=None)
+    return since, until
+
+
+def price_table_key() -> str | None:
+    """What a saved price table is valid for: genai-prices' version, the Lectr → genai-prices
+    provider ids and `_TABLE_FORMAT`. None when the installed version is unknown (no table)."""
+    if _VERSION == "unknown":
+        return None
+    providers = ",".join(f"{p.name}={p.price_id}" for p in REGISTRY)
+    return f"genai-prices {_VERSION}; lectr unit prices {_TABLE_FORMAT}; {providers}"
+
+
+def _day(value: Any) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(value)
+
+
+def _answers(saved: Mapping[str, Any]) -> dict[tuple[str, str], _Answer]:
+    answers = {}
+    for row in saved["answers"]:
+        unit = row["prices"]
+        prices = None if unit is None else UnitPrices(
+            str(unit["model_id"]), float(unit["input"]), float(unit["cached_input"]), float(unit["output"])
+        )
+        answers[(str(row["provider"]), str(row["model"]))] = _Answer(prices, _day(row["since"]), _day(row["until"]))
+    return answers
+
+
+def use_price_table(saved: Mapping[str, Any] | None) -> bool:
+    """Answer `unit_prices` from `saved` (what `price_table` returned, e.g. read back from JSON)
+    when its key is `price_table_key()`, and record every new answer from now on. A table of
+    another key, or malformed, is dropped (the answers are asked of genai-prices again).
+    Returns whether `saved` was used."""
+    global _table
+    key = price_table_key()
+    answers: dict[tuple[str, str], _Answer] = {}
+    used = False
+    if saved is not None and key is not None and saved.get("key") == key:
+        try:
+            answers, used = _answers(saved), True
+        except (KeyError, TypeError, ValueError, AttributeError):
+            answers = {}
+    _table = _Table(answers)
+    return used
+
+
+def price_table() -> dict[str, Any] | None:
+    """The table in use as plain JSON types, when `unit_prices` added answers to it since
+    `use_price_table` (else None: nothing new to keep)."""
+    key = price_table_key()
+    if _table is None or not _table.grew or key is None:
+        return None
+    answers = [
+        {
+            "provider": provider,
+            "model": model,
+            "since": None if a.since is None else a.since.isoformat(),
+            "until": None if a.until is None else a.until.isoformat(),
+            "prices": None if a.prices is None else {
+                "model_id": a.prices.model_id, "input": a.prices.input,
+                "cached_input": a.prices.cached_input, "output": a.prices.output,
+            },
+        }
+        for (provider, model), a in sorted(_table.answers.items())
+    ]
+    return {"key": key, "answers": answers}
+
+
+def stop_price_table() -> None:
+    """Back to asking genai-prices for every new (model, provider, day)."""
+    global _table
+    _table = None
 
 
 def warm_up() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -143,3 +147,76 @@ def test_report_of_an_org_without_traffic(db: psycopg.Connection[Any], new_org: 
     assert json.loads(report(db, org.name, as_json=True)) == []
     assert "no requests" in report(db, org.name)
     assert json.loads(recommend(db, org.name, as_json=True)) == []
+
+
+def test_lectr_recommend_reads_its_unit_prices_from_the_data_dir(
+    db: psycopg.Connection[Any], new_org: Any, pg_url: str, tmp_path: Path
+) -> None:
+    """`lectr recommend` as a process: the first run asks genai-prices and leaves the unit-price
+    cache in the data directory; the second does not import genai-prices and prints the same
+    JSON, which is also what the command gives without any cache."""
+    org, _ = new_org()
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)  # far from the 7-day window's edges
+    columns = ("id", "org_id", "created_at", "provider", "model", "response_model", "feature", "task", "endpoint",
+               "status_code", "latency_ms", "input_tokens", "output_tokens", "cached_input_tokens", "message_count")
+    traffic = [
+        ("openai", "gpt-4o-2024-08-06", None, "tickets", "classification", 800, 5, 200),
+        ("anthropic", "claude-3-opus-20240229", None, "contracts", "extraction", 4000, 900, 0),
+        ("azure", "prod-gpt4o", "gpt-4o-2024-08-06", "chat", None, 900, 40, 0),
+    ]
+    with db.cursor() as cur, cur.copy(f"COPY events ({', '.join(columns)}) FROM STDIN") as copy:
+        for provider, model, response_model, feature, task, prompt, response, cached in traffic:
+            for i in range(30):
+                copy.write_row([uuid.uuid4(), org.id, when + dt.timedelta(seconds=i), provider, model, response_model,
+                                feature, task, "chat/completions", 200, 100.0, prompt, response, cached, 1])
+    refill(db, org.id)
+    env = {**os.environ, "DATABASE_URL": pg_url, "LECTR_DATA_DIR": str(tmp_path), "LECTR_LOG_LEVEL": "WARNING"}
+    argv = [sys.executable, "-X", "importtime", "-m", "proxy.cli", "recommend", "--org", org.name, "--json"]
+    runs = [subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=True) for _ in range(2)]
+    assert (tmp_path / "cache" / "unit-prices.json").exists()
+    assert "genai_prices" in runs[0].stderr and "genai_prices" not in runs[1].stderr
+    assert runs[1].stdout == runs[0].stdout == recommend(db, org.name, as_json=True) + "\n"
+    assert len(json.loads(runs[1].stdout)) == 3
+
+
+def test_adbc_built_in_type_table_reads_the_same_frames_as_the_catalog(
+    db: psycopg.Connection[Any], new_org: Any, pg_url: str
+) -> None:
+    """`analytics.load` opens ADBC with the driver's built-in type table (no read of Postgres'
+    catalog): every column Lectr loads, rollups with their histograms and raw events with all
+    their columns, comes back the same as through a database that read the catalog."""
+    import adbc_driver_postgresql
+
+    from analytics import load as loading
+    from analytics.load_rollups import load_rollups
+
+    org, _ = new_org()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    insert(db, [
+        row(org.id, now - dt.timedelta(hours=h + 1, minutes=7 * h), feature=f"f{h % 3}", task="classification",
+            cost_usd="0.0012345678", input_tokens=100 + h, status_code=200 if h % 5 else 500)
+        for h in range(60)
+    ])
+    refill(db, org.id)
+
+    def frames() -> list[pl.DataFrame]:
+        found = [
+            load_rollups(db, org.id, now - dt.timedelta(days=3, minutes=13), now, now=now, days=True).collect(),
+            load_events(db, org.id, now - dt.timedelta(days=3), now, columns=list(EVENT_SCHEMA)).collect(),
+        ]
+        return [f.sort(f.select(pl.exclude(pl.List)).columns, nulls_last=True) for f in found]
+
+    dsn = loading._dsn(db)
+    loading._close_databases()
+    assert loading._database(dsn).get_option("adbc.postgresql.type_resolver_mode") == "builtin"
+    built_in = frames()
+    loading._close_databases()
+    loading._databases[dsn] = adbc_driver_postgresql.connect(dsn)  # the driver's default: the catalog
+    try:
+        from_catalog = frames()
+    finally:
+        loading._close_databases()
+    assert built_in[0].height > 0 and built_in[1].height == 60
+    for mine, theirs in zip(built_in, from_catalog, strict=True):
+        assert mine.schema == theirs.schema
+        assert mine.equals(theirs)
