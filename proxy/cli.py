@@ -221,8 +221,13 @@ def cmd_recommend(args: argparse.Namespace, conn: psycopg.Connection[Any], setti
 
 def cmd_demo(args: argparse.Namespace, conn: psycopg.Connection[Any], settings: Settings) -> int:
     from analytics.demo import generate
+    from analytics.price_cache import cached_unit_prices, price_ladders
 
-    key = generate(conn, days=args.days, progress=sys.stderr)
+    with cached_unit_prices(settings.data_dir):
+        key = generate(conn, days=args.days, progress=sys.stderr)
+        # genai-prices is loaded for the demo's costs anyway: keep the ladders' unit prices, so
+        # the `lectr recommend` that usually follows starts warm.
+        price_ladders()
     print(key)
     return 0
 

@@ -179,6 +179,19 @@ def test_lectr_recommend_reads_its_unit_prices_from_the_data_dir(
     assert len(json.loads(runs[1].stdout)) == 3
 
 
+def test_lectr_demo_leaves_the_unit_prices_for_recommend(pg_url: str, tmp_path: Path) -> None:
+    """`lectr demo` prices its traffic with genai-prices and leaves the ladders' unit prices in the
+    data directory: the `lectr recommend` after it does not import genai-prices."""
+    env = {**os.environ, "DATABASE_URL": pg_url, "LECTR_DATA_DIR": str(tmp_path), "LECTR_LOG_LEVEL": "WARNING"}
+    subprocess.run([sys.executable, "-m", "proxy.cli", "demo", "--days", "2"], env=env, capture_output=True,
+                   timeout=300, check=True)
+    assert (tmp_path / "cache" / "unit-prices.json").exists()
+    argv = [sys.executable, "-X", "importtime", "-m", "proxy.cli", "recommend", "--org", "demo", "--json"]
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "genai_prices" not in run.stderr
+    assert json.loads(run.stdout), "the demo traffic should produce recommendations"
+
+
 def test_adbc_built_in_type_table_reads_the_same_frames_as_the_catalog(
     db: psycopg.Connection[Any], new_org: Any, pg_url: str
 ) -> None:
