@@ -16,8 +16,12 @@ Loading (Postgres → polars, via ADBC; filters run in SQL)
     load_rollups(source, org_id, start, end, *, cuts=(), histograms=HISTOGRAMS, now=None)
         -> LazyFrame (ROLLUP_SCHEMA): whole hours from rollup_hourly, the hours cut by `start`,
         `end` or `cuts` in pieces (the short ones aggregated from raw events), so windows
-        whose bounds are among them are exact; `histograms` to load (others null)
-    rollup(events, cuts=()) -> LazyFrame   raw events → rollup rows, as the writer makes them
+        whose bounds are among them are exact; `histograms` to load (others null); `days=True`:
+        whole UTC days from rollup_daily, one row each
+    load_health(source, org_id, end) -> LazyFrame   the frame provider_health(frame, end) reads
+        (its figures only; the raw edges read with the few columns they need)
+    rollup(events, cuts=(), histograms=HISTOGRAMS) -> LazyFrame   raw events → rollup rows, as
+        the writer makes them
     window(frame, start, end) -> LazyFrame   the rows of [start, end)
     quantiles(frame, keys, histogram, {name: q}) -> LazyFrame   merged-histogram quantiles
     load_events(source, org_id, start, end, *, columns=ANALYTICS_COLUMNS, features=None,
@@ -36,6 +40,7 @@ Figures (each returns a LazyFrame; see each docstring for the exact columns)
     timeseries(frame, every="1d", by=None, start=None, end=None)   every >= 1h
         bucket, [by], requests, errors, error_rate, cost_usd, unpriced_requests, input_tokens,
         output_tokens, latency_ms_avg, latency_ms_p95 (empty buckets filled)
+    sums_series(...)   the same without the p95 (null): cheaper, for cost and count charts
     cost_by_provider(frame, every="1d", start=None, end=None)
         bucket, provider, cost_usd, requests
     provider_health(frame, now)   (frame cut at health_cuts(now))
@@ -73,7 +78,7 @@ from __future__ import annotations
 from analytics.anomalies import anomalies, cost_anomalies, error_rate_anomalies, latency_anomalies
 from analytics.ladders import Rung, family_of, ladder
 from analytics.load import ANALYTICS_COLUMNS, EVENT_SCHEMA, events_frame, load_events
-from analytics.load_rollups import azure_base_models, load_rollups, raw_reach
+from analytics.load_rollups import azure_base_models, load_health, load_rollups, raw_reach
 from analytics.metrics import (
     FEATURE,
     UNTAGGED,
@@ -99,7 +104,7 @@ from analytics.recommend import (
     usage_profile,
 )
 from analytics.rollups import HISTOGRAMS, ROLLUP_SCHEMA, quantiles, rollup, window
-from analytics.timeseries import cost_by_provider, timeseries
+from analytics.timeseries import cost_by_provider, sums_series, timeseries
 
 __all__ = [
     "FEATURE",
@@ -129,6 +134,7 @@ __all__ = [
     "ladder",
     "latency_anomalies",
     "load_events",
+    "load_health",
     "load_rollups",
     "protected_features",
     "provider_health",
@@ -138,6 +144,7 @@ __all__ = [
     "recommendations",
     "rollup",
     "split_periods",
+    "sums_series",
     "timeseries",
     "unpriced",
     "untagged_share",

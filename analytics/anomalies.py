@@ -17,7 +17,7 @@ import re
 
 import polars as pl
 
-from analytics.timeseries import timeseries
+from analytics.timeseries import sums_series, timeseries
 
 MAD_TO_SIGMA = 1.4826
 ANOMALY_SCHEMA: dict[str, pl.DataType] = {
@@ -99,7 +99,7 @@ def cost_anomalies(events: pl.LazyFrame, window: int = 7, threshold: float = 3.5
     """Days on which a feature's cost left its trailing `window`-day baseline (at least 1.5×).
     Quiet days count as zero cost; days before a feature's first request do not count."""
     daily = (
-        timeseries(events, "1d", by="feature")
+        sums_series(events, "1d", by="feature")
         .with_columns(started=(pl.col("requests").cum_sum().over("feature", order_by="bucket") > 0))
         .filter(pl.col("started") & pl.col("cost_usd").is_not_null())
         .select("feature", "bucket", pl.col("cost_usd").alias("value"))
@@ -117,7 +117,7 @@ def error_rate_anomalies(
     points and 5 errors. The spread is at least the binomial noise of a rate over that bucket's
     requests, and buckets with fewer than `min_requests` requests are too noisy to judge or use."""
     rates = (
-        timeseries(events, every, by="provider")
+        sums_series(events, every, by="provider")
         .filter(pl.col("requests") >= min_requests)
         .select("provider", "bucket", "requests", pl.col("error_rate").alias("value"))
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -33,6 +34,7 @@ import psycopg
 from psycopg import sql
 
 from analytics.load import _dsn, fetch
+from analytics.metrics import HEALTH_WINDOWS, health_cuts
 from analytics.rollups import (
     COUNTS,
     DIMENSIONS,
@@ -150,23 +152,30 @@ def rollup_query(
     return sql.SQL(" UNION ALL ").join(parts).as_string(None)
 
 
-def raw_query(org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]]) -> str:
-    """The raw events of the given `[from, to)` ranges, with the columns `rollups.rollup` reads."""
+def raw_query(
+    org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]], columns: Sequence[str] = (*RAW_COLUMNS, "cost_usd")
+) -> str:
+    """The raw events of the given `[from, to)` ranges, with the `columns` (by default all that
+    `rollups.rollup` reads; the cost as text, so it stays an exact decimal)."""
     spans = sql.SQL(" OR ").join(
         sql.SQL("(created_at >= {} AND created_at < {})").format(sql.Literal(a), sql.Literal(b)) for a, b in ranges
     )
-    query = sql.SQL("SELECT {}, cost_usd::text AS cost_usd FROM events WHERE org_id = {} AND ({})").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in RAW_COLUMNS), sql.Literal(int(org_id)), spans
+    query = sql.SQL("SELECT {} FROM events WHERE org_id = {} AND ({})").format(
+        sql.SQL(", ").join(sql.SQL("cost_usd::text AS cost_usd") if c == "cost_usd" else sql.Identifier(c)
+                           for c in columns),
+        sql.Literal(int(org_id)), spans,
     )
     return query.as_string(None)
 
 
 def _decimal_cost(frame: pl.DataFrame) -> pl.DataFrame:
+    if "cost_usd" not in frame.columns:
+        return frame
     return frame.with_columns(pl.col("cost_usd").str.to_decimal(scale=10))
 
 
-def _negated(frame: pl.LazyFrame) -> pl.LazyFrame:
-    lists = [f"{h}_c" for h in HISTOGRAMS]
+def _negated(frame: pl.LazyFrame, histograms: Sequence[str]) -> pl.LazyFrame:
+    lists = [f"{h}_c" for h in histograms]
     return frame.with_columns(
         *(-pl.col(c) for c in (*COUNTS, *FLOAT_SUMS, "cost_usd")),
         *(pl.col(c).list.eval(-pl.element()) for c in lists),
@@ -193,13 +202,13 @@ def assemble(
     whole = hourly.join(cut_hours, on="hour", how="anti")
     if plan:
         points = [b for pieces, _ in plan.values() for piece in pieces for b in piece]
-        pieces = rollup(raw, points).collect().lazy()  # used twice below: aggregated once
+        pieces = rollup(raw, points, histograms).collect().lazy()  # used twice below: aggregated once
         derived = pl.concat([
             hourly.join(cut_hours, on="hour", how="semi"),
-            _negated(pieces),
+            _negated(pieces, histograms),
         ]).join(cut_hours, on="hour").with_columns(pl.col("_derived").alias("since"))
         derived = (
-            merge(derived, ["hour", "since", *DIMENSIONS])
+            merge(derived, ["hour", "since", *DIMENSIONS], histograms)
             .join(cut_hours, on="hour")
             .with_columns(
                 # The hour's last error belongs to the derived piece only if it falls inside it; else
@@ -216,6 +225,18 @@ def assemble(
     if missing:
         whole = whole.with_columns(pl.lit(None).cast(ROLLUP_SCHEMA[m]).alias(m) for m in missing)
     return window(whole, start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """What a load reads beside its window: see `load_rollups`. `raw`: the raw columns its edges
+    are read with (fewer columns, fewer figures right: `load_health`)."""
+
+    cuts: list[dt.datetime]
+    histograms: Sequence[str]
+    now: dt.datetime
+    days: bool
+    raw: Sequence[str] = (*RAW_COLUMNS, "cost_usd")
 
 
 def load_rollups(
@@ -239,16 +260,37 @@ def load_rollups(
     unknown = [h for h in histograms if h not in HISTOGRAMS]
     if unknown:
         raise ValueError(f"unknown histograms: {unknown}")
-    now = now or dt.datetime.now(dt.UTC)
-    cuts = list(cuts)
+    return _load(source, org_id, (start, end), _Load(list(cuts), histograms, now or dt.datetime.now(dt.UTC), days))
+
+
+# What `metrics.provider_health` reads, and the raw columns that make those figures.
+HEALTH_FIGURES = ("requests", "errors", "last_error_at", "latency_ms_sum", "latency_ms_n", "latency_ms_b",
+                  "latency_ms_c")
+HEALTH_RAW = ("created_at", *DIMENSIONS, "status_code", "error_type", "latency_ms")
+
+
+def load_health(source: psycopg.Connection[Any] | str, org_id: int, end: dt.datetime) -> pl.LazyFrame:
+    """The frame `metrics.provider_health(frame, end)` reads: the 24 hours before `end`, cut at
+    `health_cuts(end)`, with only `HEALTH_FIGURES` (the others null). Its raw edges are read with
+    the 9 columns those need (`HEALTH_RAW`) instead of 23: the provider health is the one figure
+    of a long period's page that needs the minutes, and this keeps its cost off the period's load."""
+    spec = _Load(health_cuts(end), ("latency_ms",), dt.datetime.now(dt.UTC), False, HEALTH_RAW)
+    frame = _load(source, org_id, (end - max(HEALTH_WINDOWS), end), spec)
+    return conform(frame, ["hour", "since", *DIMENSIONS, *HEALTH_FIGURES])
+
+
+def _load(source: psycopg.Connection[Any] | str, org_id: int, span: tuple[dt.datetime, dt.datetime],
+          spec: _Load) -> pl.LazyFrame:
+    start, end = span
+    histograms, cuts, now = spec.histograms, spec.cuts, spec.now
     plan = edge_plan(start, end, cuts, now)
     ranges = [piece for pieces, _ in plan.values() for piece in pieces]
     # The derived piece that ends the window, when a raw piece follows it: its last error may
     # hide behind the hour's (which lies after the window), so it is looked up.
     closing = plan.get(_hour(end), ([], (end, end)))[1]
-    queries = [rollup_query(org_id, start, end, histograms, whole_days(start, end, cuts, now) if days else ())]
+    queries = [rollup_query(org_id, start, end, histograms, whole_days(start, end, cuts, now) if spec.days else ())]
     if ranges:
-        queries.append(raw_query(org_id, ranges))
+        queries.append(raw_query(org_id, ranges, spec.raw))
     if closing[1] == end and closing[0] < end:
         queries.append(_last_errors_query(org_id, closing))
     frames = fetch(_dsn(source), queries)

@@ -21,6 +21,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from proxy.accounting.histogram import GAMMA, ZERO
@@ -110,10 +111,13 @@ def _histogram(events: pl.LazyFrame, keys: list[str], name: str, value: pl.Expr)
     )
 
 
-def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFrame:
+def rollup(
+    events: pl.LazyFrame, cuts: Iterable[dt.datetime] = (), histograms: Sequence[str] = HISTOGRAMS
+) -> pl.LazyFrame:
     """Raw events (`load.EVENT_SCHEMA` columns; `cost_usd` decimal or float) → rollup rows per
     (hour, piece, dimensions), each figure defined as `proxy/accounting/rollup.py` defines it. Empty
-    dimensions count as null (the rollups' key cannot tell '' from null)."""
+    dimensions count as null (the rollups' key cannot tell '' from null). Only the `histograms`
+    named are built (each is a grouping of its own); the others stay null, as unknown."""
     present = set(events.collect_schema().names())
     events = events.with_columns(pl.lit(None, t).alias(c) for c, t in EVENT_COLUMNS.items() if c not in present)
     status = pl.col("status_code")
@@ -164,23 +168,25 @@ def rollup(events: pl.LazyFrame, cuts: Iterable[dt.datetime] = ()) -> pl.LazyFra
         total("response_bytes").alias("response_bytes"),
         pl.col("created_at").filter(IS_ERROR).max().alias("last_error_at"),
     )
-    for name in HISTOGRAMS:
+    for name in histograms:
         value = overhead if name == "overhead_ms" else pl.col(name)
         sums = sums.join(_histogram(prepared, keys, name, value), on=keys, how="left", nulls_equal=True)
-    lists = [f"{h}_{p}" for h in HISTOGRAMS for p in "bc"]
-    return conform(sums.with_columns(pl.col(lists).fill_null([])), ROLLUP_SCHEMA)
+    lists = [f"{h}_{p}" for h in histograms for p in "bc"]
+    built = sums.with_columns(pl.col(lists).fill_null([])) if lists else sums
+    return conform(built, [*keys, *COUNTS, *FLOAT_SUMS, "cost_usd", "last_error_at", *lists])
 
 
-def merge(frame: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
-    """Rows with equal `keys` added into one: counts and sums added, histograms merged bucket by
-    bucket (buckets whose count adds up to zero dropped), `last_error_at` the latest. Rows may
-    carry negative counts (`load` subtracts pieces from an hour this way)."""
+def merge(frame: pl.LazyFrame, keys: Sequence[str], histograms: Sequence[str] = HISTOGRAMS) -> pl.LazyFrame:
+    """Rows with equal `keys` added into one: counts and sums added, the `histograms` merged
+    bucket by bucket (buckets whose count adds up to zero dropped; the others come out null),
+    `last_error_at` the latest. Rows may carry negative counts (`load` subtracts pieces from an
+    hour this way)."""
     keys = list(keys)
     numbers = [*COUNTS, *FLOAT_SUMS, "cost_usd"]
     sums = frame.group_by(keys).agg(
         *(pl.col(c).sum() for c in numbers), pl.col("last_error_at").max()
     )
-    for name in HISTOGRAMS:
+    for name in histograms:
         b, c = f"{name}_b", f"{name}_c"
         merged = (
             frame.select(*keys, b, c)
@@ -194,8 +200,9 @@ def merge(frame: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
             .agg(b, c)
         )
         sums = sums.join(merged, on=keys, how="left", nulls_equal=True)
-    lists = [f"{h}_{p}" for h in HISTOGRAMS for p in "bc"]
-    return conform(sums.with_columns(pl.col(lists).fill_null([])), [*keys, *numbers, "last_error_at", *lists])
+    lists = [f"{h}_{p}" for h in histograms for p in "bc"]
+    built = sums.with_columns(pl.col(lists).fill_null([])) if lists else sums
+    return conform(built, [*keys, *numbers, "last_error_at", *lists])
 
 
 def window(frame: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.LazyFrame:
@@ -206,9 +213,12 @@ def window(frame: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.Lazy
 def quantiles(frame: pl.LazyFrame, keys: Sequence[str], histogram: str, wanted: Mapping[str, float]) -> pl.LazyFrame:
     """Per `keys`: the `histogram` merged over the rows, and each `wanted` quantile (name → q).
 
-    One explode of the bucket lists, counts summed per (keys, bucket), cumulative counts in
-    bucket order; the q-quantile interpolates between the representatives of the buckets
-    holding ranks floor(q·(n-1)) and ceil(q·(n-1)), exactly as `proxy.accounting.histogram.quantile`.
+    The bucket lists of each key are concatenated (polars), then `_merged_quantiles` merges and
+    reads them with numpy inside the plan (a dense table of counts per group and bucket, running
+    totals along each group); the q-quantile interpolates
+    between the representatives of the buckets holding ranks floor(q·(n-1)) and ceil(q·(n-1)),
+    exactly as `proxy.accounting.histogram.quantile`. (The same in polars expressions, exploded
+    and grouped, cost 5-10x more: quantiles are most of a dashboard page's figures.)
     Groups without a value are absent (join them in: their quantile is unknown).
     """
     wanted_keys = list(keys)
@@ -216,36 +226,53 @@ def quantiles(frame: pl.LazyFrame, keys: Sequence[str], histogram: str, wanted: 
     if not wanted_keys:
         frame = frame.with_columns(pl.lit(0).alias("_all"))
     b, c = f"{histogram}_b", f"{histogram}_c"
-    # The lists of each key are concatenated first and the key replaced by a row number, so the
-    # explode repeats one integer per bucket rather than every key string.
     groups = frame.group_by(keys).agg(
         pl.col(b).list.explode(keep_nulls=False, empty_as_null=False),
         pl.col(c).list.explode(keep_nulls=False, empty_as_null=False),
-    ).sort(keys, nulls_last=True).with_row_index("_g")  # sorted: the same numbering in every branch of the plan
-    cumulated = (
-        groups.select("_g", b, c)
-        .explode(b, c)
-        .drop_nulls(b)
-        .group_by("_g", b)
-        .agg(pl.col(c).sum())
-        .filter(pl.col(c) > 0)
-        .with_columns(
-            pl.col(c).cum_sum().over("_g", order_by=b).alias("_seen"),
-            pl.col(c).sum().over("_g").alias("_total"),
-            representative(pl.col(b)).alias("_value"),
-        )
     )
-    aggregations = []
-    for name, q in wanted.items():
-        rank = q * (pl.col("_total").first() - 1)
-        low = pl.col("_value").filter(pl.col("_seen") > rank.floor()).min()
-        high = pl.col("_value").filter(pl.col("_seen") > rank.ceil()).min()
-        aggregations.append((low + (high - low) * (rank - rank.floor())).alias(name))
-    found = groups.select(*keys, "_g").join(cumulated.group_by("_g").agg(aggregations), on="_g").drop("_g")
+    names = dict(wanted)
+    schema = {**groups.select(keys).collect_schema(), **{name: pl.Float64() for name in names}}
+    found = groups.map_batches(lambda df: _merged_quantiles(df, keys, (b, c), names), schema=schema)
     if wanted_keys:
         return found
     # No keys: one row, its quantiles null when nothing was measured.
     return pl.LazyFrame({"_all": [0]}).join(found, on="_all", how="left").drop("_all")
+
+
+def _merged_quantiles(
+    groups: pl.DataFrame, keys: Sequence[str], columns: tuple[str, str], wanted: Mapping[str, float]
+) -> pl.DataFrame:
+    """`quantiles` on collected rows: one per key, its buckets and counts as lists (any order,
+    repeats allowed). The counts go into one dense (group × bucket) table (`np.bincount`: bucket
+    indices are a few hundred consecutive integers, and `ZERO`), negative sums count as none, and
+    each quantile is the first bucket whose running total passes its rank. Groups whose counts
+    add up to nothing are dropped."""
+    b, c = columns
+    lengths = groups[b].list.len().fill_null(0).to_numpy()
+    buckets = groups.select(pl.col(b).list.explode(keep_nulls=False, empty_as_null=False)).to_series().to_numpy()
+    counts = groups.select(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False)).to_series().to_numpy()
+    zero = buckets == ZERO
+    real = buckets[~zero]
+    low = int(real.min()) if len(real) else 0
+    span = int(real.max()) - low + 2 if len(real) else 1  # slot 0 is ZERO, slot i + 1 bucket low + i
+    slots = np.repeat(np.arange(0, groups.height * span, span, dtype=np.int64), lengths)  # the group's first slot
+    slots += buckets
+    slots += 1 - low
+    slots[zero] -= ZERO + 1 - low  # back to the group's first slot
+    table = np.bincount(slots, weights=counts, minlength=groups.height * span).reshape(groups.height, span)
+    np.maximum(table, 0, out=table)
+    seen = np.cumsum(table, axis=1)
+    total = seen[:, -1]
+    present = np.flatnonzero(total > 0)
+    seen, total = seen[present], total[present]
+    value = np.concatenate(([0.0], 2 * np.power(GAMMA, np.arange(low, low + span - 1, dtype=np.float64)) / (GAMMA + 1)))
+    out = groups[present].select(keys).to_dict(as_series=True)
+    for name, q in wanted.items():
+        rank = q * (total - 1)
+        below = value[(seen > np.floor(rank)[:, None]).argmax(axis=1)]
+        above = value[(seen > np.ceil(rank)[:, None]).argmax(axis=1)]
+        out[name] = pl.Series(name, below + (above - below) * (rank - np.floor(rank)), pl.Float64)
+    return pl.DataFrame(out)
 
 
 def with_quantiles(

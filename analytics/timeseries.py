@@ -58,11 +58,33 @@ def timeseries(
     first to the last row; empty ones are filled. The first and last buckets hold what the
     frame holds of them (a window starting mid-hour starts mid-bucket). Sorted by bucket, then `by`.
     """
+    return _series(events, every, by, (start, end), True)
+
+
+def sums_series(
+    events: pl.LazyFrame,
+    every: str = "1d",
+    by: str | Sequence[str] | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> pl.LazyFrame:
+    """`timeseries` without the p95 (`latency_ms_p95` null): for charts and checks of costs,
+    counts and rates, which would otherwise pay for merging a histogram per bucket and group."""
+    return _series(events, every, by, (start, end), False)
+
+
+def _series(
+    events: pl.LazyFrame,
+    every: str,
+    by: str | Sequence[str] | None,
+    bounds: tuple[dt.datetime | None, dt.datetime | None],
+    p95: bool,
+) -> pl.LazyFrame:
     keys = [] if by is None else [by] if isinstance(by, str) else list(by)
     if _shorter_than_an_hour(every):
         raise ValueError(f"buckets of {every!r} are finer than the rollups' hour")
     events = events.with_columns(FEATURE.alias("feature"), pl.col("hour").dt.truncate(every).alias("bucket"))
-    grid = _bucket_range(events, every, start, end)
+    grid = _bucket_range(events, every, *bounds)
     if keys:
         grid = grid.join(events.select(keys).unique(), how="cross")
     counted = ["requests", "errors", "unpriced_requests", "input_tokens", "output_tokens"]
@@ -75,9 +97,12 @@ def timeseries(
         count("output_tokens").alias("output_tokens"),
         mean("latency_ms").alias("latency_ms_avg"),
     )
+    if p95:
+        sums = with_quantiles(sums, events, ["bucket", *keys], {"latency_ms_p95": ("latency_ms", 0.95)})
+    else:
+        sums = sums.with_columns(pl.lit(None, pl.Float64).alias("latency_ms_p95"))
     return (
-        with_quantiles(sums, events, ["bucket", *keys], {"latency_ms_p95": ("latency_ms", 0.95)})
-        .join(grid, on=["bucket", *keys], how="right", nulls_equal=True)
+        sums.join(grid, on=["bucket", *keys], how="right", nulls_equal=True)
         .with_columns(pl.col(counted).fill_null(0))
         .with_columns(
             error_rate=pl.when(pl.col("requests") > 0).then(pl.col("errors") / pl.col("requests")),
@@ -95,4 +120,4 @@ def cost_by_provider(
     events: pl.LazyFrame, every: str = "1d", start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> pl.LazyFrame:
     """Cost per provider over time (bucket, provider, cost_usd, requests): the stacked chart."""
-    return timeseries(events, every, "provider", start, end).select("bucket", "provider", "cost_usd", "requests")
+    return sums_series(events, every, "provider", start, end).select("bucket", "provider", "cost_usd", "requests")

@@ -41,7 +41,6 @@ import numpy as np
 import polars as pl
 import psycopg
 
-from analytics.commands import RECOMMEND_DAYS
 from proxy.core.config import Settings
 from proxy.store.db import connect, database_url, ensure_partitions, migrate
 from proxy.store.db.connection import stop_embedded
@@ -261,7 +260,7 @@ print(min(runs), statistics.median(runs), before, peak, overview.totals["request
 def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
     from synth_rollups import copy_rollups, days_from_hours, real_hours, synthetic_rollups
 
-    from dashboard.data import PERIODS, current_span, window_end
+    from dashboard.data import PERIODS, current_span, period_start, recent_start, window_end
 
     length = PERIODS[args.period].length
     end = window_end()
@@ -273,8 +272,8 @@ def dashboard(conn: psycopg.Connection[Any], url: str, args: argparse.Namespace)
     cuts: set[dt.datetime] = set()
     for shift in (dt.timedelta(0), dt.timedelta(hours=1)):
         since, current_cuts = current_span(args.period, end + shift)
-        for at in (since, *current_cuts, end + shift - 2 * length, end + shift - length,
-                   end + shift - dt.timedelta(days=RECOMMEND_DAYS)):
+        start = period_start(args.period, end + shift)
+        for at in (since, *current_cuts, start - length, start, recent_start(end + shift)):
             cuts.add(at.replace(minute=0, second=0, microsecond=0))
     hours = [first + dt.timedelta(hours=h) for h in range(int((end - first) / dt.timedelta(hours=1)) + 1)]
     started = time.perf_counter()

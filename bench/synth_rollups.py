@@ -128,7 +128,8 @@ def real_hours(conn: psycopg.Connection[Any], org_id: int, hours: Iterable[dt.da
     """Real events for `hours` (the ones a load cuts), in `events` and, aggregated, in the rollups."""
     written = 0
     for i, hour in enumerate(sorted(set(hours))):
-        frame = synthetic_events(int(per_hour), org_id, hour + HOUR, 1 / 24, seed=seed + i)
+        # In time order, as the writer inserts them (events arrive as they happen).
+        frame = synthetic_events(int(per_hour), org_id, hour + HOUR, 1 / 24, seed=seed + i).sort("created_at")
         insert(conn, frame)
         copy_rollups(conn, org_id, analytics.rollup(frame.lazy()).drop("since").collect())
         written += frame.height

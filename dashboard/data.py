@@ -5,16 +5,18 @@ The dashboard computes nothing itself. Each page asks for one bundle (`overview`
 (`analytics.load_rollups`) and collects its figures with `pl.collect_all`. Only the request log
 reads raw events (`dashboard.request_log`).
 
-Three rollup loads; `current` and `previous` are loaded at once and cached together (every page
-but the recommendations shows both), `recent` on its own:
+Four rollup loads, run at once (threads; each mostly waits for Postgres): `current` and
+`previous` are cached together (every page but the recommendations shows both), `recent` and
+`health` on their own, started beside them so that the next page finds them loaded:
 
 - `current`: the period, and before it the anomalies' history, with the latency and TTFT
-  histograms, cut where the period and the provider-health windows start; whole days as one
-  row each (`rollup_daily`) when the period's charts are daily (30 and 90 days), else hours;
+  histograms, cut where the period starts; whole days as one row each (`rollup_daily`) when the
+  period's charts are daily (30 and 90 days), else hours;
 - `previous`: the period of the same length before, sums only (it feeds `change`), whole days
   as day rows;
 - `recent`: the recommendations' last `RECOMMEND_DAYS` days, with the token histograms, whole
-  days as day rows.
+  days as day rows;
+- `health`: the provider health's last 24 hours (`analytics.load_health`).
 
 Each frame lives in `st.cache_resource`: `st.cache_data` pickles and copies its value on every
 hit; a polars frame is immutable, so sharing one object between sessions is safe. The figures
@@ -22,8 +24,10 @@ hit; a polars frame is immutable, so sharing one object between sessions is safe
 
 The window end is the current time rounded up to the minute, so every rerun within a minute
 hits the cache and a new minute brings new events. It lies after every event written so far, so
-the hour it falls in comes whole from the rollups; the other cuts (the period's start, the
-health windows) share its minute and read at most half an hour of raw events each.
+the hour it falls in comes whole from the rollups. The periods charted by the day and the
+recommendations' week start on the hour (`period_start`, `recent_start`); the other cuts (the
+shorter periods' start, the health windows) share the end's minute and read at most half an
+hour of raw events each.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,12 +107,26 @@ def _day(at: dt.datetime) -> dt.datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def period_start(period: str, end: dt.datetime) -> dt.datetime:
+    """Where the period ending at `end` starts (the previous period is as long, just before).
+
+    The period's length before `end`, except that a period charted by the day starts on the hour
+    (the top of the hour `end` falls in, less the length): a daily chart cannot show the minutes,
+    and both periods then begin and end on whole rollup hours, so neither load reads raw events
+    at those edges (up to half an hour of events each: 3 of the 6 raw edges of a bundle). The
+    period holds the minutes of the current hour more than its length (at most 0.05 % of 30
+    days' `change`), the previous period exactly its length.
+    """
+    spec = PERIODS[period]
+    return (end.replace(minute=0, second=0, microsecond=0) if spec.daily else end) - spec.length
+
+
 def current_span(period: str, end: dt.datetime) -> tuple[dt.datetime, list[dt.datetime]]:
     """(where the `current` load starts, where it is cut): the period, and the anomalies'
-    history from the start of the day `ANOMALY_HISTORY` before it; cut at the period start and
-    the provider-health windows."""
-    start = end - PERIODS[period].length
-    return min(start, _day(start - ANOMALY_HISTORY)), [start, *analytics.health_cuts(end)]
+    history from the start of the day `ANOMALY_HISTORY` before it; cut at the period start.
+    (The provider health, whose windows start mid-hour, has a load of its own: `_health`.)"""
+    start = period_start(period, end)
+    return min(start, _day(start - ANOMALY_HISTORY)), [start]
 
 
 def _load_current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
@@ -118,19 +136,25 @@ def _load_current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
 
 
 def _load_previous(url: str, org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
-    length = PERIODS[period].length
-    return analytics.load_rollups(url, org_id, end - 2 * length, end - length, histograms=(), days=True).collect()
+    start = period_start(period, end)
+    return analytics.load_rollups(url, org_id, start - PERIODS[period].length, start, histograms=(),
+                                  days=True).collect()
+
+
+# Loads run here beside the script thread: each mostly waits for Postgres and decodes Arrow with
+# the GIL released. A load calls no Streamlit function (its thread has no script context).
+_LOADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lectr-load")
 
 
 @st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
 def _frames(org_id: int, period: str, end: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(`current`, `previous`), loaded at once: each load mostly waits for Postgres and decodes
-    Arrow with the GIL released, so the page waits for the longer load, not for both. The
-    thread calls no Streamlit function (it has no script context)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        previous = pool.submit(_load_previous, database().url, org_id, period, end)
-        current = _load_current(org_id, period, end)
-        return current, previous.result()
+    """(`current`, `previous`), loaded at once, so the page waits for the longer load, not for
+    both; the recommendations' `recent` starts beside them (the next page likely wants it)."""
+    previous = _LOADS.submit(_load_previous, database().url, org_id, period, end)
+    _recent_load(org_id, end)
+    _health_load(org_id, end)
+    current = _load_current(org_id, period, end)
+    return current, previous.result()
 
 
 def _current(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
@@ -141,16 +165,62 @@ def _previous(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     return _frames(org_id, period, end)[1]
 
 
-@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
-def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
-    start = end - dt.timedelta(days=RECOMMEND_DAYS)
-    return analytics.load_rollups(database().url, org_id, start, end, histograms=analytics.RECOMMEND_HISTOGRAMS,
+def recent_start(end: dt.datetime) -> dt.datetime:
+    """Where the recommendations' window starts: `RECOMMEND_DAYS` days before the top of the hour
+    `end` falls in, so it starts on a whole rollup hour and the load reads no raw events there
+    (a week's token sizes do not turn on the minutes). The cards scale the window's own length
+    (`recent_days`) to a month."""
+    return end.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=RECOMMEND_DAYS)
+
+
+def recent_days(end: dt.datetime) -> float:
+    """The length of the recommendations' window in days (`RECOMMEND_DAYS` and the minutes of
+    the current hour)."""
+    return (end - recent_start(end)) / dt.timedelta(days=1)
+
+
+def _load_recent(url: str, org_id: int, end: dt.datetime) -> pl.DataFrame:
+    return analytics.load_rollups(url, org_id, recent_start(end), end, histograms=analytics.RECOMMEND_HISTOGRAMS,
                                   days=True).collect()
+
+
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _recent_load(org_id: int, end: dt.datetime) -> Future[pl.DataFrame]:
+    """The recommendations' last `RECOMMEND_DAYS` days, loading in the background."""
+    return _LOADS.submit(_load_recent, database().url, org_id, end)
+
+
+def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
+    load = _recent_load(org_id, end)
+    try:
+        return load.result()
+    except Exception:
+        _recent_load.clear()  # a failed load is not kept: the next rerun tries again
+        raise
+
+
+def _collect_health(url: str, org_id: int, end: dt.datetime) -> pl.DataFrame:
+    return analytics.load_health(url, org_id, end).collect()
+
+
+@st.cache_resource(ttl=TTL, max_entries=16, show_spinner=False)
+def _health_load(org_id: int, end: dt.datetime) -> Future[pl.DataFrame]:
+    """The provider health's 24 hours (`analytics.load_health`), loading in the background."""
+    return _LOADS.submit(_collect_health, database().url, org_id, end)
+
+
+def _health(org_id: int, end: dt.datetime) -> pl.DataFrame:
+    load = _health_load(org_id, end)
+    try:
+        return load.result()
+    except Exception:
+        _health_load.clear()
+        raise
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
     """(current, previous, start): the period and the one of the same length before it."""
-    start = end - PERIODS[period].length
+    start = period_start(period, end)
     current = analytics.window(_current(org_id, period, end).lazy(), start, end)
     return current, _previous(org_id, period, end).lazy(), start
 
@@ -214,7 +284,7 @@ def overview(org_id: int, period: str, end: dt.datetime) -> OverviewData:
 @dataclass(frozen=True, slots=True)
 class FeaturesData:
     table: pl.DataFrame  # `by_feature`, current vs previous
-    series: pl.DataFrame  # `timeseries` per feature
+    series: pl.DataFrame  # `sums_series` per feature (the chart shows cost)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -222,7 +292,7 @@ def features(org_id: int, period: str, end: dt.datetime) -> FeaturesData:
     current, previous, start = _periods(org_id, period, end)
     table, series = pl.collect_all([
         analytics.by_feature(current, previous),
-        analytics.timeseries(current, PERIODS[period].every, by="feature", start=start, end=end),
+        analytics.sums_series(current, PERIODS[period].every, by="feature", start=start, end=end),
     ])
     return FeaturesData(table, series)
 
@@ -243,7 +313,7 @@ def providers(org_id: int, period: str, end: dt.datetime) -> ProvidersData:
         analytics.by_model(current, previous),
         analytics.by_provider(current, previous),
         analytics.cost_by_provider(current, PERIODS[period].every, start=start, end=end),
-        analytics.provider_health(_current(org_id, period, end).lazy(), end),
+        analytics.provider_health(_health(org_id, end).lazy(), end),
         analytics.unpriced(current),
     ])
     return ProvidersData(models, by_provider, cost, health, unpriced)
@@ -299,17 +369,18 @@ class RecommendationsData:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def recommendations(org_id: int, period: str, end: dt.datetime) -> RecommendationsData:
-    """Cards over the last `RECOMMEND_DAYS` days whatever the period, as `lectr recommend` does."""
+    """Cards over the last `RECOMMEND_DAYS` days whatever the period, as `lectr recommend` does
+    (from the top of the hour: `recent_start`)."""
     recent = _recent(org_id, end).lazy()
     bases = analytics.azure_base_models(database().url, org_id, recent)
-    cards = analytics.recommendations(recent, RECOMMEND_DAYS, bases)
+    cards = analytics.recommendations(recent, recent_days(end), bases)
     return RecommendationsData(cards.to_dicts(), analytics.protected_features(recent).collect(), RECOMMEND_DAYS)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def anomalies(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     """`analytics.anomalies` whose bucket falls in the period (with history loaded before it)."""
-    start = end - PERIODS[period].length
+    start = period_start(period, end)
     found = analytics.anomalies(_current(org_id, period, end).lazy(), daily=PERIODS[period].daily)
     # Daily buckets that overlap the period count too (the day the period starts in).
     return found.filter(pl.col("bucket") >= _day(start)).collect()
@@ -321,4 +392,4 @@ def end_users(org_id: int, period: str, end: dt.datetime) -> pl.DataFrame:
     daily end-user rollup, raw events only for the partial days at the edges)."""
     from analytics.end_users import load_end_users
 
-    return load_end_users(database().url, org_id, end - PERIODS[period].length, end).collect()
+    return load_end_users(database().url, org_id, period_start(period, end), end).collect()

@@ -39,7 +39,7 @@ rows = found.with_columns(
     pl.col("kind").replace_strict({k: v[0] for k, v in KINDS.items()}).alias("what"),
     pl.coalesce("feature", "model", "provider").alias("subject"),
 )
-start = end - data.PERIODS[chosen].length
+start = data.period_start(chosen, end)
 st.altair_chart(
     alt.Chart(rows, height=260, title="How far each anomaly left its baseline (hover for details)")
     .mark_circle(size=140, opacity=0.85)

@@ -15,7 +15,7 @@ org = require_org()
 end = header("Overview")
 chosen = period()
 period_caption(end)
-reach_note(data.reach(org.id), end - data.PERIODS[chosen].length)
+reach_note(data.reach(org.id), data.period_start(chosen, end))
 view = data.overview(org.id, chosen, end)
 every = data.PERIODS[chosen].every
 

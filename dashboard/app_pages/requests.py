@@ -25,7 +25,7 @@ SIGNATURE = "log_filters"  # the filters the stack belongs to; new filters start
 org = require_org()
 end = header("Requests")
 chosen = period()
-start = end - data.PERIODS[chosen].length
+start = data.period_start(chosen, end)
 options = data.filter_options(org.id, chosen, end)
 
 if not options.providers:

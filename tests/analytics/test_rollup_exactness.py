@@ -24,7 +24,7 @@ import pytest
 
 import analytics
 from analytics.commands import report_frame
-from analytics.load_rollups import whole_days
+from analytics.load_rollups import HEALTH_FIGURES, whole_days
 from analytics.rollups import COUNTS, DIMENSIONS
 from tests.rollups_sql import refill
 
@@ -199,11 +199,27 @@ def test_time_series_buckets_equal_raw_figures(db: psycopg.Connection[Any], traf
             assert row["latency_ms_p95"] == pytest.approx(p95, rel=0.02)
 
 
-def test_provider_health_mid_hour(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime]) -> None:
+@pytest.mark.parametrize("load", ["load_rollups", "load_health"])
+def test_provider_health_mid_hour(db: psycopg.Connection[Any], traffic: tuple[int, dt.datetime], load: str) -> None:
+    """Exact through a full load cut at the health windows, and through `load_health`, whose raw
+    edges carry only the columns the health reads (its other figures are null, never wrong)."""
     org_id, end = traffic
     now = end - dt.timedelta(hours=4, minutes=22, seconds=5)
-    frame = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
-                                   now=end)
+    if load == "load_health":
+        frame = analytics.load_health(db, org_id, now)
+        loaded = frame.collect()
+        assert loaded.height > 0
+        assert loaded["input_tokens"].null_count() == loaded["cost_usd"].null_count() == loaded.height
+        assert loaded["ttft_ms_b"].null_count() == loaded.height
+        # Piece by piece, its figures are those of a full load over the same window and cuts.
+        full = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
+                                      histograms=("latency_ms",), now=end).collect()
+        columns = ["since", *DIMENSIONS, *HEALTH_FIGURES]
+        assert loaded.select(columns).sort(columns[:6], nulls_last=True).to_dicts() == full.select(columns).sort(
+            columns[:6], nulls_last=True).to_dicts()
+    else:
+        frame = analytics.load_rollups(db, org_id, now - dt.timedelta(days=1), now, cuts=analytics.health_cuts(now),
+                                       now=end)
     got = {r["provider"]: r for r in analytics.provider_health(frame, now).collect().iter_rows(named=True)}
     for hours in (1, 24):
         rows = db.execute(

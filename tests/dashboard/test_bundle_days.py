@@ -34,7 +34,7 @@ def org_with_traffic(pg_url: str, end: dt.datetime) -> int:
 def test_thirty_day_bundles_equal_raw_figures(app_env: None, db: psycopg.Connection[Any], org_with_traffic: int,
                                               end: dt.datetime) -> None:
     org_id = org_with_traffic
-    start = end - data.PERIODS["30d"].length
+    start = data.period_start("30d", end)
     since, cuts = data.current_span("30d", end)
     assert data.PERIODS["30d"].daily and whole_days(since, end, cuts, end)
     raw = db.execute(
@@ -67,3 +67,16 @@ def test_thirty_day_bundles_equal_raw_figures(app_env: None, db: psycopg.Connect
     providers = data.providers(org_id, "30d", end).providers
     assert {row["provider"]: (row["requests"], row["cost_usd"]) for row in providers.iter_rows(named=True)} == {
         provider: (n, float(c)) for provider, (n, c) in by_provider.items()}
+
+
+def test_periods_charted_by_the_day_start_on_the_hour() -> None:
+    """30- and 90-day periods (daily charts) start on the hour, so the period and the previous one
+    begin and end on whole rollup hours; shorter periods start to the minute."""
+    end = dt.datetime(2026, 12, 3, 3, 15, tzinfo=dt.UTC)
+    top = dt.datetime(2026, 12, 3, 3, tzinfo=dt.UTC)
+    for period in ("30d", "90d"):
+        assert data.period_start(period, end) == top - data.PERIODS[period].length
+        since, cuts = data.current_span(period, end)
+        assert all(cut == cut.replace(minute=0) for cut in cuts if cut <= end - dt.timedelta(days=2))
+    for period in ("24h", "7d"):
+        assert data.period_start(period, end) == end - data.PERIODS[period].length

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import analytics
 from analytics.commands import RECOMMEND_DAYS
 from dashboard import format as fmt
-from dashboard.data import PERIODS
+from dashboard.data import PERIODS, period_start, recent_start
 from tests.dashboard.conftest import PAGES, SeededOrg, open_page, page_text
 
 
@@ -25,8 +25,10 @@ def _events(
 
 
 def _period(pg_url: str, org: SeededOrg, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    length = PERIODS[period].length
-    return analytics.split_periods(_events(pg_url, org, end - 2 * length, end, (end - length,)), end - length, end)
+    start = period_start(period, end)
+    previous = start - PERIODS[period].length
+    frame = _events(pg_url, org, previous, end, (start,))
+    return analytics.window(frame, start, end), analytics.window(frame, previous, start)
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -106,8 +108,11 @@ def test_recommendations_cards_and_protection(
     as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime
 ) -> None:
     at = open_page(as_demo, "recommendations")
-    recent = _events(pg_url, demo_org, end - dt.timedelta(days=RECOMMEND_DAYS), end)
-    cards = analytics.recommendations(recent, RECOMMEND_DAYS, analytics.azure_base_models(pg_url, demo_org.id, recent))
+    start = recent_start(end)
+    assert start == end.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=RECOMMEND_DAYS)
+    recent = _events(pg_url, demo_org, start, end)
+    cards = analytics.recommendations(recent, (end - start) / dt.timedelta(days=1),
+                                      analytics.azure_base_models(pg_url, demo_org.id, recent))
     savings = [m.value for m in at.metric if m.label == "Monthly saving"]
     assert savings == [fmt.money(v) for v in cards["monthly_saving_usd"]]
     assert len(savings) > 0
@@ -146,7 +151,7 @@ def test_end_users_are_ranked_by_cost_and_narrow_to_a_feature(
     from proxy.store.db import connect
 
     at = open_page(as_demo, "end_users", period)
-    start = end - PERIODS[period].length
+    start = period_start(period, end)
     expected = top_end_users(load_end_users(pg_url, demo_org.id, start, end), limit=None).collect()
     assert expected.height > 0
     with connect(pg_url) as conn:  # the rollup's whole days and the raw edges add up to every request
