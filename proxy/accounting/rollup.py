@@ -25,21 +25,23 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
+from functools import cache, partial
 from itertools import compress, repeat
-from operator import and_, is_, is_not, itemgetter, le, lt, methodcaller, not_, or_, sub
+from operator import and_, is_, is_not, itemgetter, le, lt, methodcaller, not_, or_, sub, truediv
 from typing import Any
 
 from proxy.accounting.histogram import ZERO
 from proxy.accounting.record import COLUMNS
 
-# γ as proxy.accounting.histogram and lectr_bucket compute it. `math.log(v, γ)` is `log(v) / log(γ)` in C, the
-# same two operations as `bucket` and `lectr_bucket`, in one call.
+# γ as proxy.accounting.histogram and lectr_bucket compute it, and log(γ): a bucket is
+# `ceil(log(v) / log(γ))`, the same two operations as `bucket` and `lectr_bucket` (and as
+# `math.log(v, γ)`, which takes log(γ) again for every value).
 _GAMMA = 1.015 / 0.985
+_LOG_GAMMA = math.log(_GAMMA)
 _CENT = Decimal("1e-10")  # events.cost_usd is numeric(20, 10): Postgres rounds half away from zero
 _UTC = dt.UTC
 _is_known = partial(is_not, None)
@@ -55,6 +57,7 @@ _stored_cost = methodcaller("quantize", _CENT, decimal.ROUND_HALF_UP)
     "message_count", "end_user"))
 _HOURLY_DIMENSIONS = itemgetter(ORG, FEATURE, TASK, PROVIDER, MODEL, ROUTED)
 _DAILY_DIMENSIONS = itemgetter(ORG, END_USER, FEATURE)
+_CREATED, _END_USER = itemgetter(CREATED), itemgetter(END_USER)
 
 HISTOGRAMS = ("latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "input_tokens", "output_tokens")
 HOURLY_COLUMNS: tuple[str, ...] = (
@@ -93,34 +96,58 @@ class Rollups:
 
 def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
     """The rollup rows of event rows (in `COLUMNS` order) that were all just inserted."""
-    hourly: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
-    daily: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
-    for row in rows:  # the one interpreted step per row: put it in its groups
-        created = row[CREATED]
-        if created.tzinfo is not _UTC:  # (a replayed row, in the session's time zone)
-            created = created.astimezone(_UTC)
-        hour = created.toordinal() * 24 + created.hour  # hours since 0001-01-01 UTC: cheaper than timestamp()
-        key = (_HOURLY_DIMENSIONS(row), hour)
-        group = hourly.get(key)
-        if group is None:
-            hourly[key] = [row]
-        else:
-            group.append(row)
-        if row[END_USER] is not None:
-            key = (_DAILY_DIMENSIONS(row), hour // 24)
-            group = daily.get(key)
-            if group is None:
-                daily[key] = [row]
-            else:
-                group.append(row)
+    rows = rows if isinstance(rows, list) else list(rows)
+    users = list(map(_END_USER, rows))
+    if users.count(None) != len(users):
+        daily = _grouped(list(compress(rows, map(is_not, users, repeat(None)))), _DAILY_DIMENSIONS, 24)
+    else:
+        daily = {}
     with decimal.localcontext() as context:
         context.prec = 60  # cost sums are exact (numeric(30, 10) has 30 digits)
-        hourly_rows = sorted((_hourly(key, group) for key, group in _normalised(hourly, 1, 5).items()), key=_order)
+        hourly_rows = sorted(
+            (_hourly(key, group) for key, group in _normalised(_grouped(rows, _HOURLY_DIMENSIONS, 1), 1, 5).items()),
+            key=_order,
+        )
         return Rollups(
             hourly=hourly_rows,
             daily=sorted((_daily(key, group) for key, group in _normalised(daily, 2, 1).items()), key=_order),
             days=by_day(hourly_rows),
         )
+
+
+def _grouped(
+    rows: list[Sequence[Any]], dimensions: Callable[[Sequence[Any]], tuple[Any, ...]], hours: int
+) -> dict[tuple[Any, ...], list[Sequence[Any]]]:
+    """Rows grouped by (dimensions, period), the period in hours since 0001-01-01 UTC (`hours`
+    1) or in days (24). The one interpreted step per row puts it in its group of dimensions (a
+    dict keyed by the C-built tuple); a group's period is then read off its earliest and latest
+    `created_at`, and only a group that spans periods (a batch across midnight or an hour's end)
+    is split row by row."""
+    by_dimensions: defaultdict[tuple[Any, ...], list[Sequence[Any]]] = defaultdict(list)
+    for row in rows:
+        by_dimensions[dimensions(row)].append(row)
+    groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+    for key, group in by_dimensions.items():
+        created = list(map(_CREATED, group))
+        first, last = _hour(min(created)) // hours, _hour(max(created)) // hours
+        if first == last:
+            groups[(key, first)] = group
+            continue
+        for row, when in zip(group, created, strict=True):
+            period = (key, _hour(when) // hours)
+            if period in groups:
+                groups[period].append(row)
+            else:
+                groups[period] = [row]
+    return groups
+
+
+def _hour(created: dt.datetime) -> int:
+    """Hours since 0001-01-01 UTC (cheaper than `timestamp()`); a replayed row comes back in the
+    session's time zone."""
+    if created.tzinfo is not _UTC:
+        created = created.astimezone(_UTC)
+    return created.toordinal() * 24 + created.hour
 
 
 def _normalised(
@@ -196,13 +223,38 @@ def _cost(column: Sequence[Any]) -> Decimal:
 def histogram(values: Sequence[float]) -> tuple[list[int], list[int]]:
     """(bucket indices ascending, counts) of known values, as `proxy.accounting.histogram.Histogram.arrays`."""
     try:  # times are positive: one pass
-        counts = Counter(map(math.ceil, map(math.log, values, repeat(_GAMMA))))
+        counts = Counter(map(math.ceil, map(truediv, map(math.log, values), repeat(_LOG_GAMMA))))
     except ValueError:  # a zero or a negative (no output tokens, an overhead below zero): the ZERO bucket
         positive = list(filter(_positive, values))
-        counts = Counter(map(math.ceil, map(math.log, positive, repeat(_GAMMA))))
+        counts = Counter(map(math.ceil, map(truediv, map(math.log, positive), repeat(_LOG_GAMMA))))
         counts[ZERO] += len(values) - len(positive)
     indices = sorted(counts)
-    return indices, [counts[index] for index in indices]
+    return indices, list(map(counts.__getitem__, indices))
+
+
+def token_histogram(values: Sequence[int]) -> tuple[list[int], list[int]]:
+    """`histogram` of token counts: integers, nearly all below `_TABLE_SIZE`, whose buckets are
+    looked up in a table `histogram`'s formula filled (a list index instead of two logarithms)."""
+    if not values:
+        return [], []
+    table = _token_buckets()
+    try:
+        if min(values) < 0:  # (a negative index would read from the table's end)
+            return histogram(values)
+        counts = Counter(map(table.__getitem__, values))
+    except (IndexError, TypeError):  # a count beyond the table, or not an integer
+        return histogram(values)
+    indices = sorted(counts)
+    return indices, list(map(counts.__getitem__, indices))
+
+
+_TABLE_SIZE = 1 << 16
+
+
+@cache
+def _token_buckets() -> list[int]:
+    """The bucket of every integer below `_TABLE_SIZE`, by `histogram`'s own formula (0: ZERO)."""
+    return [ZERO, *map(math.ceil, map(truediv, map(math.log, range(1, _TABLE_SIZE)), repeat(_LOG_GAMMA)))]
 
 
 def _hourly(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
@@ -242,7 +294,7 @@ def _hourly(key: tuple[Any, ...], rows: list[Sequence[Any]]) -> tuple[Any, ...]:
         sum(messages), len(messages), _sum(columns[REQUEST_BYTES]), _sum(columns[RESPONSE_BYTES]),
         max(compress(columns[CREATED], errors), default=None),
         *histogram(known_latency), *histogram(known_ttft), *histogram(known_upstream), *histogram(overhead),
-        *histogram(known_input), *histogram(known_output),
+        *token_histogram(known_input), *token_histogram(known_output),
     )
 
 

@@ -12,7 +12,7 @@ import trio
 
 from proxy.accounting.histogram import GAMMA, Histogram, bucket
 from proxy.accounting.record import COLUMNS, Event
-from proxy.accounting.rollup import HOURLY_COLUMNS, aggregate, histogram
+from proxy.accounting.rollup import HOURLY_COLUMNS, aggregate, histogram, token_histogram
 from proxy.events.journal import Journal
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect
@@ -48,6 +48,19 @@ def test_sql_and_python_put_every_value_in_the_same_bucket(db: psycopg.Connectio
     assert [b for (b,) in found] == [bucket(v) for v in values]
     for chunk in (values[:3], values[1000:1200], values[-30:]):
         assert histogram(chunk) == Histogram.from_arrays([bucket(v) for v in chunk], [1] * len(chunk)).arrays()
+
+
+def test_token_counts_take_their_buckets_from_a_table_that_agrees_with_the_formula() -> None:
+    """The writer looks token counts' buckets up in a table: it must give every integer the bucket
+    `bucket` (and so `lectr_bucket`) gives it, and fall back to the formula outside the table."""
+    table_size = 1 << 16
+    assert token_histogram(list(range(table_size))) == histogram(list(range(table_size)))
+    assert token_histogram(list(range(table_size))) == Histogram.from_arrays(
+        [bucket(v) for v in range(table_size)], [1] * table_size).arrays()
+    rng = random.Random(7)
+    for values in ([0, 0, 1, 2], [table_size - 1, table_size, 10**9, 3], [-5, 0, 7], [], [12, 2.5, 40]):
+        values += [rng.randint(0, 5000) for _ in range(50)]
+        assert token_histogram(values) == histogram(values)
 
 
 def test_aggregate_folds_empty_dimensions_into_null_and_sorts_by_key() -> None:
