@@ -37,11 +37,17 @@ def bucket(value: float) -> int:
     return math.ceil(math.log(value) / _LOG_GAMMA)
 
 
+# 2 / (γ + 1), once: a representative is γ^i times it. A product, not a quotient, so that every
+# implementation (here, polars, numpy) rounds it alike: polars divides by a constant as a product
+# with its reciprocal, which differs from a division in the last bit.
+_SCALE = 2 / (GAMMA + 1)
+
+
 def representative(index: int) -> float:
     """The value that stands for every value of bucket `index` (within ALPHA of each)."""
     if index == ZERO:
         return 0.0
-    return 2 * GAMMA**index / (GAMMA + 1)
+    return GAMMA**index * _SCALE
 
 
 class Histogram:

@@ -8,7 +8,7 @@ import random
 import sys
 from collections.abc import Iterator
 
-import numpy  # noqa: F401  (the numpy way needs it imported; the fixture hides it for the other)
+import numpy  # the numpy way needs it imported; the fixture hides it for the other
 import polars as pl
 import pytest
 
@@ -65,3 +65,26 @@ def test_merged_quantiles_match_the_reference(seed: int) -> None:
 def test_an_empty_histogram_has_no_quantile() -> None:
     frame = pl.LazyFrame({"x_b": [[]], "x_c": [[]]}, schema={"x_b": pl.List(pl.Int32), "x_c": pl.List(pl.Int64)})
     assert quantiles(frame, [], "x", {"p95": 0.95}).collect().row(0) == (None,)
+
+
+def test_both_ways_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, way: str) -> None:
+    """The numpy and the polars way agree to the last bit (a CLI process and the dashboard print
+    the same figures), and so do the expression and the reference representatives."""
+    rng = random.Random(11)
+    rows = []
+    for group in range(40):
+        for _ in range(4):
+            part = Histogram()
+            for _ in range(rng.randrange(1, 200)):
+                part.add(rng.lognormvariate(5, 2))
+            b, c = part.arrays()
+            rows.append({"g": str(group), "x_b": b, "x_c": c})
+    frame = pl.LazyFrame(rows, schema={"g": pl.String, "x_b": pl.List(pl.Int32), "x_c": pl.List(pl.Int64)})
+    monkeypatch.setitem(sys.modules, "numpy", numpy)
+    with_numpy = quantiles(frame, ["g"], "x", QS).collect().sort("g")
+    monkeypatch.delitem(sys.modules, "numpy")
+    with_polars = quantiles(frame, ["g"], "x", QS).collect().sort("g")
+    assert with_numpy.to_dicts() == with_polars.to_dicts()
+    indices = list(range(-2000, 2000))
+    got = pl.DataFrame({"b": indices}, schema={"b": pl.Int32}).select(representative(pl.col("b")))
+    assert got.to_series().to_list() == [reference_representative(i) for i in indices]
