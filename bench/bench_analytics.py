@@ -279,7 +279,10 @@ import logging; logging.disable(logging.WARNING)
 import streamlit as st
 from dashboard import data
 org, period, repeat = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-import adbc_driver_postgresql.dbapi, polars  # what the dashboard's warm-up imports
+# The data side of the dashboard's warm-up imports; its chart libraries (Altair, pandas: +25-35 MB)
+# draw the figures rather than compute them and are left out. genai-prices, which the bundle's
+# recommendations use, is imported by the first run and so counts in the peak.
+import adbc_driver_postgresql.dbapi, polars
 def hwm():  # this process's own peak RSS in MB (ru_maxrss would include the parent's at fork)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 before = hwm()

@@ -80,8 +80,9 @@ def window_end(now: dt.datetime | None = None) -> dt.datetime:
 
 
 # Slow first imports a signed-in page needs (≈2-3 s together on a cold process: pyarrow and the
-# ADBC driver, Altair and its schema, pandas for styled tables).
-WARM_MODULES = ("adbc_driver_postgresql.dbapi", "altair", "pandas")
+# ADBC driver, Altair and its schema, pandas for styled tables, and genai-prices, ~0.3-0.4 s, which
+# the recommendations reprice with on their first card).
+WARM_MODULES = ("adbc_driver_postgresql.dbapi", "altair", "pandas", "genai_prices")
 
 
 def _import_all(modules: tuple[str, ...]) -> None:
