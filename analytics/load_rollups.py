@@ -55,6 +55,7 @@ RAW_COLUMNS = (
     "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "stream",
     "latency_ms", "ttft_ms", "upstream_ms", "message_count", "request_bytes", "response_bytes",
 )
+RAW_QUERY_COLUMNS = (*RAW_COLUMNS, "cost_usd")  # what an edge is read with (cost as text: `raw_query`)
 
 
 def _hour(at: dt.datetime) -> dt.datetime:
@@ -153,7 +154,7 @@ def rollup_query(
 
 
 def raw_query(
-    org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]], columns: Sequence[str] = (*RAW_COLUMNS, "cost_usd")
+    org_id: int, ranges: Sequence[tuple[dt.datetime, dt.datetime]], columns: Sequence[str] = RAW_QUERY_COLUMNS
 ) -> str:
     """The raw events of the given `[from, to)` ranges, with the `columns` (by default all that
     `rollups.rollup` reads; the cost as text, so it stays an exact decimal)."""
@@ -221,9 +222,6 @@ def assemble(
             .filter(pl.col("requests") != 0)
         )
         whole = pl.concat([whole, pieces, conform(derived, ROLLUP_SCHEMA)])
-    missing = [f"{h}_{p}" for h in HISTOGRAMS if h not in histograms for p in "bc"]
-    if missing:
-        whole = whole.with_columns(pl.lit(None).cast(ROLLUP_SCHEMA[m]).alias(m) for m in missing)
     return window(whole, start, end)
 
 
@@ -236,7 +234,7 @@ class _Load:
     histograms: Sequence[str]
     now: dt.datetime
     days: bool
-    raw: Sequence[str] = (*RAW_COLUMNS, "cost_usd")
+    raw: Sequence[str] = RAW_QUERY_COLUMNS
 
 
 def load_rollups(

@@ -191,13 +191,18 @@ def _recent_load(org_id: int, end: dt.datetime) -> Future[pl.DataFrame]:
     return _LOADS.submit(_load_recent, database().url, org_id, end)
 
 
-def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
-    load = _recent_load(org_id, end)
+def _result(load: Any, org_id: int, end: dt.datetime) -> pl.DataFrame:
+    """The frame of a background load (`load`: a cached function returning its future); a failed
+    load is not kept, so the next rerun tries again."""
     try:
-        return load.result()
+        return load(org_id, end).result()
     except Exception:
-        _recent_load.clear()  # a failed load is not kept: the next rerun tries again
+        load.clear()
         raise
+
+
+def _recent(org_id: int, end: dt.datetime) -> pl.DataFrame:
+    return _result(_recent_load, org_id, end)
 
 
 def _collect_health(url: str, org_id: int, end: dt.datetime) -> pl.DataFrame:
@@ -211,12 +216,7 @@ def _health_load(org_id: int, end: dt.datetime) -> Future[pl.DataFrame]:
 
 
 def _health(org_id: int, end: dt.datetime) -> pl.DataFrame:
-    load = _health_load(org_id, end)
-    try:
-        return load.result()
-    except Exception:
-        _health_load.clear()
-        raise
+    return _result(_health_load, org_id, end)
 
 
 def _periods(org_id: int, period: str, end: dt.datetime) -> tuple[pl.LazyFrame, pl.LazyFrame, dt.datetime]:
