@@ -113,25 +113,50 @@ def _lookup(provider: str, model: str | None, day: dt.date) -> _Rates | None:
     return rates
 
 
-def price(provider: str, model: str | None, usage: Usage, when: dt.datetime) -> Price | None:
-    """The cost of one request, or None when the model has no known price (never a silent 0)."""
-    rates = _lookup(provider, model, when.date())
+# The writer's own memo of `_lookup` (a plain dict: one hash of a 3-tuple, ~0.15 µs against ~0.8 µs
+# through `_lookup` and `_rates`' lru_cache), emptied when it grows past `_MEMO_SIZE` (a new day, or a
+# flood of unknown model names, which are remembered as None).
+_memo: dict[tuple[str, str, dt.date], _Rates | None] = {}
+_MEMO_SIZE = 4096
+
+
+def cost(
+    provider: str, model: str | None, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int,
+    output_tokens: int, when: dt.datetime,
+) -> tuple[Decimal, str] | None:
+    """`price` without its objects, for the writer (every event, holding the GIL): (cost, source),
+    or None when the model has no known price. A token kind of 0 adds no term (each costs ~0.1 µs
+    of Decimal arithmetic); the sum is the same."""
+    if not model:
+        return None
+    key = (provider, model, when.date())
+    rates = _memo.get(key, _memo)
+    if rates is _memo:
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        rates = _memo[key] = _lookup(provider, model, key[2])
     if rates is None:
         return None
-    uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
-    if usage.input_tokens > _LINEAR_LIMIT:
-        gp = _GPUsage(usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens, usage.output_tokens)
+    if input_tokens > _LINEAR_LIMIT:
+        gp = _GPUsage(input_tokens, cached_input_tokens, cache_write_tokens, output_tokens)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cost = _exact(rates.provider, rates.model, gp, when)
-    else:
-        cost = (
-            rates.input * uncached
-            + rates.cache_read * usage.cached_input_tokens
-            + rates.cache_write * usage.cache_write_tokens
-            + rates.output * usage.output_tokens
-        )
-    return Price(cost, rates.source)
+            return _exact(rates.provider, rates.model, gp, when), rates.source
+    total = rates.input * max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+    if cached_input_tokens:
+        total += rates.cache_read * cached_input_tokens
+    if cache_write_tokens:
+        total += rates.cache_write * cache_write_tokens
+    if output_tokens:
+        total += rates.output * output_tokens
+    return total, rates.source
+
+
+def price(provider: str, model: str | None, usage: Usage, when: dt.datetime) -> Price | None:
+    """The cost of one request, or None when the model has no known price (never a silent 0)."""
+    found = cost(provider, model, usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
+                 usage.output_tokens, when)
+    return None if found is None else Price(*found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,49 +9,55 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from operator import attrgetter
+from itertools import repeat
+from operator import and_, attrgetter, or_
 from typing import Any
 
-from proxy.accounting.pricing import price
+from proxy.accounting.pricing import cost
 from proxy.accounting.usage import Usage
 
 _V4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
 _V4_SET = 0x4000 << 64 | 0x8000 << 48
 _UNKNOWN = uuid.SafeUUID.unknown
-_new_uuid = object.__new__
-_set_field = object.__setattr__
+_UUID = uuid.UUID
+_BLOCK = 256  # ids made at a time, from one 4 KB read of os.urandom
+_SLICES = [slice(start, start + 16) for start in range(0, 16 * _BLOCK, 16)]
 
 
-def _random_128() -> Iterator[int]:
-    """128 random bits at a time, from `os.urandom` read 4 KB at a time (one call per 256 ids)."""
+def _made_ids() -> Iterator[uuid.UUID]:
+    """Random version-4 UUIDs, as `uuid.uuid4()` makes them (from `os.urandom`), `_BLOCK` at a time:
+    each step (cut the random block, mask the version bits, make the objects, set their two fields)
+    is one C-level `map` over the block, with no system call and no `UUID.__init__` (its argument
+    checks; Python 3.14's `UUID._from_int` skips them the same way) per id."""
     while True:
-        block = os.urandom(4096)
-        for start in range(0, 4096, 16):
-            yield int.from_bytes(block[start : start + 16])
+        block = os.urandom(16 * _BLOCK)
+        values = map(or_, map(and_, map(int.from_bytes, map(block.__getitem__, _SLICES)), repeat(_V4_CLEAR)),
+                     repeat(_V4_SET))
+        ids = list(map(object.__new__, repeat(_UUID, _BLOCK)))
+        deque(map(object.__setattr__, ids, repeat("int"), values), maxlen=0)
+        deque(map(object.__setattr__, ids, repeat("is_safe"), repeat(_UNKNOWN, _BLOCK)), maxlen=0)
+        yield from ids
 
 
-_randoms = _random_128()
+_ids = _made_ids()
 
 
 def _after_fork() -> None:
-    global _randoms
-    _randoms = _random_128()  # a forked child must not hand out its parent's next ids
+    global _ids
+    _ids = _made_ids()  # a forked child must not hand out its parent's next ids
 
 
 os.register_at_fork(after_in_child=_after_fork)
 
 
 def new_id() -> uuid.UUID:
-    """A random UUID, version 4, as `uuid.uuid4()` makes it (from `os.urandom`), without a system
-    call each time and without `UUID.__init__`'s argument checks (Python 3.14's `UUID._from_int`
-    skips them the same way): ~1 µs instead of 3.7, on the event loop for every event."""
-    value = _new_uuid(uuid.UUID)
-    _set_field(value, "int", next(_randoms) & _V4_CLEAR | _V4_SET)
-    _set_field(value, "is_safe", _UNKNOWN)
-    return value
+    """A random UUID, version 4 (on the event loop for every event: ~0.4 µs, against ~3.7 µs for
+    `uuid.uuid4()` and ~1.6 µs making each one alone)."""
+    return next(_ids)
 
 
 @dataclass(slots=True)
@@ -113,17 +119,25 @@ class Event:
         )
 
     def price(self) -> None:
-        """Fill in the cost (off the hot path: the writer calls this)."""
-        usage = self.usage()
-        if usage is not None and self.price_source is None:
-            found = price(self.provider, self.response_model or self.routed_model or self.model, usage, self.created_at)
-            if found is None and self.response_model and self.model and self.response_model != self.model:
-                found = price(self.provider, self.model, usage, self.created_at)
-            if found is not None:
-                self.cost_usd, self.price_source = found.cost_usd, found.source
+        """Fill in the cost (off the hot path: the writer calls this). Idempotent."""
+        if self.price_source is not None or (self.input_tokens is None and self.output_tokens is None):
+            return
+        tokens = (self.input_tokens or 0, self.cached_input_tokens or 0, self.cache_write_tokens or 0,
+                  self.output_tokens or 0, self.created_at)
+        found = cost(self.provider, self.response_model or self.routed_model or self.model, *tokens)
+        if found is None and self.response_model and self.model and self.response_model != self.model:
+            found = cost(self.provider, self.model, *tokens)
+        if found is not None:
+            self.cost_usd, self.price_source = found
 
     def sanitise(self) -> None:
-        """Text Postgres will store: a NUL (legal in JSON strings, refused by Postgres) becomes U+FFFD."""
+        """Text Postgres will store: a NUL (legal in JSON strings, refused by Postgres) becomes U+FFFD.
+        One search over the text columns joined (~0.4 µs) finds that nearly every event has none."""
+        try:
+            if "\x00" not in "".join(filter(None, _text_columns(self))):
+                return
+        except TypeError:  # not all text: look at each column (as below)
+            pass
         for name in _TEXT_COLUMNS:
             value = getattr(self, name)
             if value is not None and "\x00" in value:
@@ -139,3 +153,4 @@ _TEXT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in fields(Event) if f.type in ("str | None", "str") and f.name != "request_id"
 )
 _all_columns = attrgetter(*COLUMNS)
+_text_columns = attrgetter(*_TEXT_COLUMNS)

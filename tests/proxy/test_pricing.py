@@ -66,6 +66,83 @@ def test_azure_deployment_falls_back_to_openai_base_model() -> None:
     assert found is not None and found.cost_usd > 0
 
 
+def _written_cost(
+    provider: str, model: str, usage: Usage, response_model: str | None = None
+) -> tuple[Decimal | None, str | None]:
+    """What the writer puts on an event (`Event.price`, through `pricing.cost`)."""
+    from proxy.accounting.record import Event
+
+    event = Event(
+        org_id=1,
+        created_at=NOW,
+        provider=provider,
+        endpoint="chat/completions",
+        status_code=200,
+        model=model,
+        response_model=response_model,
+    )
+    event.set_usage(usage)
+    event.price()
+    event.price()  # idempotent
+    return event.cost_usd, event.price_source
+
+
+@pytest.mark.parametrize(
+    "provider,model",
+    [
+        ("openai", "gpt-4o"),
+        ("anthropic", "claude-sonnet-4-20250514"),
+        ("gemini", "gemini-2.5-pro"),
+        ("azure", "gpt-4o-mini"),
+    ],
+)
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        (0, 0, 0, 0),
+        (1000, 0, 0, 0),
+        (0, 0, 0, 77),
+        (1000, 200, 0, 50),
+        (5000, 1000, 3000, 120),
+        (300, 0, 300, 0),
+        (10, 50, 0, 5),
+        (250_000, 1000, 0, 10),
+    ],
+)
+def test_the_writers_cost_is_price_for_every_mix_of_token_kinds(
+    provider: str, model: str, tokens: tuple[int, int, int, int]
+) -> None:
+    """The writer's path skips the token kinds it has none of (no Decimal term for them) and keeps
+    its rates in a memo of its own; its cost and source are `price`'s, to the last digit."""
+    inp, cached, written, out = tokens
+    usage = Usage(inp, out, cached_input_tokens=cached, cache_write_tokens=written)
+    expected = price(provider, model, usage, NOW)
+    assert expected is not None
+    assert _written_cost(provider, model, usage) == (expected.cost_usd, expected.source)
+    assert _written_cost(provider, model, usage) == (expected.cost_usd, expected.source)  # from the memo
+
+
+def test_the_writer_prices_an_unknown_answering_model_by_the_model_asked_for() -> None:
+    usage = Usage(1000, 100)
+    expected = price("openai", "gpt-4o", usage, NOW)
+    assert expected is not None
+    assert _written_cost("openai", "gpt-4o", usage, "gpt-4o-custom-snapshot-x") == (expected.cost_usd, expected.source)
+    assert _written_cost("openai", "no-such-model", usage) == (None, None)
+    assert _written_cost("no-such-provider", "gpt-4o", usage) == (None, None)
+
+
+def test_the_writers_memo_of_rates_stays_bounded() -> None:
+    """A flood of model names nobody prices (each remembered as None) empties the memo rather than grow it."""
+    from proxy.accounting import pricing
+
+    for i in range(pricing._MEMO_SIZE + 10):
+        assert pricing.cost("openai", f"made-up-{i}", 10, 0, 0, 10, NOW) is None
+        assert len(pricing._memo) <= pricing._MEMO_SIZE
+    found = pricing.cost("openai", "gpt-4o", 1000, 0, 0, 100, NOW)
+    expected = price("openai", "gpt-4o", Usage(1000, 100), NOW)
+    assert found is not None and expected is not None and found == (expected.cost_usd, expected.source)
+
+
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
