@@ -43,11 +43,56 @@ def test_sql_and_python_put_every_value_in_the_same_bucket(db: psycopg.Connectio
     values = [rng.lognormvariate(0, 9) for _ in range(20_000)] + [float(i) for i in range(0, 5000)]
     values += [GAMMA**i * f for i in range(-200, 1400, 7) for f in (1.0, 1 - 1e-15, 1 + 1e-15)]
     values += [0.0, -1.0, 1.0, 1e-300, 1e300, 2.0**31]
-    found = db.execute("SELECT lectr_bucket(v) FROM unnest(%s::float8[]) WITH ORDINALITY AS x(v, i) ORDER BY i",
-                       (values,)).fetchall()
+    found = db.execute(
+        "SELECT lectr_bucket(v) FROM unnest(%s::float8[]) WITH ORDINALITY AS x(v, i) ORDER BY i", (values,)
+    ).fetchall()
     assert [b for (b,) in found] == [bucket(v) for v in values]
     for chunk in (values[:3], values[1000:1200], values[-30:]):
         assert histogram(chunk) == Histogram.from_arrays([bucket(v) for v in chunk], [1] * len(chunk)).arrays()
+
+
+# lectr_hist_merge as migration 005 defined it (set-based), the reference for 009's sorted walk.
+_SET_BASED_MERGE = """
+CREATE FUNCTION pg_temp.set_based_merge(b1 integer[], c1 bigint[], b2 integer[], c2 bigint[],
+                                        OUT buckets integer[], OUT counts bigint[])
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(b ORDER BY b), '{}'), coalesce(array_agg(c ORDER BY b), '{}')
+    FROM (SELECT b, sum(c)::bigint AS c FROM (
+        SELECT * FROM unnest(coalesce(b1, '{}'), coalesce(c1, '{}')) AS x(b, c)
+        UNION ALL SELECT * FROM unnest(coalesce(b2, '{}'), coalesce(c2, '{}')) AS y(b, c)) AS both_sides
+    GROUP BY b) AS merged
+$$"""
+
+
+def test_histograms_merge_in_sql_as_they_did_and_as_python_merges_them(db: psycopg.Connection[Any]) -> None:
+    """lectr_hist_merge (migration 009's walk along two sorted arrays) gives what 005's GROUP BY gave
+    and what Python's `Histogram.merge` gives: disjoint, overlapping, equal, empty and null sides."""
+    db.execute(_SET_BASED_MERGE)
+    rng = random.Random(9)
+
+    def draw() -> tuple[list[int], list[int]] | tuple[None, None]:
+        shape = rng.random()
+        if shape < 0.1:
+            return None, None
+        indices = sorted(rng.sample(range(-40, 400), 0 if shape < 0.2 else rng.randint(1, 160)))
+        if rng.random() < 0.3:
+            indices = [-32768, *indices]  # the ZERO bucket
+        return indices, [rng.randint(1, 10**12) for _ in indices]
+
+    pairs = [(draw(), draw()) for _ in range(300)]
+    same = draw()
+    pairs.append((same, same))
+    for (b1, c1), (b2, c2) in pairs:
+        merged = db.execute(
+            "SELECT * FROM lectr_hist_merge(%s::int[], %s::bigint[], %s::int[], %s::bigint[])", (b1, c1, b2, c2)
+        ).fetchone()
+        reference = db.execute(
+            "SELECT * FROM pg_temp.set_based_merge(%s::int[], %s::bigint[], %s::int[], %s::bigint[])", (b1, c1, b2, c2)
+        ).fetchone()
+        assert merged == reference
+        python = Histogram.from_arrays(b1, c1)
+        python.merge(Histogram.from_arrays(b2, c2))
+        assert merged is not None and (merged[0], merged[1]) == python.arrays()
 
 
 def test_token_counts_take_their_buckets_from_a_table_that_agrees_with_the_formula() -> None:
@@ -55,8 +100,10 @@ def test_token_counts_take_their_buckets_from_a_table_that_agrees_with_the_formu
     `bucket` (and so `lectr_bucket`) gives it, and fall back to the formula outside the table."""
     table_size = 1 << 16
     assert token_histogram(list(range(table_size))) == histogram(list(range(table_size)))
-    assert token_histogram(list(range(table_size))) == Histogram.from_arrays(
-        [bucket(v) for v in range(table_size)], [1] * table_size).arrays()
+    assert (
+        token_histogram(list(range(table_size)))
+        == Histogram.from_arrays([bucket(v) for v in range(table_size)], [1] * table_size).arrays()
+    )
     rng = random.Random(7)
     for values in ([0, 0, 1, 2], [table_size - 1, table_size, 10**9, 3], [-5, 0, 7], [], [12, 2.5, 40]):
         values += [rng.randint(0, 5000) for _ in range(50)]
