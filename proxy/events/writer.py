@@ -366,7 +366,7 @@ class EventWriter:
         The batch is aggregated in a thread of its own while this one streams the rows: Postgres
         takes them in slower than Python formats them, and the aggregation (~3 µs an event) then
         fills this thread's waits on the socket instead of following the last row while Postgres
-        sits idle (+3 % events/s under a backlog; bench/README.md, "Event writer")."""
+        sits idle (+4 % events/s under a backlog; bench/README.md, "Event writer")."""
         conn = self._connection()
         if self._types is None:
             found = dict(conn.execute(_COLUMN_TYPES).fetchall())
