@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import analytics
 from analytics.commands import RECOMMEND_DAYS
 from dashboard import format as fmt
-from dashboard.data import PERIODS, period_start, recent_start
+from dashboard.data import PERIODS, current_span, period_start, recent_start
 from tests.dashboard.conftest import PAGES, SeededOrg, open_page, page_text
 
 
@@ -125,8 +125,11 @@ def test_recommendations_cards_and_protection(
 
 def test_anomalies_match_analytics(as_demo: AppTest, pg_url: str, demo_org: SeededOrg, end: dt.datetime) -> None:
     at = open_page(as_demo, "anomalies", "30d")
-    start = end - dt.timedelta(days=30)
-    found = analytics.anomalies(_events(pg_url, demo_org, end - dt.timedelta(days=60), end, (start,))).collect()
+    # The page's window and kind of anomaly: 30 days from the hour, whole days, error rates per day.
+    since, cuts = current_span("30d", end)
+    start = period_start("30d", end)
+    frame = analytics.load_rollups(pg_url, demo_org.id, since, end, cuts=cuts, days=True).collect().lazy()
+    found = analytics.anomalies(frame, daily=True).collect()
     in_period = found.filter(pl.col("bucket") >= start.replace(hour=0, minute=0))
     assert in_period.height > 0  # the demo's runaway day and provider incident
     shown = [m for m in at.metric if m.delta and "baseline" in m.delta]
