@@ -6,7 +6,9 @@ A window `[start, end)` reads:
 - with `days=True`, the whole UTC days inside it that no boundary or cut falls inside from
   `rollup_daily` (one row per day and group, `hour` and `since` its midnight: the hourly rows of
   that day merged, so every figure is the same), for figures that bucket by a day or more, or not
-  by time; a 90-day window then reads ~24x fewer rows and histogram buckets;
+  by time; a 90-day window then reads ~24x fewer rows and histogram buckets. Only days before
+  the watermark `rollup_daily_sealed.through` (migration 010) have their daily rows; the days from
+  it on (today, and any day not sealed yet) come as hours;
 - the other whole hours from `rollup_hourly` (one row per hour and group, histograms as lists);
 - for each hour that a window boundary or a `cut` falls inside (a cut is another boundary the
   caller will slice at, e.g. where the current period starts), the pieces of that hour. All
@@ -120,13 +122,19 @@ def _outside(start: dt.datetime, end: dt.datetime,
     return left
 
 
+# The first day whose `rollup_daily` rows are not complete yet (migration 010), read in the
+# statement that reads the rows: one snapshot sees both. No watermark: no day is taken as sealed.
+_SEALED = sql.SQL("coalesce((SELECT through FROM rollup_daily_sealed), '-infinity'::date)")
+
+
 def rollup_query(
     org_id: int, start: dt.datetime, end: dt.datetime, histograms: Sequence[str],
     days: Sequence[tuple[dt.datetime, dt.datetime]] = (),
 ) -> str:
     """The rollup rows of every hour that overlaps `[start, end)` (values inlined, quoted by
     psycopg, so ADBC can stream the result with COPY; see `load.build_query`), except that the
-    `days` runs come from `rollup_daily`, one row per day (its midnight as `hour`)."""
+    `days` runs come from `rollup_daily`, one row per day (its midnight as `hour`), as far as its
+    rows are sealed (`rollup_daily_sealed`); the later days of the runs come as hours."""
     columns = sql.SQL(", ").join(sql.SQL(c) for c in (
         *DIMENSIONS, *COUNTS, *FLOAT_SUMS, "cost_usd::text AS cost_usd", "last_error_at",
         *(f"{h}_{p}" for h in histograms for p in "bc"),
@@ -139,15 +147,19 @@ def rollup_query(
             for a, b in ranges
         )
 
-    hours = _outside(_hour(start), end, days)
+    hours = spans("hour", _outside(_hour(start), end, days))
+    if days:  # the days not sealed yet come as hours (after the watermark: hours of days not over)
+        unsealed = sql.SQL("(hour >= ({}::timestamp AT TIME ZONE 'UTC') AND ({}))").format(_SEALED, spans("hour", days))
+        hours = sql.SQL(" OR ").join([h for h in (hours, unsealed) if h.as_string(None)])
     parts = []
-    if hours:
+    if hours.as_string(None):
         parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE org_id = {} AND ({})").format(
-            columns, sql.Literal(int(org_id)), spans("hour", hours)))
+            columns, sql.Literal(int(org_id)), hours))
     if days:
         parts.append(sql.SQL(
-            "SELECT (day::timestamp AT TIME ZONE 'UTC') AS hour, {} FROM rollup_daily WHERE org_id = {} AND ({})"
-        ).format(columns, sql.Literal(int(org_id)), spans("day", [(a.date(), b.date()) for a, b in days])))
+            "SELECT (day::timestamp AT TIME ZONE 'UTC') AS hour, {} FROM rollup_daily WHERE org_id = {} AND day < {}"
+            " AND ({})"
+        ).format(columns, sql.Literal(int(org_id)), _SEALED, spans("day", [(a.date(), b.date()) for a, b in days])))
     if not parts:  # an empty window: no row, the columns typed
         parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE false").format(columns))
     return sql.SQL(" UNION ALL ").join(parts).as_string(None)

@@ -1,14 +1,21 @@
-"""The writer's rollup upsert alone: Postgres time per flush with and without the daily table.
+"""The writer's rollup upsert alone: Postgres time per flush, today's statement against the ones before.
 
     python bench/bench_rollup_upsert.py [--rounds 40]
 
 Batches of 5,000 `bench_writer` events are aggregated as the writer does
-(`proxy.accounting.rollup.aggregate`), then upserted alternately with the writer's statement
-(`rollup_hourly`, `rollup_daily`, `rollup_daily_end_user`) and with the same statement without
-`rollup_daily` (what `main` ran before migration 008), each in its own committed transaction
-into rows that already exist (the steady state: a flush adds to the current hour's and day's
-rows). Prints the median time of each. Uses `DATABASE_URL`, else an embedded Postgres in a
-temporary directory.
+(`proxy.accounting.rollup.aggregate`), then upserted in turn with three statements, each in its
+own committed transaction, into rows that already exist (the steady state: a flush adds to the
+current hour's rows):
+
+- `sealed`: the writer's statement since migration 010 (today's `rollup_daily` rows are left to
+  the daily seal; a batch of today's events merges into `rollup_hourly` and
+  `rollup_daily_end_user` only);
+- `every flush`: the statement of migrations 008-009, which also merged every batch into the
+  day's `rollup_daily` rows;
+- `no daily`: the statement before migration 008 (hourly and per end user).
+
+Prints the median time of each. Uses `DATABASE_URL`, else an embedded Postgres in a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -32,11 +39,16 @@ from proxy.store.db.connection import stop_embedded
 from proxy.store.orgs import create_org
 
 BATCH = 5_000
-# The writer's statement as it was before the daily table: hourly and per end user.
-WITHOUT_DAILY = (
-    f"WITH hourly AS ({sql._insert('rollup_hourly', sql.HOURLY_COLUMNS, sql.HOURLY_KEY, sql._HOURLY_CONFLICT)}"
-    f" RETURNING 1) {sql._insert('rollup_daily_end_user', sql.DAILY_COLUMNS, sql.DAILY_KEY, sql._DAILY_CONFLICT)}"
-)
+_HOURLY = f"{sql._insert('rollup_hourly', sql.HOURLY_COLUMNS, sql.HOURLY_KEY, sql._HOURLY_CONFLICT)} RETURNING 1"
+_END_USER = sql._insert("rollup_daily_end_user", sql.DAILY_COLUMNS, sql.DAILY_KEY, sql._DAILY_CONFLICT)
+STATEMENTS = {
+    "sealed": sql._UPSERT,
+    "every flush": (
+        f"WITH hourly AS ({_HOURLY}), days AS ("
+        f"{sql._insert('rollup_daily', sql.DAYS_COLUMNS, sql.HOURLY_KEY, sql._DAYS_CONFLICT)} RETURNING 1) {_END_USER}"
+    ),
+    "no daily": f"WITH hourly AS ({_HOURLY}) {_END_USER}",
+}
 
 
 def main() -> None:
@@ -53,23 +65,22 @@ def main() -> None:
                 batches = [aggregate([EventWriter._finish(make_event(org.id, i))
                                       for i in range(k * BATCH, (k + 1) * BATCH)]) for k in range(4)]
                 print(f"{len(batches[0].hourly)} hourly, {len(batches[0].days)} daily rows per batch of {BATCH:,}")
-                times: dict[str, list[float]] = {"without": [], "with": []}
+                times: dict[str, list[float]] = {label: [] for label in STATEMENTS}
                 for i in range(args.rounds):
                     batch = batches[i % len(batches)]
                     hourly, days, daily = (orjson.dumps(rows, default=sql._default).decode()
                                            for rows in (batch.hourly, batch.days, batch.daily))
-                    for label in ("without", "with") if i % 2 else ("with", "without"):
+                    labels = list(STATEMENTS)
+                    for label in labels[i % 3:] + labels[: i % 3]:  # who goes first takes turns
+                        params = (hourly, daily) if label == "no daily" else (hourly, days, daily)
                         with conn.transaction():
                             started = time.perf_counter()
-                            if label == "with":
-                                conn.execute(sql._UPSERT, (hourly, days, daily))
-                            else:
-                                conn.execute(WITHOUT_DAILY, (hourly, daily))  # type: ignore[arg-type]
+                            conn.execute(STATEMENTS[label], params)  # type: ignore[arg-type]
                             times[label].append(time.perf_counter() - started)
         finally:
             stop_embedded(Path(tmp))
     for label, found in times.items():
-        print(f"{label} rollup_daily: median {statistics.median(found) * 1000:.1f} ms per flush of {BATCH:,} events")
+        print(f"{label:>12}: median {statistics.median(found) * 1000:.1f} ms per flush of {BATCH:,} events")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ async def throughput(url: str, org_id: int, n: int, journal: Path) -> tuple[floa
             writer.record(event)
             if i % 5000 == 0:
                 await trio.sleep(0)
-        while writer.statistics().written < n:
+        while (stats := writer.statistics()).written < n:
+            if stats.rejected or stats.dropped or stats.spilled:  # never all written: say why, do not hang
+                raise SystemExit(f"the writer did not write every event: {stats}")
             await trio.sleep(0.01)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         await writer.aclose()

@@ -3,7 +3,9 @@
 `assert_rollups_match_events` compares every rollup row (hourly, daily, daily per end user) with a
 GROUP BY over `events` written here independently of the writer, of `lectr_rollup_rebuild` and of
 `lectr_rollup_days`: counters, token sums and cost exactly, float sums to 1e-9, histograms bucket
-for bucket, their totals with the counts of known values. `assert_quantiles` merges an
+for bucket, their totals with the counts of known values. The daily rollup is checked as readers
+take it (`daily_view`): `rollup_daily`'s rows of the sealed days, the hourly rows of the later
+days merged here. `assert_quantiles` merges an
 org's hourly histograms and compares their quantiles with Postgres' `percentile_cont`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -116,6 +119,40 @@ def rollup_rows(
         return _keyed(cur, f"SELECT *, {period} FROM {table} WHERE org_id = ANY (%s) ORDER BY {KEY}", (org_ids,), 7)
 
 
+def sealed_through(conn: psycopg.Connection[Any]) -> dt.date:
+    """The first day whose `rollup_daily` rows are not sealed yet (migration 010)."""
+    row = conn.execute("SELECT through FROM rollup_daily_sealed").fetchone()
+    assert row is not None, "rollup_daily_sealed holds its one row"
+    return row[0]
+
+
+def daily_view(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The daily rollup as readers take it (analytics/load_rollups.py): `rollup_daily`'s rows of the
+    days before the watermark, and the hourly rows of the later days merged per UTC day (sums
+    added, `last_error_at` the latest, histograms bucket by bucket), keyed as `rollup_rows`."""
+    through = sealed_through(conn)
+    view = {key: row for key, row in rollup_rows(conn, org_ids, "rollup_daily").items() if key[1] < through}
+    for key, row in rollup_rows(conn, org_ids).items():
+        day = key[1].astimezone(dt.UTC).date()
+        if day < through:
+            continue
+        merged = view.get(day_key := (key[0], day, *key[2:]))
+        if merged is None:
+            view[day_key] = {**row, "hour": day}
+            continue
+        for name in (*EXACT, *FLOATS):
+            if name == "last_error_at":
+                merged[name] = max((t for t in (merged[name], row[name]) if t is not None), default=None)
+            else:
+                merged[name] += row[name]
+        for name in HISTOGRAMS:
+            counts = Counter(dict(zip(merged[f"{name}_b"], merged[f"{name}_c"], strict=True)))
+            counts.update(dict(zip(row[f"{name}_b"], row[f"{name}_c"], strict=True)))
+            merged[f"{name}_b"] = sorted(counts)
+            merged[f"{name}_c"] = [counts[b] for b in merged[f"{name}_b"]]
+    return view
+
+
 def daily_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
     with conn.cursor() as cur:
         return _keyed(cur, "SELECT * FROM rollup_daily_end_user WHERE org_id = ANY (%s)", (org_ids,), 4)
@@ -145,7 +182,7 @@ def _assert_table_matches(conn: psycopg.Connection[Any], org_ids: list[int], tab
     """`table`'s rows equal the GROUP BY of the events per group and `period`, and there is no other."""
     with conn.cursor() as cur:
         raw = _keyed(cur, _RAW_HOURLY.format(period=period), (org_ids,), 7)
-    rolled = rollup_rows(conn, org_ids, table)
+    rolled = daily_view(conn, org_ids) if table == "rollup_daily" else rollup_rows(conn, org_ids, table)
     buckets_of: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
     for *key, kind, bucket, count in conn.execute(_RAW_BUCKETS.format(period=period), (org_ids,)).fetchall():
         found = buckets_of.setdefault((tuple(key), kind), ([], []))
@@ -177,10 +214,14 @@ def _assert_table_quantiles(conn: psycopg.Connection[Any], org_id: int, table: s
         "latency_ms": "latency_ms", "ttft_ms": "ttft_ms", "upstream_ms": "upstream_ms",
         "overhead_ms": "latency_ms - upstream_ms", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
     }
-    rows = conn.execute(
-        "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + f" FROM {table} WHERE org_id = %s",
-        (org_id,),
-    ).fetchall()
+    if table == "rollup_daily":  # as readers take it
+        rows = [tuple(x for name in expressions for x in (row[f"{name}_b"], row[f"{name}_c"]))
+                for row in daily_view(conn, [org_id]).values()]
+    else:
+        rows = conn.execute(
+            "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + f" FROM {table} WHERE org_id = %s",
+            (org_id,),
+        ).fetchall()
     assert rows, table
     for index, (name, expression) in enumerate(expressions.items()):
         merged = Histogram()

@@ -6,8 +6,9 @@ same transaction (`proxy.store.db.rollups`). The rows are the ones of migration 
 `rollup_hourly` (per org, UTC hour, feature, task, provider, model, routed model) and
 `rollup_daily_end_user` (per org, UTC day, end user, feature), column for column as its
 comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL. The
-hourly rows merged per UTC day are the batch's `rollup_daily` rows (migration 008): a batch
-spans an hour or two, so this costs a step per group, not per event.
+hourly rows merged per UTC day are the batch's `rollup_daily` rows (migration 008; upserted only
+for days already over, migration 010): a batch spans an hour or two, so this costs a step per
+group, not per event.
 
 Cheap by construction, because it runs in the writer's flush thread, holding the GIL, for every
 event (the writer's target is ≥ 20,000 events/s): one Python step per row puts the row in its

@@ -34,7 +34,7 @@ from proxy.events.journal import Journal, encode
 from proxy.events.spool import Spool
 from proxy.store.db import connect, ensure_partitions
 from proxy.store.db.migrate import drop_old_partitions
-from proxy.store.db.rollups import drop_old_rollups, upsert
+from proxy.store.db.rollups import drop_old_rollups, seal, upsert
 
 log = logging.getLogger("lectr.writer")
 T = TypeVar("T")
@@ -129,6 +129,7 @@ class EventWriter:
         self._backoff = 0.0
         self._next_maintenance = 0.0
         self._next_adoption = 0.0
+        self._sealed_on: dt.date | None = None  # the UTC date of the last `seal` of the daily rollups
         self._journal_files = len(journal.files())
         self._aggregator = ThreadPoolExecutor(1, thread_name_prefix="lectr-rollups")  # see `_write`
         self.finished = trio.Event()
@@ -486,29 +487,45 @@ class EventWriter:
         return True
 
     async def _maintain(self) -> None:
-        """Every few seconds: adopt the spools of workers that are gone. Hourly: create next months'
+        """Every few seconds: adopt the spools of workers that are gone. When the UTC date changes,
+        and hourly: seal the daily rollups of the days that are over (`rollups.seal`; hourly too
+        in case Postgres' clock turned the day later than ours). Hourly: create next months'
         partitions and apply retention."""
         now = time.monotonic()
         if now >= self._next_adoption:
             await self._while_taking(self._adopt)
-        if not self._healthy or now < self._next_maintenance:
+        if not self._healthy:
+            return
+        today = dt.datetime.now(dt.UTC).date()
+        if now < self._next_maintenance:
+            if today != self._sealed_on:
+                self._sealed_on = today  # (if it fails: again at the next hourly maintenance)
+                await self._maintenance("sealing the daily rollups", lambda: seal(self._connection()))
             return
         self._next_maintenance = now + _MAINTENANCE_SECONDS
+        self._sealed_on = today
 
         def work() -> None:
             conn = self._connection()
+            seal(conn)
             ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=0, months_ahead=2)
             for name in drop_old_partitions(conn, self._retention_months):
                 log.info("retention: dropped partition %s", name)
             if dropped := drop_old_rollups(conn, self._rollup_retention_months):
                 log.info("rollup retention: deleted %d rollup rows", dropped)
 
+        if not await self._maintenance("partition maintenance", work):
+            self._next_maintenance = now + 60
+
+    async def _maintenance(self, what: str, work: Callable[[], object]) -> bool:
+        """Run housekeeping in a worker thread while events keep being taken; False if it failed."""
         try:
             await self._while_taking(work)
         except (psycopg.Error, OSError) as exc:
-            log.warning("partition maintenance failed: %s", type(exc).__name__)
+            log.warning("%s failed: %s", what, type(exc).__name__)
             self._drop_connection()
-            self._next_maintenance = now + 60
+            return False
+        return True
 
 
 __all__ = ["EventWriter", "WriterStatistics"]

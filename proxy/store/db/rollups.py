@@ -7,8 +7,9 @@ with `lectr_hist_merge`. The rows go as three JSON parameters of one statement (
 whatever the number of groups: the writer's thread waits for the GIL again after each), inserted
 in key order, the tables named hourly first, so that writers, and `lectr_rollup_rebuild`
 (migration 006) and `lectr_rollup_days` (008), which lock `rollup_hourly` first, never deadlock
-each other. The rebuilds here recompute a day's `rollup_daily` rows from its hourly rows in the
-transaction that rebuilt those.
+each other. A batch's `rollup_daily` rows go in only for days that are over: today's are sealed
+from its hourly rows once it ends (`seal`, migration 010). The rebuilds here recompute a day's
+`rollup_daily` rows from its hourly rows in the transaction that rebuilt those.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def _type(name: str) -> str:
     return _TYPES.get(name, "bigint")
 
 
-def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str) -> str:
-    """INSERT the rows of a JSON parameter (a list of arrays in `columns` order), adding them to
-    the rows already there: counters summed, last_error_at the later, histograms merged."""
+def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str, where: str = "true") -> str:
+    """INSERT the rows of a JSON parameter (a list of arrays in `columns` order) for which `where`
+    holds, adding them to the rows already there: counters summed, last_error_at the later,
+    histograms merged."""
     counters = [name for name in columns[key:] if name != "last_error_at" and not name.endswith(("_b", "_c"))]
     sets = [f"{name} = r.{name} + EXCLUDED.{name}" for name in counters]
     if "last_error_at" in columns:
@@ -69,16 +71,20 @@ def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str) -> st
                        for i, name in enumerate(columns))
     return (
         f"INSERT INTO {table} AS r ({listed}) SELECT {listed} FROM (SELECT {values} FROM"
-        f" jsonb_array_elements(%s::jsonb) AS x) AS batch ({listed}) ORDER BY {order}"
+        f" jsonb_array_elements(%s::jsonb) AS x) AS batch ({listed}) WHERE {where} ORDER BY {order}"
         f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)}"
     )
 
 
+# A batch's `rollup_daily` rows go in only for days already over by the server's clock, read while
+# the statement holds its lock on rollup_hourly (taken at the statement's start, for every table it
+# names): today's are left to `lectr_rollup_seal` (migration 010, which says why no event is missed).
+_DAY_IS_OVER = "day < (clock_timestamp() AT TIME ZONE 'UTC')::date"
 # One statement for the three tables (one round trip: the writer's thread waits on each for the
 # GIL too); Postgres locks rollup_hourly first, in the order the statement names the tables.
 _UPSERT = (
     f"WITH hourly AS ({_insert('rollup_hourly', HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT)} RETURNING 1), "
-    f"days AS ({_insert('rollup_daily', DAYS_COLUMNS, HOURLY_KEY, _DAYS_CONFLICT)} RETURNING 1) "
+    f"days AS ({_insert('rollup_daily', DAYS_COLUMNS, HOURLY_KEY, _DAYS_CONFLICT, _DAY_IS_OVER)} RETURNING 1) "
     f"{_insert('rollup_daily_end_user', DAILY_COLUMNS, DAILY_KEY, _DAILY_CONFLICT)}"
 )
 
@@ -95,6 +101,15 @@ def upsert(cur: psycopg.Cursor[Any], rollups: Rollups) -> None:
         cur.execute(_UPSERT, (orjson.dumps(rollups.hourly, default=_default).decode(),
                               orjson.dumps(rollups.days, default=_default).decode(),
                               orjson.dumps(rollups.daily, default=_default).decode()))
+
+
+def seal(conn: psycopg.Connection[Any]) -> dt.date:
+    """Seal the `rollup_daily` rows of the UTC days that are over (`lectr_rollup_seal`, migration
+    010) in a transaction of its own; returns the watermark (the first day not sealed: today)."""
+    with conn.transaction():
+        row = conn.execute("SELECT lectr_rollup_seal()").fetchone()
+    assert row is not None
+    return row[0]
 
 
 def drop_old_rollups(conn: psycopg.Connection[Any], keep_months: int) -> int:
@@ -161,4 +176,4 @@ def rebuild_daily(conn: psycopg.Connection[Any], org_ids: list[int] | None) -> i
     return int(row[0]) if row else 0
 
 
-__all__ = ["DAYS_COLUMNS", "drop_old_rollups", "rebuild_daily", "rebuild_days", "rebuild_org", "upsert"]
+__all__ = ["DAYS_COLUMNS", "drop_old_rollups", "rebuild_daily", "rebuild_days", "rebuild_org", "seal", "upsert"]
