@@ -6,9 +6,10 @@ A window `[start, end)` reads:
 - with `days=True`, the whole UTC days inside it that no boundary or cut falls inside from
   `rollup_daily` (one row per day and group, `hour` and `since` its midnight: the hourly rows of
   that day merged, so every figure is the same), for figures that bucket by a day or more, or not
-  by time; a 90-day window then reads ~24x fewer rows and histogram buckets. Only days before
-  the watermark `rollup_daily_sealed.through` (migration 010) have their daily rows; the days from
-  it on (today, and any day not sealed yet) come as hours;
+  by time; a 90-day window then reads ~24x fewer rows and histogram buckets. `rollup_daily`
+  holds the hours before the watermark `rollup_daily_sealed.through` (migration 010, an hour of
+  today once the last hour is sealed), so only the days before the watermark's day come as days,
+  and the hours from its midnight on as hours;
 - the other whole hours from `rollup_hourly` (one row per hour and group, histograms as lists);
 - for each hour that a window boundary or a `cut` falls inside (a cut is another boundary the
   caller will slice at, e.g. where the current period starts), the pieces of that hour. All
@@ -122,9 +123,12 @@ def _outside(start: dt.datetime, end: dt.datetime,
     return left
 
 
-# The first day whose `rollup_daily` rows are not complete yet (migration 010), read in the
-# statement that reads the rows: one snapshot sees both. No watermark: no day is taken as sealed.
-_SEALED = sql.SQL("coalesce((SELECT through FROM rollup_daily_sealed), '-infinity'::date)")
+# `rollup_daily` holds the hourly rows before this hour (migration 010), so its days before this
+# one's day are whole, and the rest comes from the hours from its midnight on. Read in the
+# statement that reads the rows: one snapshot sees both. No watermark: every day comes as hours.
+_SEALED = "coalesce((SELECT through FROM rollup_daily_sealed), '-infinity'::timestamptz)"
+_SEALED_DAY = sql.SQL(f"(({_SEALED}) AT TIME ZONE 'UTC')::date")
+_UNSEALED_FROM = sql.SQL(f"date_trunc('day', {_SEALED}, 'UTC')")
 
 
 def rollup_query(
@@ -134,7 +138,8 @@ def rollup_query(
     """The rollup rows of every hour that overlaps `[start, end)` (values inlined, quoted by
     psycopg, so ADBC can stream the result with COPY; see `load.build_query`), except that the
     `days` runs come from `rollup_daily`, one row per day (its midnight as `hour`), as far as its
-    rows are sealed (`rollup_daily_sealed`); the later days of the runs come as hours."""
+    rows are whole (the days before the watermark's, `_SEALED`); the later days of the runs come
+    as hours."""
     columns = sql.SQL(", ").join(sql.SQL(c) for c in (
         *DIMENSIONS, *COUNTS, *FLOAT_SUMS, "cost_usd::text AS cost_usd", "last_error_at",
         *(f"{h}_{p}" for h in histograms for p in "bc"),
@@ -148,8 +153,8 @@ def rollup_query(
         )
 
     hours = spans("hour", _outside(_hour(start), end, days))
-    if days:  # the days not sealed yet come as hours (after the watermark: hours of days not over)
-        unsealed = sql.SQL("(hour >= ({}::timestamp AT TIME ZONE 'UTC') AND ({}))").format(_SEALED, spans("hour", days))
+    if days:  # the days not whole in rollup_daily yet (from the watermark's day on) come as hours
+        unsealed = sql.SQL("(hour >= {} AND ({}))").format(_UNSEALED_FROM, spans("hour", days))
         hours = sql.SQL(" OR ").join([h for h in (hours, unsealed) if h.as_string(None)])
     parts = []
     if hours.as_string(None):
@@ -159,7 +164,7 @@ def rollup_query(
         parts.append(sql.SQL(
             "SELECT (day::timestamp AT TIME ZONE 'UTC') AS hour, {} FROM rollup_daily WHERE org_id = {} AND day < {}"
             " AND ({})"
-        ).format(columns, sql.Literal(int(org_id)), _SEALED, spans("day", [(a.date(), b.date()) for a, b in days])))
+        ).format(columns, sql.Literal(int(org_id)), _SEALED_DAY, spans("day", [(a.date(), b.date()) for a, b in days])))
     if not parts:  # an empty window: no row, the columns typed
         parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE false").format(columns))
     return sql.SQL(" UNION ALL ").join(parts).as_string(None)

@@ -1,14 +1,15 @@
-"""The daily seal (`lectr_rollup_seal`, migration 010): how long it holds the writers, per day sealed.
+"""The seal of `rollup_daily` (migration 010): how long it holds the writers, per hour sealed.
 
-    python bench/bench_rollup_seal.py [--groups 100 1000 5000] [--rounds 3]
+    python bench/bench_rollup_seal.py [--groups 100 1000 5000]
 
-Once a UTC day is over, the first writer to notice seals it: it rebuilds the day's `rollup_daily`
-rows from its 24 hours of `rollup_hourly` rows, for every org, holding SHARE ROW EXCLUSIVE on both
-tables (writers' upserts wait; they keep taking events). This builds yesterday's hours for
+When an hour is over, the first writer to notice merges its `rollup_hourly` rows into
+`rollup_daily` (`proxy.store.db.rollups.seal`). While it does, writers wait at the first statement
+of their transaction (they keep taking events). This builds the 24 hours of yesterday for
 `--groups` groups with real histograms (one hour of `bench_writer` events aggregated as the writer
-does, 35 groups, copied under new feature names and into each hour of the day by SQL), moves the
-watermark back a day and times the seal, best of `--rounds`. Uses `DATABASE_URL`, else an
-embedded Postgres in a temporary directory.
+does, 35 groups, copied under new feature names into every hour by SQL), so the day's rows grow
+hour by hour as in production, moves the watermark back to yesterday's midnight and times the seal
+of the day, an hour per transaction: the figure per hour is the writers' wait once an hour. Uses
+`DATABASE_URL`, else an embedded Postgres in a temporary directory.
 """
 
 from __future__ import annotations
@@ -37,21 +38,22 @@ EVENTS = 20_000  # one hour's sample: 35 groups, ~50-150 buckets per latency his
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--groups", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     settings = Settings.from_env()
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    midnight = dt.datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=dt.UTC)
-    print("| groups (this org) | hourly rows sealed (all orgs) | seal (best) | per 1,000 hourly rows |")
-    print("|---:|---:|---:|---:|")
+    now = dt.datetime.now(dt.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+    print("| groups | hourly rows sealed | whole seal | per hour sealed (writers wait) | per 1,000 hourly rows |")
+    print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="lectr-bench-") as tmp:
         url = settings.database_url or database_url(Settings(data_dir=Path(tmp)))
         try:
             with connect(url) as conn:
                 migrate(conn)
                 for groups in args.groups:
+                    conn.execute("DELETE FROM rollup_hourly")  # only this round's rows
+                    conn.execute("DELETE FROM rollup_daily")
                     org, _ = create_org(conn, f"seal-{uuid.uuid4().hex[:6]}")
-                    rows = aggregate([EventWriter._finish(make_event(org.id, i)) for i in range(EVENTS)]).hourly
+                    rows = aggregate([EventWriter._finish(make_event(org.id, i)) for i in range(EVENTS)], now).hourly
                     copies = -(-groups // len(rows))
                     rest = [c for c in HOURLY_COLUMNS if c not in ("org_id", "hour", "feature")]
                     with conn.transaction():
@@ -66,18 +68,15 @@ def main() -> None:
                             " WHERE r.org_id = %(org)s",
                             {"midnight": midnight, "copies": copies, "org": org.id},
                         )
-                        conn.execute("DELETE FROM rollup_hourly WHERE org_id = %s AND hour >= %s",
-                                     (org.id, midnight + dt.timedelta(days=1)))
+                        conn.execute("DELETE FROM rollup_hourly WHERE hour >= %s", (midnight + dt.timedelta(days=1),))
+                        conn.execute("UPDATE rollup_daily_sealed SET through = %s", (midnight,))
                     conn.execute("ANALYZE rollup_hourly")
-                    (n,) = conn.execute("SELECT count(*) FROM rollup_hourly WHERE hour >= %s AND hour < %s",
-                                        (midnight, midnight + dt.timedelta(days=1))).fetchone() or (0,)
-                    best = float("inf")
-                    for _ in range(args.rounds):
-                        conn.execute("UPDATE rollup_daily_sealed SET through = %s", (yesterday,))
-                        started = time.perf_counter()
-                        sql.seal(conn)
-                        best = min(best, time.perf_counter() - started)
-                    print(f"| {groups:,} | {n:,} | {best * 1000:,.0f} ms | {best * 1e6 / n:,.0f} ms |", flush=True)
+                    (n,) = conn.execute("SELECT count(*) FROM rollup_hourly").fetchone() or (0,)
+                    started = time.perf_counter()
+                    sql.seal(conn, hours_per_transaction=1)
+                    took = time.perf_counter() - started
+                    print(f"| {groups:,} | {n:,} | {took * 1000:,.0f} ms | {took * 1000 / 24:,.0f} ms "
+                          f"| {took * 1e6 / n:,.0f} ms |", flush=True)
         finally:
             stop_embedded(Path(tmp))
 

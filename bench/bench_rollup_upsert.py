@@ -7,9 +7,9 @@ Batches of 5,000 `bench_writer` events are aggregated as the writer does
 own committed transaction, into rows that already exist (the steady state: a flush adds to the
 current hour's rows):
 
-- `sealed`: the writer's statement since migration 010 (today's `rollup_daily` rows are left to
-  the daily seal; a batch of today's events merges into `rollup_hourly` and
-  `rollup_daily_end_user` only);
+- `sealed`: the writer's statement since migration 010 (the hours from the watermark on are left
+  to the seal, which merges them into `rollup_daily` once they are over: a batch of the current
+  hour merges into `rollup_hourly` and `rollup_daily_end_user` only);
 - `every flush`: the statement of migrations 008-009, which also merged every batch into the
   day's `rollup_daily` rows;
 - `no daily`: the statement before migration 008 (hourly and per end user).
@@ -21,6 +21,7 @@ directory.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import tempfile
 import time
@@ -62,8 +63,10 @@ def main() -> None:
             with connect(url) as conn:
                 migrate(conn)
                 org, _ = create_org(conn, f"upsert-{uuid.uuid4().hex[:6]}")
+                # `days` as if every hour were sealed: what the statement of 008-009 merged per flush.
+                every_hour = dt.datetime.max.replace(tzinfo=dt.UTC)
                 batches = [aggregate([EventWriter._finish(make_event(org.id, i))
-                                      for i in range(k * BATCH, (k + 1) * BATCH)]) for k in range(4)]
+                                      for i in range(k * BATCH, (k + 1) * BATCH)], every_hour) for k in range(4)]
                 print(f"{len(batches[0].hourly)} hourly, {len(batches[0].days)} daily rows per batch of {BATCH:,}")
                 times: dict[str, list[float]] = {label: [] for label in STATEMENTS}
                 for i in range(args.rounds):
@@ -72,7 +75,8 @@ def main() -> None:
                                            for rows in (batch.hourly, batch.days, batch.daily))
                     labels = list(STATEMENTS)
                     for label in labels[i % 3:] + labels[: i % 3]:  # who goes first takes turns
-                        params = (hourly, daily) if label == "no daily" else (hourly, days, daily)
+                        params = {"sealed": (hourly, "[]", daily), "every flush": (hourly, days, daily),
+                                  "no daily": (hourly, daily)}[label]
                         with conn.transaction():
                             started = time.perf_counter()
                             conn.execute(STATEMENTS[label], params)  # type: ignore[arg-type]

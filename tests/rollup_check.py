@@ -3,9 +3,8 @@
 `assert_rollups_match_events` compares every rollup row (hourly, daily, daily per end user) with a
 GROUP BY over `events` written here independently of the writer, of `lectr_rollup_rebuild` and of
 `lectr_rollup_days`: counters, token sums and cost exactly, float sums to 1e-9, histograms bucket
-for bucket, their totals with the counts of known values. The daily rollup is checked as readers
-take it (`daily_view`): `rollup_daily`'s rows of the sealed days, the hourly rows of the later
-days merged here. `assert_quantiles` merges an
+for bucket, their totals with the counts of known values. `rollup_daily` holds the events before
+its watermark (migration 010), and is compared with those. `assert_quantiles` merges an
 org's hourly histograms and compares their quantiles with Postgres' `percentile_cont`.
 """
 
@@ -14,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -67,7 +65,7 @@ SELECT org_id, {period} AS hour, nullif(feature, '') AS feature,
        max(created_at) FILTER (WHERE status_code >= 400 OR error_type IS NOT NULL) AS last_error_at,
        coalesce(sum(latency_ms), 0) AS latency_ms_sum, coalesce(sum(ttft_ms), 0) AS ttft_ms_sum,
        coalesce(sum(upstream_ms), 0) AS upstream_ms_sum, coalesce(sum(latency_ms - upstream_ms), 0) AS overhead_ms_sum
-FROM events WHERE org_id = ANY (%s)
+FROM events WHERE org_id = ANY (%s) AND created_at < %s
 GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 # Every known value's bucket, by lectr_bucket (what proxy/accounting/histogram.py computes in Python).
@@ -77,7 +75,7 @@ SELECT org_id, {period}, nullif(feature, ''), nullif(task, ''), provider,
 FROM events CROSS JOIN LATERAL (VALUES ('latency_ms', lectr_bucket(latency_ms)), ('ttft_ms', lectr_bucket(ttft_ms)),
     ('upstream_ms', lectr_bucket(upstream_ms)), ('overhead_ms', lectr_bucket(latency_ms - upstream_ms)),
     ('input_tokens', lectr_bucket(input_tokens)), ('output_tokens', lectr_bucket(output_tokens))) AS h(kind, b)
-WHERE org_id = ANY (%s) AND b IS NOT NULL
+WHERE org_id = ANY (%s) AND created_at < %s AND b IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 ORDER BY 9
 """
@@ -119,38 +117,11 @@ def rollup_rows(
         return _keyed(cur, f"SELECT *, {period} FROM {table} WHERE org_id = ANY (%s) ORDER BY {KEY}", (org_ids,), 7)
 
 
-def sealed_through(conn: psycopg.Connection[Any]) -> dt.date:
-    """The first day whose `rollup_daily` rows are not sealed yet (migration 010)."""
+def sealed_through(conn: psycopg.Connection[Any]) -> dt.datetime:
+    """The watermark of `rollup_daily` (migration 010): it holds the events of the hours before it."""
     row = conn.execute("SELECT through FROM rollup_daily_sealed").fetchone()
     assert row is not None, "rollup_daily_sealed holds its one row"
     return row[0]
-
-
-def daily_view(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The daily rollup as readers take it (analytics/load_rollups.py): `rollup_daily`'s rows of the
-    days before the watermark, and the hourly rows of the later days merged per UTC day (sums
-    added, `last_error_at` the latest, histograms bucket by bucket), keyed as `rollup_rows`."""
-    through = sealed_through(conn)
-    view = {key: row for key, row in rollup_rows(conn, org_ids, "rollup_daily").items() if key[1] < through}
-    for key, row in rollup_rows(conn, org_ids).items():
-        day = key[1].astimezone(dt.UTC).date()
-        if day < through:
-            continue
-        merged = view.get(day_key := (key[0], day, *key[2:]))
-        if merged is None:
-            view[day_key] = {**row, "hour": day}
-            continue
-        for name in (*EXACT, *FLOATS):
-            if name == "last_error_at":
-                merged[name] = max((t for t in (merged[name], row[name]) if t is not None), default=None)
-            else:
-                merged[name] += row[name]
-        for name in HISTOGRAMS:
-            counts = Counter(dict(zip(merged[f"{name}_b"], merged[f"{name}_c"], strict=True)))
-            counts.update(dict(zip(row[f"{name}_b"], row[f"{name}_c"], strict=True)))
-            merged[f"{name}_b"] = sorted(counts)
-            merged[f"{name}_c"] = [counts[b] for b in merged[f"{name}_b"]]
-    return view
 
 
 def daily_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -161,10 +132,10 @@ def daily_rows(conn: psycopg.Connection[Any], org_ids: list[int]) -> dict[tuple[
 def assert_rollups_match_events(conn: psycopg.Connection[Any], org_ids: list[int]) -> int:
     """Every rollup row equals the GROUP BY of its raw events, and there is no other; returns
     the number of events checked."""
-    for table, period in (("rollup_hourly", HOUR), ("rollup_daily", DAY)):
-        _assert_table_matches(conn, org_ids, table, period)
+    _assert_table_matches(conn, org_ids, "rollup_hourly", HOUR)
+    _assert_table_matches(conn, org_ids, "rollup_daily", DAY, sealed_through(conn))
     with conn.cursor() as cur:
-        raw = _keyed(cur, _RAW_HOURLY.format(period=HOUR), (org_ids,), 7)
+        raw = _keyed(cur, _RAW_HOURLY.format(period=HOUR), (org_ids, "infinity"), 7)
         raw_daily = _keyed(cur, _RAW_DAILY, (org_ids,), 4)
     rolled_daily = daily_rows(conn, org_ids)
     assert sorted(rolled_daily, key=repr) == sorted(raw_daily, key=repr)
@@ -178,13 +149,16 @@ def assert_rollups_match_events(conn: psycopg.Connection[Any], org_ids: list[int
     return sum(int(record["requests"]) for record in raw.values())
 
 
-def _assert_table_matches(conn: psycopg.Connection[Any], org_ids: list[int], table: str, period: str) -> None:
-    """`table`'s rows equal the GROUP BY of the events per group and `period`, and there is no other."""
+def _assert_table_matches(conn: psycopg.Connection[Any], org_ids: list[int], table: str, period: str,
+                          before: dt.datetime | str = "infinity") -> None:
+    """`table`'s rows equal the GROUP BY of the events before `before` per group and `period`, and
+    there is no other."""
     with conn.cursor() as cur:
-        raw = _keyed(cur, _RAW_HOURLY.format(period=period), (org_ids,), 7)
-    rolled = daily_view(conn, org_ids) if table == "rollup_daily" else rollup_rows(conn, org_ids, table)
+        raw = _keyed(cur, _RAW_HOURLY.format(period=period), (org_ids, before), 7)
+    rolled = rollup_rows(conn, org_ids, table)
     buckets_of: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
-    for *key, kind, bucket, count in conn.execute(_RAW_BUCKETS.format(period=period), (org_ids,)).fetchall():
+    for *key, kind, bucket, count in conn.execute(_RAW_BUCKETS.format(period=period),
+                                                  (org_ids, before)).fetchall():
         found = buckets_of.setdefault((tuple(key), kind), ([], []))
         found[0].append(bucket)
         found[1].append(count)
@@ -214,23 +188,24 @@ def _assert_table_quantiles(conn: psycopg.Connection[Any], org_id: int, table: s
         "latency_ms": "latency_ms", "ttft_ms": "ttft_ms", "upstream_ms": "upstream_ms",
         "overhead_ms": "latency_ms - upstream_ms", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
     }
-    if table == "rollup_daily":  # as readers take it
-        rows = [tuple(x for name in expressions for x in (row[f"{name}_b"], row[f"{name}_c"]))
-                for row in daily_view(conn, [org_id]).values()]
-    else:
-        rows = conn.execute(
-            "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + f" FROM {table} WHERE org_id = %s",
-            (org_id,),
-        ).fetchall()
-    assert rows, table
+    before = sealed_through(conn) if table == "rollup_daily" else "infinity"  # what the table holds
+    rows = conn.execute(
+        "SELECT " + ", ".join(f"{name}_b, {name}_c" for name in expressions) + f" FROM {table} WHERE org_id = %s",
+        (org_id,),
+    ).fetchall()
+    if not rows:  # (rollup_daily when every event is after the watermark)
+        found = conn.execute("SELECT count(*) FROM events WHERE org_id = %s AND created_at < %s", (org_id, before))
+        assert (found.fetchone() or (0,))[0] == 0, table
+        return
     for index, (name, expression) in enumerate(expressions.items()):
         merged = Histogram()
         for row in rows:
             merged.merge(Histogram.from_arrays(row[2 * index], row[2 * index + 1]))
         for q in (0.01, 0.25, 0.5, 0.9, 0.95, 0.99):
             (want,) = conn.execute(
-                f"SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY {expression}) FROM events WHERE org_id = %s",
-                (q, org_id),
+                f"SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY {expression}) FROM events WHERE org_id = %s"
+                " AND created_at < %s",
+                (q, org_id, before),
             ).fetchone() or (None,)
             got = merged.quantile(q)
             if want is None:

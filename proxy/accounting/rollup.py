@@ -6,9 +6,9 @@ same transaction (`proxy.store.db.rollups`). The rows are the ones of migration 
 `rollup_hourly` (per org, UTC hour, feature, task, provider, model, routed model) and
 `rollup_daily_end_user` (per org, UTC day, end user, feature), column for column as its
 comments define them; `lectr_rollup_rebuild` (migration 006) computes the same rows in SQL. The
-hourly rows merged per UTC day are the batch's `rollup_daily` rows (migration 008; upserted only
-for days already over, migration 010): a batch spans an hour or two, so this costs a step per
-group, not per event.
+hourly rows before the watermark merged per UTC day are the batch's `rollup_daily` rows
+(migrations 008 and 010: usually none, a batch spans the last hour or two and the seal merges
+hours once they are over); this costs a step per group, not per event.
 
 Cheap by construction, because it runs in the writer's flush thread, holding the GIL, for every
 event (the writer's target is ≥ 20,000 events/s): one Python step per row puts the row in its
@@ -95,8 +95,10 @@ class Rollups:
         return bool(self.hourly or self.daily)
 
 
-def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
-    """The rollup rows of event rows (in `COLUMNS` order) that were all just inserted."""
+def aggregate(rows: Iterable[Sequence[Any]], sealed: dt.datetime) -> Rollups:
+    """The rollup rows of event rows (in `COLUMNS` order) that were all just inserted. `sealed`: the
+    watermark of `rollup_daily` (`proxy.store.db.rollups.sealed_through`); `days` holds the hours
+    before it (the later ones are merged into `rollup_daily` by the seal)."""
     rows = rows if isinstance(rows, list) else list(rows)
     users = list(map(_END_USER, rows))
     if users.count(None) != len(users):
@@ -112,7 +114,7 @@ def aggregate(rows: Iterable[Sequence[Any]]) -> Rollups:
         return Rollups(
             hourly=hourly_rows,
             daily=sorted((_daily(key, group) for key, group in _normalised(daily, 2, 1).items()), key=_order),
-            days=by_day(hourly_rows),
+            days=by_day([row for row in hourly_rows if row[1] < sealed]),
         )
 
 

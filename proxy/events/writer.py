@@ -34,7 +34,7 @@ from proxy.events.journal import Journal, encode
 from proxy.events.spool import Spool
 from proxy.store.db import connect, ensure_partitions
 from proxy.store.db.migrate import drop_old_partitions
-from proxy.store.db.rollups import drop_old_rollups, seal, upsert
+from proxy.store.db.rollups import drop_old_rollups, seal, sealed_through, upsert
 
 log = logging.getLogger("lectr.writer")
 T = TypeVar("T")
@@ -129,7 +129,8 @@ class EventWriter:
         self._backoff = 0.0
         self._next_maintenance = 0.0
         self._next_adoption = 0.0
-        self._sealed_on: dt.date | None = None  # the UTC date of the last `seal` of the daily rollups
+        self._sealed_at: dt.datetime | None = None  # the UTC hour sealed up to (`_maintain`)
+        self._next_seal = 0.0
         self._journal_files = len(journal.files())
         self._aggregator = ThreadPoolExecutor(1, thread_name_prefix="lectr-rollups")  # see `_write`
         self.finished = trio.Event()
@@ -362,7 +363,9 @@ class EventWriter:
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
         """Worker thread: COPY the batch and add its rollups, in one transaction (a COPY that
-        succeeds has added every row: one already in Postgres fails it).
+        succeeds has added every row: one already in Postgres fails it). The transaction reads the
+        watermark of `rollup_daily` first (`sealed_through`, held until commit; migration 010):
+        only the batch's hours before it go to `rollup_daily`.
 
         The batch is aggregated in a thread of its own while this one streams the rows: Postgres
         takes them in slower than Python formats them, and the aggregation (~3 µs an event) then
@@ -372,8 +375,8 @@ class EventWriter:
         if self._types is None:
             found = dict(conn.execute(_COLUMN_TYPES).fetchall())
             self._types = [found[name] for name in COLUMNS]
-        rollups = self._aggregator.submit(aggregate, batch)
         with conn.transaction(), conn.cursor() as cur:
+            rollups = self._aggregator.submit(aggregate, batch, sealed_through(cur))
             with cur.copy(_BINARY_COPY) as copy:
                 copy.set_types(self._types)
                 for row in batch:  # made on arrival (`_prepare`)
@@ -395,12 +398,13 @@ class EventWriter:
                 continue  # another worker sharing the journal replayed it first
             try:
                 with conn.transaction(), conn.cursor() as cur:
+                    sealed = sealed_through(cur)
                     cur.execute("CREATE TEMP TABLE replay (LIKE events) ON COMMIT DROP")
                     with cur.copy(_REPLAY_COPY) as copy:
                         for row in rows:
                             copy.write_row(_widened(row))
                     added = cur.execute(_REPLAY_INSERT).fetchall()
-                    upsert(cur, aggregate(added))
+                    upsert(cur, aggregate(added, sealed))
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
                 log.exception("journal file %s is refused by Postgres; kept aside as .rejected", path.name)
                 path.rename(path.with_suffix(".rejected"))
@@ -418,6 +422,7 @@ class EventWriter:
         rejected: list[tuple[Any, ...]] = []
         try:
             with conn.transaction(), conn.cursor() as cur:
+                sealed = sealed_through(cur)
                 added = []
                 for row in batch:
                     try:
@@ -430,7 +435,7 @@ class EventWriter:
                         continue
                     if cur.rowcount == 1:
                         added.append(row)
-                upsert(cur, aggregate(added))
+                upsert(cur, aggregate(added, sealed))
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except psycopg.Error:  # the rollups refused: keep the events aside rather than disagree with them
@@ -487,45 +492,45 @@ class EventWriter:
         return True
 
     async def _maintain(self) -> None:
-        """Every few seconds: adopt the spools of workers that are gone. When the UTC date changes,
-        and hourly: seal the daily rollups of the days that are over (`rollups.seal`; hourly too
-        in case Postgres' clock turned the day later than ours). Hourly: create next months'
-        partitions and apply retention."""
+        """Every few seconds: adopt the spools of workers that are gone. When the UTC hour changes:
+        merge the hours that are over into the daily rollups (`rollups.seal`; a minute later again
+        if it failed, or if Postgres' clock had not turned the hour yet). Hourly: create next
+        months' partitions and apply retention."""
         now = time.monotonic()
         if now >= self._next_adoption:
             await self._while_taking(self._adopt)
         if not self._healthy:
             return
-        today = dt.datetime.now(dt.UTC).date()
+        hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        if hour != self._sealed_at and now >= self._next_seal:
+            self._next_seal = now + 60
+            sealed = await self._maintenance("sealing the daily rollups", lambda: seal(self._connection()))
+            if sealed is not None and sealed >= hour:
+                self._sealed_at = hour
         if now < self._next_maintenance:
-            if today != self._sealed_on:
-                self._sealed_on = today  # (if it fails: again at the next hourly maintenance)
-                await self._maintenance("sealing the daily rollups", lambda: seal(self._connection()))
             return
         self._next_maintenance = now + _MAINTENANCE_SECONDS
-        self._sealed_on = today
 
-        def work() -> None:
+        def work() -> bool:
             conn = self._connection()
-            seal(conn)
             ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=0, months_ahead=2)
             for name in drop_old_partitions(conn, self._retention_months):
                 log.info("retention: dropped partition %s", name)
             if dropped := drop_old_rollups(conn, self._rollup_retention_months):
                 log.info("rollup retention: deleted %d rollup rows", dropped)
+            return True
 
-        if not await self._maintenance("partition maintenance", work):
+        if await self._maintenance("partition maintenance", work) is None:
             self._next_maintenance = now + 60
 
-    async def _maintenance(self, what: str, work: Callable[[], object]) -> bool:
-        """Run housekeeping in a worker thread while events keep being taken; False if it failed."""
+    async def _maintenance(self, what: str, work: Callable[[], T]) -> T | None:
+        """Run housekeeping in a worker thread while events keep being taken; None if it failed."""
         try:
-            await self._while_taking(work)
+            return await self._while_taking(work)
         except (psycopg.Error, OSError) as exc:
             log.warning("%s failed: %s", what, type(exc).__name__)
             self._drop_connection()
-            return False
-        return True
+            return None
 
 
 __all__ = ["EventWriter", "WriterStatistics"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from pathlib import Path
@@ -16,11 +17,12 @@ from proxy.accounting.rollup import HOURLY_COLUMNS, aggregate, histogram, token_
 from proxy.events.journal import Journal
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect
-from proxy.store.db.rollups import upsert
+from proxy.store.db.rollups import sealed_through, upsert
 from tests.pgcontrol import DisposablePostgres
 from tests.rollup_check import assert_quantiles, assert_rollups_match_events, random_events
 
 _COPY = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
+ALL_SEALED = dt.datetime.max.replace(tzinfo=dt.UTC)  # a watermark after every hour: `days` holds them all
 
 
 async def write(url: str, journal: Path, events: list[Event], **options: Any) -> EventWriter:
@@ -112,7 +114,8 @@ def test_token_counts_take_their_buckets_from_a_table_that_agrees_with_the_formu
 
 def test_aggregate_folds_empty_dimensions_into_null_and_sorts_by_key() -> None:
     events = random_events(random.Random(2), [1, 2], 400)
-    rollups = aggregate([event.row() for event in events])
+    rows = [event.row() for event in events]
+    rollups = aggregate(rows, ALL_SEALED)
     keys = [row[:7] for row in rollups.hourly]
     assert len(set(keys)) == len(keys) and all(row[2] != "" for row in rollups.hourly)
     assert keys == sorted(keys, key=lambda key: tuple("" if v is None else v for v in key))
@@ -122,7 +125,13 @@ def test_aggregate_folds_empty_dimensions_into_null_and_sorts_by_key() -> None:
     assert {row[1] for row in rollups.days} == {row[1].date() for row in rollups.hourly}
     assert days == sorted(days, key=lambda key: tuple("" if v is None else v for v in key))
     assert sum(row[4] for row in rollups.daily) == sum(event.end_user is not None for event in events)
-    assert not aggregate([])
+    assert not aggregate([], ALL_SEALED)
+    # Only the hours before the watermark go to rollup_daily (migration 010); the seal takes the rest.
+    watermark = sorted(row[1] for row in rollups.hourly)[len(rollups.hourly) // 2]
+    partial = aggregate(rows, watermark)
+    assert partial.hourly == rollups.hourly and partial.daily == rollups.daily
+    assert sum(row[7] for row in partial.days) == sum(row[7] for row in rollups.hourly if row[1] < watermark) > 0
+    assert not aggregate(rows, dt.datetime.min.replace(tzinfo=dt.UTC)).days
 
 
 async def test_the_writer_keeps_rollups_equal_to_raw_sums(pg_url: str, new_org: Any, tmp_path: Path) -> None:
@@ -142,10 +151,11 @@ async def test_rows_already_in_postgres_are_not_counted_again(pg_url: str, new_o
     events = random_events(random.Random(3), [org], 300)
     rows = [EventWriter._finish(event) for event in events]
     with connect(pg_url) as conn, conn.transaction(), conn.cursor() as cur:
+        sealed = sealed_through(cur)
         with cur.copy(_COPY) as copy:
             for row in rows[:120]:
                 copy.write_row(row)
-        upsert(cur, aggregate(rows[:120]))
+        upsert(cur, aggregate(rows[:120], sealed))
     bad = random_events(random.Random(4), [-1], 1)  # no such org: refused, kept aside
     writer = EventWriter(pg_url, Journal(tmp_path / "journal"), batch_size=1000, flush_seconds=0.05)
     async with trio.open_nursery() as nursery:
@@ -235,10 +245,10 @@ def test_costs_are_summed_as_postgres_rounds_them() -> None:
     for cost in ("0.00000000005", "0.00000000004999", "1.23456789015", "0.1"):
         event.cost_usd = Decimal(cost)
         rows.append(event.row())
-    [hourly] = aggregate(rows).hourly
+    [hourly] = aggregate(rows, ALL_SEALED).hourly
     cost = hourly[HOURLY_COLUMNS.index("cost_usd")]
     assert cost == Decimal("0.0000000001") + Decimal("0") + Decimal("1.2345678902") + Decimal("0.1")
     assert math.isclose(float(cost), 1.3345678903)
     event.cost_usd = 0.25  # type: ignore[assignment]  # a float from elsewhere: still summed, not a crash
-    [hourly] = aggregate([*rows, event.row()]).hourly
+    [hourly] = aggregate([*rows, event.row()], ALL_SEALED).hourly
     assert hourly[HOURLY_COLUMNS.index("cost_usd")] == cost + Decimal("0.25")

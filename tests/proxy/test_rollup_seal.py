@@ -1,6 +1,7 @@
-"""`rollup_daily` sealed once a day is over (migration 010): the writer leaves today's daily rows to
-the seal, the seal rebuilds the days that are over from their hourly rows and waits for writers in
-flight, and readers take the days not sealed yet from the hourly rows."""
+"""`rollup_daily` sealed an hour at a time (migration 010): it holds exactly the hours before the
+watermark; writers add to it only their rows before the watermark, the seal merges the hours that
+are over and waits for writers in flight, and readers take the days from the watermark's on from
+the hourly rows."""
 
 from __future__ import annotations
 
@@ -18,29 +19,31 @@ import pytest
 
 import analytics
 from proxy.accounting.record import COLUMNS, Event
-from proxy.accounting.rollup import Rollups, aggregate
+from proxy.accounting.rollup import aggregate
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect
-from proxy.store.db.rollups import seal, upsert
-from tests.proxy.test_rollup import _waiting_on_lock, write
-from tests.rollup_check import assert_rollups_match_events, random_events, sealed_through
+from proxy.store.db.rollups import seal, sealed_through, upsert
+from tests.proxy.test_rollup import write
+from tests.rollup_check import assert_quantiles, assert_rollups_match_events, random_events
+from tests.rollup_check import sealed_through as watermark
 
 _COPY = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
+HOUR = dt.timedelta(hours=1)
 
 
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
+def _this_hour() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+def _midnight(at: dt.datetime) -> dt.datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _on(events: list[Event], day: dt.date, rng: random.Random) -> list[Event]:
-    """The events moved to random instants of `day` (UTC), before now."""
-    span = max(0.0, min(86_400.0, (dt.datetime.now(dt.UTC) - _midnight(day)).total_seconds() - 1))
+def _within(events: list[Event], start: dt.datetime, end: dt.datetime, rng: random.Random) -> list[Event]:
+    """The events moved to random instants of `[start, end)`, none after now."""
+    end = min(end, dt.datetime.now(dt.UTC))
     for event in events:
-        event.created_at = _midnight(day) + dt.timedelta(seconds=rng.uniform(0, span))
+        event.created_at = start + (end - start) * rng.random()
     return events
 
 
@@ -49,77 +52,97 @@ def _daily_requests(conn: psycopg.Connection[Any], org: int) -> dict[dt.date, in
     return {day: int(n) for day, n in rows.fetchall()}
 
 
-@pytest.fixture
-def unsealed(db: psycopg.Connection[Any]) -> Iterator[Any]:
-    """Factory: move the watermark back to a day (as if no seal had run since); the watermark is
-    sealed up to today again afterwards, whatever the test left (the database is shared)."""
+def _raw_requests(conn: psycopg.Connection[Any], org: int, before: dt.datetime) -> dict[dt.date, int]:
+    rows = conn.execute("SELECT (created_at AT TIME ZONE 'UTC')::date, count(*) FROM events WHERE org_id = %s"
+                        " AND created_at < %s GROUP BY 1", (org, before))
+    return {day: int(n) for day, n in rows.fetchall()}
 
-    def move(day: dt.date) -> None:
-        db.execute("UPDATE rollup_daily_sealed SET through = %s", (day,))
+
+@pytest.fixture
+def rewind(db: psycopg.Connection[Any]) -> Iterator[Any]:
+    """Factory: move the watermark back to an hour, as if no seal had run since: `rollup_daily`'s
+    days from that hour's are rebuilt from their hours before it (`lectr_rollup_days`), so it holds
+    what the watermark says. The database is shared: sealed up to now again afterwards."""
+
+    def move(hour: dt.datetime) -> None:
+        with db.transaction():
+            db.execute("UPDATE rollup_daily_sealed SET through = %s", (hour,))
+            db.execute("SELECT lectr_rollup_days(NULL, %s, 'infinity')", (_midnight(hour),))
 
     yield move
     seal(db)
 
 
-async def test_the_writer_leaves_today_to_the_seal_and_adds_to_days_that_are_over(
-    pg_url: str, new_org: Any, tmp_path: Path
+async def test_a_writer_adds_to_rollup_daily_only_its_hours_before_the_watermark(
+    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], rewind: Any
 ) -> None:
     org = new_org("seal-writer")[0].id
     rng = random.Random(21)
-    today, yesterday = _today(), _today() - dt.timedelta(days=1)
-    events = _on(random_events(rng, [org], 200), today, rng) + _on(random_events(rng, [org], 150), yesterday, rng)
+    hour = _this_hour()
+    rewind(hour)
+    events = (_within(random_events(rng, [org], 200), hour, hour + HOUR, rng)
+              + _within(random_events(rng, [org], 150), hour - 30 * HOUR, hour, rng))
     await write(pg_url, tmp_path / "journal", events)
-    with connect(pg_url) as conn:
-        assert sealed_through(conn) == today
-        assert _daily_requests(conn, org) == {yesterday: 150}  # a late day is kept exact as it comes
-        hourly = conn.execute("SELECT sum(requests) FROM rollup_hourly WHERE org_id = %s", (org,)).fetchone()
-        assert hourly is not None and hourly[0] == 350
-        assert assert_rollups_match_events(conn, [org]) == 350  # today's day as readers take it: from the hours
+    assert watermark(db) == hour
+    assert _daily_requests(db, org) == _raw_requests(db, org, hour)  # late hours kept exact as they come
+    assert sum(_daily_requests(db, org).values()) == 150
+    assert assert_rollups_match_events(db, [org]) == 350
 
 
-async def test_the_seal_rebuilds_the_days_that_are_over_from_their_hours(
-    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], unsealed: Any
+async def test_the_seal_merges_the_hours_that_are_over(
+    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], rewind: Any
 ) -> None:
-    org = new_org("seal-days")[0].id
+    org = new_org("seal-hours")[0].id
     rng = random.Random(22)
-    days = [_today() - dt.timedelta(days=i) for i in range(4)]
-    events = [e for i, day in enumerate(days) for e in _on(random_events(rng, [org], 100 + 10 * i), day, rng)]
-    await write(pg_url, tmp_path / "journal", events)
-    # An install whose last seal was three days ago: those days' daily rows are partial or missing.
-    unsealed(days[3])
-    db.execute("DELETE FROM rollup_daily WHERE org_id = %s AND day >= %s", (org, days[2]))
-    db.execute("UPDATE rollup_daily SET requests = 1 WHERE org_id = %s AND day = %s", (org, days[3]))
-    assert seal(db) == _today()
-    assert _daily_requests(db, org) == {days[3]: 130, days[2]: 120, days[1]: 110}  # today is left to the hours
-    assert assert_rollups_match_events(db, [org]) == len(events)
-    # Sealed: a second seal is a no-op (what this sets stays).
+    hour = _this_hour()
+    await write(pg_url, tmp_path / "journal", _within(random_events(rng, [org], 600), hour - 40 * HOUR,
+                                                      hour + HOUR, rng))
+    rewind(hour - 29 * HOUR)  # an install whose last seal was 29 hours ago
+    assert _daily_requests(db, org) == _raw_requests(db, org, hour - 29 * HOUR)
+    assert seal(db, hours_per_transaction=4) == hour
+    assert _daily_requests(db, org) == _raw_requests(db, org, hour)
+    assert assert_rollups_match_events(db, [org]) == 600
+    assert_quantiles(db, org)
+    # Sealed: another seal merges nothing again (what this adds stays as it is).
     changed = db.execute("UPDATE rollup_daily SET requests = requests + 1000 WHERE org_id = %s AND day = %s",
-                         (org, days[1])).rowcount
-    assert seal(db) == _today()
-    assert _daily_requests(db, org)[days[1]] == 110 + 1000 * changed
+                         (org, (hour - HOUR).date())).rowcount
+    before = _daily_requests(db, org)[(hour - HOUR).date()]
+    assert seal(db) == hour and changed > 0
+    assert _daily_requests(db, org)[(hour - HOUR).date()] == before
 
 
-def test_the_seal_waits_for_a_writer_in_flight_and_counts_its_rows(
-    pg_url: str, new_org: Any, db: psycopg.Connection[Any], unsealed: Any
+def _waiting_on_a_lock(url: str) -> bool:
+    with connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           " AND datname = current_database()").fetchone()
+        return bool(row and row[0])
+
+
+def test_the_seal_waits_for_a_writer_in_flight_and_later_writers_add_their_own(
+    pg_url: str, new_org: Any, db: psycopg.Connection[Any], rewind: Any
 ) -> None:
-    """A writer whose statement read the clock before midnight skipped the day's daily rows; it holds
-    its lock on rollup_hourly until it commits, so the seal (after midnight) waits and reads its
-    hourly rows. Played here with a transaction that upserts hourly rows only, left open."""
+    """A writer read the watermark (the last hour not sealed) and left that hour's rows to the seal;
+    the seal waits for it to commit and counts them. A writer after the seal reads the new watermark
+    and adds its rows of that hour to rollup_daily itself."""
     org = new_org("seal-race")[0].id
     rng = random.Random(23)
-    yesterday = _today() - dt.timedelta(days=1)
-    rows = [EventWriter._finish(e) for e in _on(random_events(rng, [org], 120), yesterday, rng)]
-    unsealed(yesterday)
-    db.execute("DELETE FROM rollup_daily WHERE org_id = %s AND day >= %s", (org, yesterday))
-    sealed: list[dt.date] = []
-    with connect(pg_url) as writer:
-        writer.execute("BEGIN")
-        with writer.cursor() as cur:
+    hour = _this_hour()
+    rewind(hour - HOUR)
+    first = [EventWriter._finish(e) for e in _within(random_events(rng, [org], 120), hour - HOUR, hour, rng)]
+    second = [EventWriter._finish(e) for e in _within(random_events(rng, [org], 80), hour - HOUR, hour, rng)]
+
+    def insert(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        with conn.cursor() as cur:
+            sealed = sealed_through(cur)
             with cur.copy(_COPY) as copy:
                 for row in rows:
                     copy.write_row(row)
-            rollups = aggregate(rows)
-            upsert(cur, Rollups(hourly=rollups.hourly, daily=rollups.daily))  # the day's rows skipped
+            upsert(cur, aggregate(rows, sealed))
+
+    sealed: list[dt.datetime] = []
+    with connect(pg_url) as writer:
+        writer.execute("BEGIN")
+        insert(writer, first)
 
         def run_seal() -> None:
             with connect(pg_url) as conn:
@@ -127,53 +150,57 @@ def test_the_seal_waits_for_a_writer_in_flight_and_counts_its_rows(
 
         sealer = threading.Thread(target=run_seal)
         sealer.start()
-        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
-        while not _waiting_on_lock(pg_url):
-            assert dt.datetime.now() < deadline, "the seal did not wait for the writer's lock"
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(pg_url):
+            assert time.monotonic() < deadline, "the seal did not wait for the writer in flight"
             time.sleep(0.02)
         assert not sealed
         writer.execute("COMMIT")
         sealer.join(10)
-    assert sealed == [_today()]
-    assert _daily_requests(db, org) == {yesterday: 120}
-    assert assert_rollups_match_events(db, [org]) == 120
+    assert sealed == [hour]
+    assert sum(_daily_requests(db, org).values()) == 120
+    with connect(pg_url) as late, late.transaction():
+        insert(late, second)
+    assert sum(_daily_requests(db, org).values()) == 200
+    assert assert_rollups_match_events(db, [org]) == 200
 
 
-async def test_readers_take_the_days_not_sealed_yet_from_the_hours(
-    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], unsealed: Any
+async def test_readers_take_the_days_from_the_watermarks_on_from_the_hours(
+    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], rewind: Any
 ) -> None:
-    """Whole days from `rollup_daily` only before the watermark: rows from it on are not complete
-    (here made wrong on purpose), and the figures must not change."""
+    """`rollup_daily` holds only the hours before the watermark: a day it cuts is partial there and
+    must be read from its hours, and so must every later day."""
     org = new_org("seal-read")[0].id
     rng = random.Random(24)
-    days = [_today() - dt.timedelta(days=i) for i in range(5)]
-    events = [e for day in days for e in _on(random_events(rng, [org], 80), day, rng)]
+    hour = _this_hour()
+    start = _midnight(hour) - dt.timedelta(days=4)
+    events = _within(random_events(rng, [org], 500), start, hour + HOUR, rng)
     await write(pg_url, tmp_path / "journal", events)
     now = dt.datetime.now(dt.UTC)
-    start = _midnight(days[4])
     by_hours = analytics.load_rollups(db, org, start, now, now=now).collect()
-    unsealed(days[2])
-    db.execute("UPDATE rollup_daily SET requests = requests * 10, cost_usd = cost_usd + 1 WHERE org_id = %s"
-               " AND day >= %s", (org, days[2]))
+    cut = _midnight(hour) - dt.timedelta(days=2) + 13 * HOUR  # 13:00 two days ago
+    rewind(cut)
+    assert 0 < _daily_requests(db, org)[cut.date()] < _raw_requests(db, org, now)[cut.date()]
     by_days = analytics.load_rollups(db, org, start, now, now=now, days=True).collect()
-    as_days = by_days.filter(pl.col("since") < _midnight(days[2]))
-    assert set(as_days["since"]) == {_midnight(days[4]), _midnight(days[3])}  # the sealed days: a row per group
+    as_days = by_days.filter(pl.col("since") < _midnight(cut))
+    assert set(as_days["since"]) == {start, start + dt.timedelta(days=1)}  # whole days before the cut day
+    assert set(as_days["since"].dt.hour()) == {0}
     assert by_days["requests"].sum() == by_hours["requests"].sum() == len(events)
     assert by_days["cost_usd"].sum() == by_hours["cost_usd"].sum()
-    after = by_days.filter(pl.col("since") >= _midnight(days[2]))
-    assert after["since"].dt.hour().n_unique() > 1  # the days not sealed came hour by hour
+    after = by_days.filter(pl.col("since") >= _midnight(cut))
+    assert after["since"].dt.hour().n_unique() > 1  # the days from the cut day's on came hour by hour
 
 
-async def test_a_writer_seals_the_days_that_are_over(
-    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], unsealed: Any
+async def test_a_writer_seals_the_hours_that_are_over(
+    pg_url: str, new_org: Any, tmp_path: Path, db: psycopg.Connection[Any], rewind: Any
 ) -> None:
-    """At its start (and when the UTC date changes, and hourly) a writer seals what is over."""
+    """At its start (and when the UTC hour changes) a writer seals what is over."""
     org = new_org("seal-by-writer")[0].id
     rng = random.Random(25)
-    yesterday = _today() - dt.timedelta(days=1)
-    await write(pg_url, tmp_path / "journal", _on(random_events(rng, [org], 90), yesterday, rng))
-    unsealed(yesterday)
-    db.execute("DELETE FROM rollup_daily WHERE org_id = %s", (org,))
+    hour = _this_hour()
+    await write(pg_url, tmp_path / "journal", _within(random_events(rng, [org], 90), hour - 5 * HOUR, hour, rng))
+    rewind(hour - 5 * HOUR)
+    assert sum(_daily_requests(db, org).values()) == 0
     await write(pg_url, tmp_path / "journal", [])
-    assert sealed_through(db) == _today()
-    assert _daily_requests(db, org) == {yesterday: 90}
+    assert watermark(db) == hour
+    assert sum(_daily_requests(db, org).values()) == 90

@@ -7,9 +7,10 @@ with `lectr_hist_merge`. The rows go as three JSON parameters of one statement (
 whatever the number of groups: the writer's thread waits for the GIL again after each), inserted
 in key order, the tables named hourly first, so that writers, and `lectr_rollup_rebuild`
 (migration 006) and `lectr_rollup_days` (008), which lock `rollup_hourly` first, never deadlock
-each other. A batch's `rollup_daily` rows go in only for days that are over: today's are sealed
-from its hourly rows once it ends (`seal`, migration 010). The rebuilds here recompute a day's
-`rollup_daily` rows from its hourly rows in the transaction that rebuilt those.
+each other. A batch's `rollup_daily` rows are those of its hours before the watermark
+(`sealed_through`, read first in the transaction); the later hours are merged into `rollup_daily`
+once they are over (`seal`, migration 010). The rebuilds here recompute a day's `rollup_daily`
+rows from its hourly rows in the transaction that rebuilt those.
 """
 
 from __future__ import annotations
@@ -50,10 +51,9 @@ def _type(name: str) -> str:
     return _TYPES.get(name, "bigint")
 
 
-def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str, where: str = "true") -> str:
-    """INSERT the rows of a JSON parameter (a list of arrays in `columns` order) for which `where`
-    holds, adding them to the rows already there: counters summed, last_error_at the later,
-    histograms merged."""
+def _merges(columns: tuple[str, ...], key: int) -> str:
+    """The SET list that adds a row's figures to the row already there (`r`): counters summed,
+    last_error_at the later, histograms merged."""
     counters = [name for name in columns[key:] if name != "last_error_at" and not name.endswith(("_b", "_c"))]
     sets = [f"{name} = r.{name} + EXCLUDED.{name}" for name in counters]
     if "last_error_at" in columns:
@@ -64,29 +64,81 @@ def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str, where
         for name in HISTOGRAMS
         if f"{name}_b" in columns
     ]
-    order = conflict.replace("(coalesce", "coalesce").replace("''))", "'')")  # the key's expressions
+    return ", ".join(sets)
+
+
+def _key_order(conflict: str) -> str:
+    return conflict.replace("(coalesce", "coalesce").replace("''))", "'')")  # the key's expressions
+
+
+def _insert(table: str, columns: tuple[str, ...], key: int, conflict: str) -> str:
+    """INSERT the rows of a JSON parameter (a list of arrays in `columns` order), adding them to
+    the rows already there (`_merges`)."""
     listed = ", ".join(columns)
     values = ", ".join(f"(x->>{i})::{_type(name)}" if not name.endswith(("_b", "_c"))
                        else f"translate((x->{i})::text, '[]', '{{}}')::{_type(name)}"
                        for i, name in enumerate(columns))
     return (
         f"INSERT INTO {table} AS r ({listed}) SELECT {listed} FROM (SELECT {values} FROM"
-        f" jsonb_array_elements(%s::jsonb) AS x) AS batch ({listed}) WHERE {where} ORDER BY {order}"
-        f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)}"
+        f" jsonb_array_elements(%s::jsonb) AS x) AS batch ({listed}) ORDER BY {_key_order(conflict)}"
+        f" ON CONFLICT ({conflict}) DO UPDATE SET {_merges(columns, key)}"
     )
 
 
-# A batch's `rollup_daily` rows go in only for days already over by the server's clock, read while
-# the statement holds its lock on rollup_hourly (taken at the statement's start, for every table it
-# names): today's are left to `lectr_rollup_seal` (migration 010, which says why no event is missed).
-_DAY_IS_OVER = "day < (clock_timestamp() AT TIME ZONE 'UTC')::date"
 # One statement for the three tables (one round trip: the writer's thread waits on each for the
-# GIL too); Postgres locks rollup_hourly first, in the order the statement names the tables.
+# GIL too); Postgres locks rollup_hourly first, in the order the statement names the tables. The
+# `rollup_daily` rows are those of the batch's hours before the watermark (`aggregate(rows,
+# sealed)`): usually none, the later hours are left to `seal`.
 _UPSERT = (
     f"WITH hourly AS ({_insert('rollup_hourly', HOURLY_COLUMNS, HOURLY_KEY, _HOURLY_CONFLICT)} RETURNING 1), "
-    f"days AS ({_insert('rollup_daily', DAYS_COLUMNS, HOURLY_KEY, _DAYS_CONFLICT, _DAY_IS_OVER)} RETURNING 1) "
+    f"days AS ({_insert('rollup_daily', DAYS_COLUMNS, HOURLY_KEY, _DAYS_CONFLICT)} RETURNING 1) "
     f"{_insert('rollup_daily_end_user', DAILY_COLUMNS, DAILY_KEY, _DAILY_CONFLICT)}"
 )
+# No watermark (its row deleted by hand): no hour is sealed, the readers take every day as hours.
+_NOTHING_SEALED = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def sealed_through(cur: psycopg.Cursor[Any]) -> dt.datetime:
+    """The watermark of `rollup_daily` (migration 010): it holds exactly the hourly rows before this
+    hour. Read FOR SHARE, so it cannot move until the caller's transaction ends: every writer reads
+    it first and adds to `rollup_daily` only its rows before it (`aggregate(rows, sealed)`)."""
+    row = cur.execute("SELECT through FROM rollup_daily_sealed FOR SHARE").fetchone()
+    return row[0] if row else _NOTHING_SEALED
+
+
+_HOUR_AS_DAY = ", ".join("(hour AT TIME ZONE 'UTC')::date" if name == "day" else name for name in DAYS_COLUMNS)
+# One hour's hourly rows added to their days' rows (one hourly row per group: one per daily key).
+_DAYS_FROM_HOURS = (
+    f"INSERT INTO rollup_daily AS r ({', '.join(DAYS_COLUMNS)}) SELECT {_HOUR_AS_DAY}"
+    f" FROM rollup_hourly WHERE hour = %s ORDER BY {_key_order(_HOURLY_CONFLICT)}"
+    f" ON CONFLICT ({_DAYS_CONFLICT}) DO UPDATE SET {_merges(DAYS_COLUMNS, HOURLY_KEY)}"
+)
+
+
+def seal(conn: psycopg.Connection[Any], *, hours_per_transaction: int = 6) -> dt.datetime:
+    """Merge the hours that are over (by Postgres' clock) from the watermark on into `rollup_daily`,
+    an hour per statement, `hours_per_transaction` hours per transaction (writers wait at their
+    first statement while one runs: migration 010 says why that keeps every figure exact), and
+    return the new watermark. A caller that finds nothing to do takes no lock (every worker calls
+    this when the hour changes; the first does the work)."""
+    while True:
+        row = conn.execute(
+            "SELECT through, date_trunc('hour', clock_timestamp(), 'UTC') FROM rollup_daily_sealed"
+        ).fetchone()
+        if row is None:
+            return _NOTHING_SEALED
+        if row[0] >= row[1]:
+            return row[0]
+        with conn.transaction():
+            found = conn.execute("SELECT through FROM rollup_daily_sealed FOR NO KEY UPDATE").fetchone()
+            if found is None:
+                return _NOTHING_SEALED
+            through = found[0]
+            upto = min(row[1], through + dt.timedelta(hours=hours_per_transaction))
+            while through < upto:
+                conn.execute(_DAYS_FROM_HOURS, (through,))
+                through += dt.timedelta(hours=1)
+            conn.execute("UPDATE rollup_daily_sealed SET through = %s", (through,))
 
 
 def _default(value: Any) -> Any:
@@ -96,20 +148,12 @@ def _default(value: Any) -> Any:
 
 
 def upsert(cur: psycopg.Cursor[Any], rollups: Rollups) -> None:
-    """Add a batch's rollup rows, in the caller's transaction (blocking; the writer's thread)."""
+    """Add a batch's rollup rows, in the caller's transaction (blocking; the writer's thread), which
+    read the watermark first (`sealed_through`) and aggregated the batch with it."""
     if rollups:
         cur.execute(_UPSERT, (orjson.dumps(rollups.hourly, default=_default).decode(),
                               orjson.dumps(rollups.days, default=_default).decode(),
                               orjson.dumps(rollups.daily, default=_default).decode()))
-
-
-def seal(conn: psycopg.Connection[Any]) -> dt.date:
-    """Seal the `rollup_daily` rows of the UTC days that are over (`lectr_rollup_seal`, migration
-    010) in a transaction of its own; returns the watermark (the first day not sealed: today)."""
-    with conn.transaction():
-        row = conn.execute("SELECT lectr_rollup_seal()").fetchone()
-    assert row is not None
-    return row[0]
 
 
 def drop_old_rollups(conn: psycopg.Connection[Any], keep_months: int) -> int:
@@ -176,4 +220,7 @@ def rebuild_daily(conn: psycopg.Connection[Any], org_ids: list[int] | None) -> i
     return int(row[0]) if row else 0
 
 
-__all__ = ["DAYS_COLUMNS", "drop_old_rollups", "rebuild_daily", "rebuild_days", "rebuild_org", "seal", "upsert"]
+__all__ = [
+    "DAYS_COLUMNS", "drop_old_rollups", "rebuild_daily", "rebuild_days", "rebuild_org", "seal", "sealed_through",
+    "upsert",
+]
