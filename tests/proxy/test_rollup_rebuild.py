@@ -20,7 +20,7 @@ from proxy.core.config import Settings
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect
 from proxy.store.db.migrate import _migration_files
-from proxy.store.db.rollups import drop_old_rollups, rebuild_days
+from proxy.store.db.rollups import drop_old_rollups, rebuild_days, seal
 from proxy.store.orgs import create_org
 from tests.proxy.test_rollup import write
 from tests.rollup_check import assert_rollups_match_events, random_events, rollup_rows
@@ -164,7 +164,8 @@ def test_demo_writes_its_rollups_with_its_events(db: psycopg.Connection[Any]) ->
 def test_rollup_retention_deletes_only_old_rollups(db: psycopg.Connection[Any], new_org: Any) -> None:
     org, _ = new_org("rollup-retention")
     now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    for hour in (now, now - dt.timedelta(days=40), now - dt.timedelta(days=200)):
+    seal(db)  # rollup_daily holds the hours before this one (migration 010)
+    for hour in (now - dt.timedelta(hours=1), now - dt.timedelta(days=40), now - dt.timedelta(days=200)):
         db.execute("INSERT INTO rollup_hourly (org_id, hour, provider, requests) VALUES (%s, %s, 'openai', 1)",
                    (org.id, hour))
         db.execute("INSERT INTO rollup_daily_end_user (org_id, day, end_user, requests) VALUES (%s, %s, 'u', 1)",

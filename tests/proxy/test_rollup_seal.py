@@ -9,6 +9,7 @@ import datetime as dt
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import analytics
 from proxy.accounting.record import COLUMNS, Event
 from proxy.accounting.rollup import aggregate
 from proxy.events.writer import EventWriter
-from proxy.store.db import connect
+from proxy.store.db import connect, ensure_partitions
 from proxy.store.db.rollups import seal, sealed_through, upsert
 from tests.proxy.test_rollup import write
 from tests.rollup_check import assert_quantiles, assert_rollups_match_events, random_events
@@ -204,3 +205,47 @@ async def test_a_writer_seals_the_hours_that_are_over(
     await write(pg_url, tmp_path / "journal", [])
     assert watermark(db) == hour
     assert sum(_daily_requests(db, org).values()) == 90
+
+
+def test_the_upgrade_leaves_the_current_hour_to_the_seal(pg_server_url: str) -> None:
+    """An install at migration 009, whose writers merged every hour into `rollup_daily`, this one's
+    too: migration 010 sets the watermark at this hour and takes this hour out of `rollup_daily`
+    (the seal will merge it), so nothing is counted twice."""
+    from proxy.store.db import migrate
+    from proxy.store.db.migrate import _migration_files
+    from proxy.store.orgs import create_org
+
+    name = f"lectr_upgrade_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    try:
+        with connect(url) as conn:
+            conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                         " applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, file, sql in _migration_files():
+                if version <= 9:
+                    conn.execute(sql)  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, file))
+            ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=1)
+            org, _ = create_org(conn, "before-the-seal")
+            hour = _this_hour()
+            rng = random.Random(26)
+            events = (_within(random_events(rng, [org.id], 300), hour - 30 * HOUR, hour, rng)
+                      + _within(random_events(rng, [org.id], 100), hour, hour + HOUR, rng))
+            with conn.cursor() as cur, cur.copy(_COPY) as copy:
+                for event in events:
+                    copy.write_row(EventWriter._finish(event))
+            with conn.transaction():  # the rollups as 009's writer left them: every hour in both tables
+                conn.execute("SELECT lectr_rollup_rebuild(NULL, '-infinity', 'infinity')")
+                conn.execute("SELECT lectr_rollup_days(NULL, '-infinity', 'infinity')")
+            assert sum(_daily_requests(conn, org.id).values()) == 400
+            assert migrate(conn) == ["010_rollup_daily_sealed.sql"]
+            assert watermark(conn) == _this_hour()
+            assert _daily_requests(conn, org.id) == _raw_requests(conn, org.id, _this_hour())
+            assert assert_rollups_match_events(conn, [org.id]) == 400
+            assert seal(conn) == _this_hour()
+            assert assert_rollups_match_events(conn, [org.id]) == 400
+    finally:
+        with connect(pg_server_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]

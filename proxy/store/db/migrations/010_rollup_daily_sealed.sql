@@ -30,9 +30,9 @@ CREATE TABLE rollup_daily_sealed (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     through  timestamptz NOT NULL CHECK (through = date_trunc('hour', through, 'UTC'))
 );
--- The writers before this one merged every batch into `rollup_daily`, the current hour's too; the
--- writers from here on do so up to the end of this hour, and the seal takes over from the next.
-INSERT INTO rollup_daily_sealed (through) VALUES (date_trunc('hour', clock_timestamp(), 'UTC') + interval '1 hour');
+-- The seal takes over from this hour; the writers before this one had merged every batch into
+-- `rollup_daily`, this hour's too, so today's rows are rebuilt from the hours before it below.
+INSERT INTO rollup_daily_sealed (through) VALUES (date_trunc('hour', clock_timestamp(), 'UTC'));
 
 CREATE INDEX rollup_hourly_hour ON rollup_hourly (hour);
 
@@ -150,3 +150,5 @@ BEGIN
     RETURN written;
 END
 $$;
+
+SELECT lectr_rollup_days(NULL, date_trunc('day', through, 'UTC'), 'infinity') FROM rollup_daily_sealed;
