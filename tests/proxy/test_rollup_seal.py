@@ -249,3 +249,21 @@ def test_the_upgrade_leaves_the_current_hour_to_the_seal(pg_server_url: str) -> 
     finally:
         with connect(pg_server_url) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def test_the_seal_counts_each_hour_once_across_a_daylight_saving_change(
+    pg_url: str, new_org: Any, db: psycopg.Connection[Any], rewind: Any
+) -> None:
+    """A session whose time zone changes its clocks (Europe/Paris, 2026-03-29 at 01:00 UTC): the
+    seal steps through hours in UTC, not on the wall clock, so no hour is merged twice or skipped."""
+    org = new_org("seal-dst")[0].id
+    start = dt.datetime(2026, 3, 28, 22, tzinfo=dt.UTC)
+    hours = [start + i * HOUR for i in range(6)]  # 22:00 UTC on the 28th to 03:00 UTC on the 29th
+    for i, hour in enumerate(hours):
+        db.execute("INSERT INTO rollup_hourly (org_id, hour, provider, requests) VALUES (%s, %s, 'openai', %s)",
+                   (org, hour, 10**i))
+    rewind(start)
+    with connect(pg_url) as paris:
+        paris.execute("SET TimeZone = 'Europe/Paris'")
+        assert seal(paris, hours_per_transaction=500) == _this_hour()
+    assert _daily_requests(db, org) == {dt.date(2026, 3, 28): 11, dt.date(2026, 3, 29): 111_100}

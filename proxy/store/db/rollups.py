@@ -103,7 +103,7 @@ def sealed_through(cur: psycopg.Cursor[Any]) -> dt.datetime:
     hour. Read FOR SHARE, so it cannot move until the caller's transaction ends: every writer reads
     it first and adds to `rollup_daily` only its rows before it (`aggregate(rows, sealed)`)."""
     row = cur.execute("SELECT through FROM rollup_daily_sealed FOR SHARE").fetchone()
-    return row[0] if row else _NOTHING_SEALED
+    return row[0].astimezone(dt.UTC) if row else _NOTHING_SEALED
 
 
 _HOUR_AS_DAY = ", ".join("(hour AT TIME ZONE 'UTC')::date" if name == "day" else name for name in DAYS_COLUMNS)
@@ -133,8 +133,8 @@ def seal(conn: psycopg.Connection[Any], *, hours_per_transaction: int = 6) -> dt
             found = conn.execute("SELECT through FROM rollup_daily_sealed FOR NO KEY UPDATE").fetchone()
             if found is None:
                 return _NOTHING_SEALED
-            through = found[0]
-            upto = min(row[1], through + dt.timedelta(hours=hours_per_transaction))
+            through = found[0].astimezone(dt.UTC)  # (hours added in UTC: no wall clock, no DST)
+            upto = min(row[1].astimezone(dt.UTC), through + dt.timedelta(hours=hours_per_transaction))
             while through < upto:
                 conn.execute(_DAYS_FROM_HOURS, (through,))
                 through += dt.timedelta(hours=1)
