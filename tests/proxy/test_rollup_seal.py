@@ -84,9 +84,11 @@ async def test_a_writer_adds_to_rollup_daily_only_its_hours_before_the_watermark
     events = (_within(random_events(rng, [org], 200), hour, hour + HOUR, rng)
               + _within(random_events(rng, [org], 150), hour - 30 * HOUR, hour, rng))
     await write(pg_url, tmp_path / "journal", events)
-    assert watermark(db) == hour
-    assert _daily_requests(db, org) == _raw_requests(db, org, hour)  # late hours kept exact as they come
-    assert sum(_daily_requests(db, org).values()) == 150
+    sealed = watermark(db)  # (this hour, or the next if the hour turned during the test)
+    assert sealed >= hour
+    assert _daily_requests(db, org) == _raw_requests(db, org, sealed)  # late hours kept exact as they come
+    if sealed == hour:
+        assert sum(_daily_requests(db, org).values()) == 150
     assert assert_rollups_match_events(db, [org]) == 350
 
 
@@ -100,15 +102,16 @@ async def test_the_seal_merges_the_hours_that_are_over(
                                                       hour + HOUR, rng))
     rewind(hour - 29 * HOUR)  # an install whose last seal was 29 hours ago
     assert _daily_requests(db, org) == _raw_requests(db, org, hour - 29 * HOUR)
-    assert seal(db, hours_per_transaction=4) == hour
-    assert _daily_requests(db, org) == _raw_requests(db, org, hour)
+    sealed = seal(db, hours_per_transaction=4)
+    assert sealed >= hour
+    assert _daily_requests(db, org) == _raw_requests(db, org, sealed)
     assert assert_rollups_match_events(db, [org]) == 600
     assert_quantiles(db, org)
     # Sealed: another seal merges nothing again (what this adds stays as it is).
     changed = db.execute("UPDATE rollup_daily SET requests = requests + 1000 WHERE org_id = %s AND day = %s",
                          (org, (hour - HOUR).date())).rowcount
     before = _daily_requests(db, org)[(hour - HOUR).date()]
-    assert seal(db) == hour and changed > 0
+    assert seal(db) >= hour and changed > 0
     assert _daily_requests(db, org)[(hour - HOUR).date()] == before
 
 
@@ -158,7 +161,7 @@ def test_the_seal_waits_for_a_writer_in_flight_and_later_writers_add_their_own(
         assert not sealed
         writer.execute("COMMIT")
         sealer.join(10)
-    assert sealed == [hour]
+    assert len(sealed) == 1 and sealed[0] >= hour
     assert sum(_daily_requests(db, org).values()) == 120
     with connect(pg_url) as late, late.transaction():
         insert(late, second)
@@ -203,7 +206,7 @@ async def test_a_writer_seals_the_hours_that_are_over(
     rewind(hour - 5 * HOUR)
     assert sum(_daily_requests(db, org).values()) == 0
     await write(pg_url, tmp_path / "journal", [])
-    assert watermark(db) == hour
+    assert watermark(db) >= hour
     assert sum(_daily_requests(db, org).values()) == 90
 
 
@@ -241,10 +244,11 @@ def test_the_upgrade_leaves_the_current_hour_to_the_seal(pg_server_url: str) -> 
                 conn.execute("SELECT lectr_rollup_days(NULL, '-infinity', 'infinity')")
             assert sum(_daily_requests(conn, org.id).values()) == 400
             assert migrate(conn) == ["010_rollup_daily_sealed.sql"]
-            assert watermark(conn) == _this_hour()
-            assert _daily_requests(conn, org.id) == _raw_requests(conn, org.id, _this_hour())
+            sealed = watermark(conn)
+            assert hour <= sealed <= _this_hour()
+            assert _daily_requests(conn, org.id) == _raw_requests(conn, org.id, sealed)
             assert assert_rollups_match_events(conn, [org.id]) == 400
-            assert seal(conn) == _this_hour()
+            assert seal(conn) >= sealed
             assert assert_rollups_match_events(conn, [org.id]) == 400
     finally:
         with connect(pg_server_url) as admin:
@@ -265,5 +269,5 @@ def test_the_seal_counts_each_hour_once_across_a_daylight_saving_change(
     rewind(start)
     with connect(pg_url) as paris:
         paris.execute("SET TimeZone = 'Europe/Paris'")
-        assert seal(paris, hours_per_transaction=500) == _this_hour()
+        assert seal(paris, hours_per_transaction=500) > hours[-1]
     assert _daily_requests(db, org) == {dt.date(2026, 3, 28): 11, dt.date(2026, 3, 29): 111_100}
