@@ -152,14 +152,15 @@ def rollup_query(
             for a, b in ranges
         )
 
-    hours = spans("hour", _outside(_hour(start), end, days))
+    hours = []
+    if outside := _outside(_hour(start), end, days):
+        hours.append(spans("hour", outside))
     if days:  # the days not whole in rollup_daily yet (from the watermark's day on) come as hours
-        unsealed = sql.SQL("(hour >= {} AND ({}))").format(_UNSEALED_FROM, spans("hour", days))
-        hours = sql.SQL(" OR ").join([h for h in (hours, unsealed) if h.as_string(None)])
+        hours.append(sql.SQL("(hour >= {} AND ({}))").format(_UNSEALED_FROM, spans("hour", days)))
     parts = []
-    if hours.as_string(None):
+    if hours:
         parts.append(sql.SQL("SELECT hour, {} FROM rollup_hourly WHERE org_id = {} AND ({})").format(
-            columns, sql.Literal(int(org_id)), hours))
+            columns, sql.Literal(int(org_id)), sql.SQL(" OR ").join(hours)))
     if days:
         parts.append(sql.SQL(
             "SELECT (day::timestamp AT TIME ZONE 'UTC') AS hour, {} FROM rollup_daily WHERE org_id = {} AND day < {}"

@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from proxy.core.config import Settings
 from proxy.ops.up import proxy_command
 from proxy.store.db import connect, database_url, migrate
 from proxy.store.db.connection import stop_embedded
+from proxy.store.db.migrate import _migration_files
 from proxy.store.orgs import Org, create_org
 from tests.fakes import FakeProviders
 
@@ -62,6 +64,28 @@ def fresh_database(pg_server_url: str) -> Iterator[str]:
     yield url
     with connect(pg_server_url) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@contextmanager
+def database_migrated_through(pg_server_url: str, version: int) -> Iterator[str]:
+    """A new database with the migrations up to `version` applied, as an install of that version
+    left it (for upgrade tests: `migrate` then applies the rest); its URL; dropped afterwards."""
+    name = f"lectr_upgrade_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    try:
+        with connect(url) as conn:
+            conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                         " applied_at timestamptz NOT NULL DEFAULT now())")
+            for number, file, sql in _migration_files():
+                if number <= version:
+                    conn.execute(sql)  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (number, file))
+        yield url
+    finally:
+        with connect(pg_server_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 @pytest.fixture

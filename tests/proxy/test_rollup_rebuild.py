@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ from proxy.cli import main
 from proxy.core.config import Settings
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect
-from proxy.store.db.migrate import _migration_files
 from proxy.store.db.rollups import drop_old_rollups, rebuild_days, seal
 from proxy.store.orgs import create_org
+from tests.conftest import database_migrated_through
 from tests.proxy.test_rollup import write
 from tests.rollup_check import assert_rollups_match_events, random_events, rollup_rows
 
@@ -116,18 +115,8 @@ async def test_a_rebuild_while_the_writer_writes_counts_every_event_once(
 
 def test_the_upgrade_migration_builds_the_rollups_of_existing_events(pg_server_url: str) -> None:
     """An install from before the rollups (migrations up to 004) with events: migrating builds them."""
-    name = f"lectr_upgrade_{uuid.uuid4().hex[:8]}"
-    with connect(pg_server_url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
-    try:
+    with database_migrated_through(pg_server_url, 4) as url:
         with connect(url) as conn:
-            conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                         " applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, file, sql in _migration_files():
-                if version <= 4:
-                    conn.execute(sql)  # type: ignore[call-overload]
-                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, file))
             org, _ = create_org(conn, "before-rollups")
             events = random_events(random.Random(6), [org.id], 2000, hours=50)
             with conn.cursor() as cur, cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -136,9 +125,6 @@ def test_the_upgrade_migration_builds_the_rollups_of_existing_events(pg_server_u
         assert main_migrate(url) == 0
         with connect(url) as conn:
             assert assert_rollups_match_events(conn, [org.id]) == 2000
-    finally:
-        with connect(pg_server_url) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def main_migrate(url: str) -> int:

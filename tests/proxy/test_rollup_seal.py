@@ -9,7 +9,6 @@ import datetime as dt
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from proxy.accounting.rollup import aggregate
 from proxy.events.writer import EventWriter
 from proxy.store.db import connect, ensure_partitions
 from proxy.store.db.rollups import seal, sealed_through, upsert
+from tests.conftest import database_migrated_through
 from tests.proxy.test_rollup import write
 from tests.rollup_check import assert_quantiles, assert_rollups_match_events, random_events
 from tests.rollup_check import sealed_through as watermark
@@ -215,44 +215,29 @@ def test_the_upgrade_leaves_the_current_hour_to_the_seal(pg_server_url: str) -> 
     too: migration 010 sets the watermark at this hour and takes this hour out of `rollup_daily`
     (the seal will merge it), so nothing is counted twice."""
     from proxy.store.db import migrate
-    from proxy.store.db.migrate import _migration_files
     from proxy.store.orgs import create_org
 
-    name = f"lectr_upgrade_{uuid.uuid4().hex[:8]}"
-    with connect(pg_server_url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
-    try:
-        with connect(url) as conn:
-            conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                         " applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, file, sql in _migration_files():
-                if version <= 9:
-                    conn.execute(sql)  # type: ignore[call-overload]
-                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, file))
-            ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=1)
-            org, _ = create_org(conn, "before-the-seal")
-            hour = _this_hour()
-            rng = random.Random(26)
-            events = (_within(random_events(rng, [org.id], 300), hour - 30 * HOUR, hour, rng)
-                      + _within(random_events(rng, [org.id], 100), hour, hour + HOUR, rng))
-            with conn.cursor() as cur, cur.copy(_COPY) as copy:
-                for event in events:
-                    copy.write_row(EventWriter._finish(event))
-            with conn.transaction():  # the rollups as 009's writer left them: every hour in both tables
-                conn.execute("SELECT lectr_rollup_rebuild(NULL, '-infinity', 'infinity')")
-                conn.execute("SELECT lectr_rollup_days(NULL, '-infinity', 'infinity')")
-            assert sum(_daily_requests(conn, org.id).values()) == 400
-            assert migrate(conn) == ["010_rollup_daily_sealed.sql"]
-            sealed = watermark(conn)
-            assert hour <= sealed <= _this_hour()
-            assert _daily_requests(conn, org.id) == _raw_requests(conn, org.id, sealed)
-            assert assert_rollups_match_events(conn, [org.id]) == 400
-            assert seal(conn) >= sealed
-            assert assert_rollups_match_events(conn, [org.id]) == 400
-    finally:
-        with connect(pg_server_url) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    with database_migrated_through(pg_server_url, 9) as url, connect(url) as conn:
+        ensure_partitions(conn, dt.datetime.now(dt.UTC), months_back=1)
+        org, _ = create_org(conn, "before-the-seal")
+        hour = _this_hour()
+        rng = random.Random(26)
+        events = (_within(random_events(rng, [org.id], 300), hour - 30 * HOUR, hour, rng)
+                  + _within(random_events(rng, [org.id], 100), hour, hour + HOUR, rng))
+        with conn.cursor() as cur, cur.copy(_COPY) as copy:
+            for event in events:
+                copy.write_row(EventWriter._finish(event))
+        with conn.transaction():  # the rollups as 009's writer left them: every hour in both tables
+            conn.execute("SELECT lectr_rollup_rebuild(NULL, '-infinity', 'infinity')")
+            conn.execute("SELECT lectr_rollup_days(NULL, '-infinity', 'infinity')")
+        assert sum(_daily_requests(conn, org.id).values()) == 400
+        assert migrate(conn) == ["010_rollup_daily_sealed.sql"]
+        sealed = watermark(conn)
+        assert hour <= sealed <= _this_hour()
+        assert _daily_requests(conn, org.id) == _raw_requests(conn, org.id, sealed)
+        assert assert_rollups_match_events(conn, [org.id]) == 400
+        assert seal(conn) >= sealed
+        assert assert_rollups_match_events(conn, [org.id]) == 400
 
 
 def test_the_seal_counts_each_hour_once_across_a_daylight_saving_change(
